@@ -1,0 +1,1 @@
+"""Benchmarks and offline stand-in models (shared with the test suite)."""

@@ -1,0 +1,77 @@
+"""The Celery application (``celery -A worker ...``) and its configuration.
+
+Configuration is a promise (``add_defaults`` with a callable): the ``EMOTIONS_*`` settings are
+read when Celery first needs them (worker start, first send), not when this module is
+imported, so importing the app never fails on a bad environment and tests build their own.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from worker.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
+from worker.settings import Settings, load_settings
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """This process's settings, built once from the environment on first use."""
+    return load_settings()
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from ours; every choice here protects against a named fault."""
+    transport = {
+        # An unacknowledged chunk (its worker died) is redelivered after this long.
+        "visibility_timeout": settings.visibility_timeout,
+        # Reconnect instead of dying when Redis restarts.
+        "retry_on_timeout": True,
+        "health_check_interval": 10,
+    }
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.backend_url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # keep trying while Redis is down
+        # JSON only: a pickled message could run code on the GPU nodes.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        # ML workers: one chunk at a time, acknowledged only when done, requeued if the
+        # process running it dies (OOM killer, SIGKILL).
+        "worker_prefetch_multiplier": 1,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "task_time_limit": settings.task_time_limit,
+        "task_soft_time_limit": max(1, settings.task_time_limit - 30),
+        # Chunk results live in our own job store; Celery's results would only pile up.
+        "task_ignore_result": True,
+        "result_expires": settings.result_ttl,
+        # Monitoring without Flower having to switch events on.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "task_default_queue": INFERENCE_QUEUE,
+        "task_queues": (Queue(INFERENCE_QUEUE), Queue(RESULTS_QUEUE)),
+        "task_routes": {
+            CLASSIFY_TASK: {"queue": INFERENCE_QUEUE},
+            ASSEMBLE_TASK: {"queue": RESULTS_QUEUE},
+        },
+        # Loading a 700 MB model in a fresh pool child takes far longer than Celery's 4 s.
+        "worker_proc_alive_timeout": settings.model_load_timeout,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_hijack_root_logger": True,
+    }
+
+
+app = Celery("emotions", include=["worker.tasks", "worker.lifecycle"])
+app.add_defaults(lambda: celery_config(get_settings()))

@@ -1,0 +1,52 @@
+"""Names and defaults shared by the worker, the producer and the tests: one place, no literals.
+
+Queue and task names are public (operators route with ``-Q`` and read them in Flower); Redis
+key layout is internal but must agree between processes, so it lives here too.
+"""
+
+from typing import Final
+
+DEFAULT_MODEL: Final = "AnasAlokla/multilingual_go_emotions"
+DEFAULT_BROKER_URL: Final = "redis://localhost:6379/0"
+
+# Queues: GPU nodes consume ``inference``; the host owning the output folder consumes ``results``.
+INFERENCE_QUEUE: Final = "inference"
+RESULTS_QUEUE: Final = "results"
+
+# Task names (stable across refactors: messages in a persisted queue refer to them).
+CLASSIFY_TASK: Final = "emotions.classify_chunk"
+ASSEMBLE_TASK: Final = "emotions.assemble_file"
+
+# Redis keys. ``job`` is a content+model digest, ``name`` an input file name.
+KEY_PREFIX: Final = "emotions"
+LEDGER_KEY: Final = f"{KEY_PREFIX}:ledger"  # hash: file name -> JSON ledger entry
+
+
+def job_key(job: str) -> str:
+    """Hash of a job's metadata (file name, chunk count, state, error)."""
+    return f"{KEY_PREFIX}:job:{job}"
+
+
+def parts_key(job: str) -> str:
+    """Hash of chunk index -> the chunk's finished output records (JSON fragment)."""
+    return f"{KEY_PREFIX}:job:{job}:parts"
+
+
+def done_key(job: str) -> str:
+    """Set of chunk indexes whose results are stored: counted once however often they run."""
+    return f"{KEY_PREFIX}:job:{job}:done"
+
+
+def assemble_lock_key(job: str) -> str:
+    """``SET NX`` guard: exactly one assembly is enqueued per job."""
+    return f"{KEY_PREFIX}:job:{job}:assemble"
+
+
+# Job states, as stored in the job hash and the ledger.
+QUEUED: Final = "queued"
+DONE: Final = "done"
+FAILED: Final = "failed"
+SUPERSEDED: Final = "superseded"
+
+OUTPUT_SUFFIX: Final = ".json"
+ERROR_SUFFIX: Final = ".error.json"

@@ -1,0 +1,42 @@
+"""Every error this project raises. Retries are decided by type: transient errors are retried
+by Celery with back-off, permanent errors fail the chunk (and its file) at once."""
+
+
+class EmotionsError(Exception):
+    """Root of every error raised on purpose by this project."""
+
+
+class TransientError(EmotionsError):
+    """Might succeed if tried again later (busy GPU, full disk, lost connection)."""
+
+
+class PermanentError(EmotionsError):
+    """Will fail the same way every time; retrying only wastes GPU time."""
+
+
+class ConfigurationError(PermanentError):
+    """A setting is invalid or the machine cannot honour it (e.g. no CUDA device)."""
+
+
+class ModelLoadError(PermanentError):
+    """The model or tokenizer could not be loaded from the hub id or folder given."""
+
+
+class ModelMismatchError(PermanentError):
+    """A chunk was queued for another model than the one this worker holds."""
+
+
+class InferenceOOMError(TransientError):
+    """CUDA ran out of memory even on a batch of one comment."""
+
+
+class OutputWriteError(TransientError):
+    """The output file could not be written (disk full, folder missing or read-only)."""
+
+
+class InputError(PermanentError):
+    """An input file cannot be turned into comments; the message tells the user what to fix."""
+
+
+class InputTooLargeError(InputError):
+    """An input file or a single comment exceeds a configured size limit."""

@@ -1,0 +1,72 @@
+"""Where files go, and writing them so that a reader never sees half of one.
+
+Input names come from users (and from whatever wrote the folder), so every output or report
+name is reduced to a plain single-component name before it is joined to a folder: no
+``..``, no separators, no control characters, and the result is checked to stay inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from worker.constants import ERROR_SUFFIX, OUTPUT_SUFFIX
+from worker.errors import OutputWriteError
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+def safe_name(name: str) -> str:
+    """A single, visible path component derived from ``name`` (never empty, never hidden)."""
+    base = _UNSAFE.sub("_", os.path.basename(name.replace("\\", "/")))
+    base = base.lstrip(".") or "_"
+    return base[:200]
+
+
+def inside(folder: Path, name: str) -> Path:
+    """``folder / name``, refusing anything that would resolve outside ``folder``."""
+    root = folder.resolve()
+    target = (root / name).resolve()
+    if target.parent != root:
+        raise OutputWriteError(f"refusing to write {name!r} outside {root}")
+    return target
+
+
+def output_path(output_dir: Path, input_name: str) -> Path:
+    """``<output dir>/<input file stem>.json`` (the output contract)."""
+    stem = Path(safe_name(input_name)).stem or "_"
+    return inside(output_dir, stem + OUTPUT_SUFFIX)
+
+
+def report_path(failed_dir: Path, input_name: str) -> Path:
+    """``<failed dir>/<input name>.error.json``: the report beside the failed input."""
+    return inside(failed_dir, safe_name(input_name) + ERROR_SUFFIX)
+
+
+def write_atomic(path: Path, pieces: Iterable[bytes]) -> None:
+    """Write ``pieces`` to a hidden temporary file beside ``path``, fsync, then rename over it.
+
+    Any OS error (disk full, folder missing or read-only) becomes :class:`OutputWriteError`,
+    a transient error: the caller keeps its data and retries later.
+    """
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            for piece in pieces:
+                f.write(piece)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise OutputWriteError(f"cannot write {path}: {e.strerror or e}") from e
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

@@ -1,0 +1,81 @@
+"""Worker start-up: refuse early, load late.
+
+The main process (``worker_init``) checks what is cheap, the device and the model config,
+and stops the worker with a non-zero exit at once if either is wrong: a pool that keeps
+restarting a child that cannot load is the worst way to say "no GPU". The model itself is
+loaded in each pool child (``worker_process_init``), after the fork, because a CUDA context
+must not be created in a parent that forks. A child that still fails to load stops the
+whole worker instead of being restarted forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Any
+
+from celery.exceptions import WorkerTerminate
+from celery.signals import worker_init, worker_process_init, worker_ready
+
+from worker.app import get_settings
+from worker.constants import INFERENCE_QUEUE
+from worker.errors import EmotionsError
+from worker.settings import log_settings
+
+log = logging.getLogger(__name__)
+
+_holder: Any = None  # the ModelHolder of this process, when it consumes the inference queue
+_serves_inference = True
+
+
+def holder() -> Any:
+    """The process's model holder, created on first use (``-P solo``/``threads`` pools)."""
+    global _holder
+    if _holder is None:
+        from worker.model import ModelHolder
+
+        _holder = ModelHolder(get_settings())
+    return _holder
+
+
+def _consumes_inference(consumer: Any) -> bool:
+    queues = consumer.app.amqp.queues
+    active = queues.consume_from or queues
+    return INFERENCE_QUEUE in active
+
+
+@worker_init.connect
+def _preflight(sender: Any = None, **_: Any) -> None:
+    """Main process, before the pool forks: validate settings, device and model config."""
+    global _serves_inference
+    try:
+        settings = get_settings()
+        log_settings(settings, "worker")
+        _serves_inference = _consumes_inference(sender)
+        if _serves_inference:
+            from worker.model import preflight
+
+            preflight(settings)
+    except EmotionsError as e:
+        log.critical("worker cannot start: %s", e)
+        raise WorkerTerminate(1) from e
+
+
+@worker_process_init.connect
+def _load_model(**_: Any) -> None:
+    """Pool child: load and warm the model once; it then serves every chunk of this child."""
+    if not _serves_inference:
+        return
+    try:
+        holder().load()
+        holder().warm_up()
+    except Exception as e:
+        log.critical("model load failed in pool child %d, stopping the worker: %s", os.getpid(), e)
+        os.kill(os.getppid(), signal.SIGTERM)
+        os._exit(1)
+
+
+@worker_ready.connect
+def _ready(**_: Any) -> None:
+    log.info("worker ready (inference=%s)", _serves_inference)

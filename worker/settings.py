@@ -1,0 +1,111 @@
+"""The one settings object of a process, read from ``EMOTIONS_*`` environment variables.
+
+Built at the entry point (worker start, producer ``main``), never at import, so tests and
+tools can build their own. Frozen: nothing changes a setting behind a running process's back.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from kombu.utils.url import maybe_sanitize_url
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.constants import DEFAULT_BROKER_URL, DEFAULT_MODEL
+from worker.errors import ConfigurationError
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_SECRET_FIELDS = ("broker_url", "result_backend")
+log = logging.getLogger(__name__)
+
+
+class Settings(BaseSettings):
+    """Every knob of the system; the README's settings table documents each one."""
+
+    model_config = SettingsConfigDict(env_prefix="EMOTIONS_", frozen=True, extra="ignore")
+
+    broker_url: str = DEFAULT_BROKER_URL
+    result_backend: str = ""  # empty: the broker URL
+    model: str = DEFAULT_MODEL
+    device: str = "cuda"
+    batch_size: int = Field(16, ge=1, le=4096)
+    token_budget: int = Field(0, ge=0)  # 0: no cap on padded tokens per batch
+    max_length: int = Field(0, ge=0)  # 0: the tokenizer's maximum
+    chunk_size: int = Field(256, ge=1, le=100_000)
+    visibility_timeout: int = Field(3600, ge=10)
+    task_time_limit: int = Field(1800, ge=5)
+    max_retries: int = Field(3, ge=0)
+    retry_backoff_max: int = Field(60, ge=1)
+    model_load_timeout: int = Field(600, ge=5)
+    result_ttl: int = Field(7 * 24 * 3600, ge=60)
+    input_dir: Path = Path("data/input")
+    output_dir: Path = Path("data/output")
+    failed_dir: Path = Path("data/failed")
+    settle_seconds: float = Field(1.0, ge=0)
+    rescan_seconds: float = Field(30.0, gt=0)
+    max_file_bytes: int = Field(2 * 1024**3 - 1, ge=1)
+    max_comment_chars: int = Field(1_000_000, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError("must be 'cuda', 'cuda:N' or 'cpu'")
+        return value
+
+    @field_validator("broker_url", "result_backend")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in logging.getLevelNamesMapping():
+            raise ValueError(f"unknown log level {value!r}")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _limits(self) -> Settings:
+        if self.task_time_limit >= self.visibility_timeout:
+            raise ValueError(
+                "EMOTIONS_TASK_TIME_LIMIT must be below EMOTIONS_VISIBILITY_TIMEOUT, or a chunk "
+                "still running would be handed to a second worker"
+            )
+        return self
+
+    @property
+    def backend_url(self) -> str:
+        """Where results and job state live: ``result_backend``, else the broker."""
+        return self.result_backend or self.broker_url
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a dict with passwords in URLs replaced, fit for logs."""
+        values = self.model_dump()
+        for name in _SECRET_FIELDS:
+            values[name] = maybe_sanitize_url(values[name]) if values[name] else ""
+        return values
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (CLI flags as ``overrides``), with a clear error."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"EMOTIONS_{'_'.join(str(p) for p in err['loc']).upper() or 'SETTINGS'}: {err['msg']}"
+            for err in e.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from e
+
+
+def log_settings(settings: Settings, process: str) -> None:
+    """Log the settings once per process, secrets masked."""
+    log.info("%s settings: %s", process, settings.masked())

@@ -1,0 +1,128 @@
+"""The two tasks: classify a chunk (``inference`` queue) and assemble a file (``results``).
+
+Retries are decided by type: :class:`~worker.errors.PermanentError` fails at once, anything
+else (CUDA errors, out of memory, lost connections) is retried with exponential back-off up
+to ``EMOTIONS_MAX_RETRIES``. When a chunk fails for good its job is marked failed with the
+chunk and the cause, so the producer can move the file aside; no partial output is written.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+import redis
+
+from worker.app import app, get_settings
+from worker.constants import ASSEMBLE_TASK, CLASSIFY_TASK, QUEUED, RESULTS_QUEUE
+from worker.errors import ModelMismatchError, OutputWriteError, PermanentError
+from worker.files import output_path, write_atomic
+from worker.jobs import JobStore
+from worker.lifecycle import holder
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def store() -> JobStore:
+    """This process's job store, on the result backend's Redis."""
+    settings = get_settings()
+    return JobStore(redis.Redis.from_url(settings.backend_url), settings.result_ttl)
+
+
+def backoff(retries: int) -> int:
+    """Seconds before retry number ``retries + 1``: 1, 2, 4, ... capped by the setting."""
+    return int(min(get_settings().retry_backoff_max, 2**retries))
+
+
+def render(records: Iterable[list[Any]], labels: Iterable[str]) -> bytes:
+    """One chunk's output records, one JSON object per line, ready to splice into the file."""
+    return b",\n".join(
+        orjson.dumps({"id": rid, "comment": text, "emotion": label})
+        for (rid, text), label in zip(records, labels, strict=True)
+    )
+
+
+def enqueue_assembly(job: str, name: str) -> None:
+    """Queue the file's assembly on the host that owns the output folder."""
+    assemble_file.apply_async(
+        (job, name), queue=RESULTS_QUEUE, shadow=f"{ASSEMBLE_TASK}[{name}]", argsrepr=repr(name)
+    )
+
+
+@app.task(name=CLASSIFY_TASK, bind=True)
+def classify_chunk(self: Any, job: str, index: int, records: list[list[Any]], model: str,
+                   name: str) -> int:  # fmt: skip
+    """Label one chunk of ``[id, comment]`` records and store its output records."""
+    settings = get_settings()
+    started = time.perf_counter()
+    try:
+        if model != settings.model:
+            raise ModelMismatchError(
+                f"chunk was queued for model {model!r} but this worker holds {settings.model!r}; "
+                "give producer and workers the same EMOTIONS_MODEL"
+            )
+        labels = holder().engine.classify([text for _, text in records])
+        outcome = store().store_part(job, index, render(records, labels))
+    except Exception as e:
+        if not isinstance(e, PermanentError) and self.request.retries < settings.max_retries:
+            log.warning("file=%s chunk=%d retry=%d error=%r", name, index, self.request.retries, e)
+            raise self.retry(exc=e, countdown=backoff(self.request.retries)) from e
+        error = {"error": f"{type(e).__name__}: {e}", "chunk": index, "file": name,
+                 "retries": self.request.retries}  # fmt: skip
+        store().fail(job, error)
+        log.error("file=%s chunk=%d failed for good: %r", name, index, e)
+        raise
+    if outcome == 1:
+        enqueue_assembly(job, name)
+    seconds = time.perf_counter() - started
+    log.info(
+        "file=%s chunk=%d records=%d seconds=%.3f rate=%.1f/s%s",
+        name, index, len(records), seconds, len(records) / max(seconds, 1e-9),
+        " (job no longer active, result dropped)" if outcome == -1 else "",
+    )  # fmt: skip
+    return len(records)
+
+
+class _JobEnded(Exception):
+    """The job finished or was replaced while this assembly ran; this copy is not needed."""
+
+
+def _json_array(parts: Iterator[bytes | None]) -> Iterator[bytes]:
+    yield b"[\n"
+    first = True
+    for part in parts:
+        if part is None:
+            raise _JobEnded
+        if part:
+            if not first:
+                yield b",\n"
+            yield part
+            first = False
+    yield b"\n]\n" if not first else b"]\n"
+
+
+@app.task(name=ASSEMBLE_TASK, bind=True)
+def assemble_file(self: Any, job: str, name: str) -> str:
+    """Write ``<output>/<stem>.json`` from every chunk's records, atomically, once."""
+    settings = get_settings()
+    meta = store().meta(job)
+    if meta.get("state") != QUEUED:
+        return f"skipped: job is {meta.get('state', 'expired')}"
+    path = output_path(settings.output_dir, name)
+    try:
+        write_atomic(path, _json_array(store().parts(job, int(meta["total"]))))
+    except _JobEnded:
+        return "skipped: job ended during assembly"
+    except OutputWriteError as e:
+        # Chunk results stay in Redis; retry until the disk has room again.
+        log.error("file=%s cannot write output, will retry: %s", name, e)
+        raise self.retry(exc=e, countdown=backoff(self.request.retries), max_retries=None) from e
+    store().finish(job, str(path))
+    log.info("file=%s written=%s records=%s chunks=%s", name, path, meta.get("records"),
+             meta["total"])  # fmt: skip
+    return str(path)
