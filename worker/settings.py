@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     failed_dir: Path = Path("data/failed")
     settle_seconds: float = Field(1.0, ge=0)
     rescan_seconds: float = Field(30.0, gt=0)
-    max_file_bytes: int = Field(2 * 1024**3 - 1, ge=1)
+    max_file_bytes: int = Field(1024**3, ge=1)
     max_comment_chars: int = Field(1_000_000, ge=1)
     log_level: str = "INFO"
 

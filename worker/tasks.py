@@ -18,11 +18,12 @@ import orjson
 import redis
 
 from worker.app import app, get_settings
-from worker.constants import ASSEMBLE_TASK, CLASSIFY_TASK, QUEUED, RESULTS_QUEUE
+from worker.constants import ASSEMBLE_TASK, CLASSIFY_TASK, QUEUED
 from worker.errors import ModelMismatchError, OutputWriteError, PermanentError
 from worker.files import output_path, write_atomic
 from worker.jobs import JobStore
 from worker.lifecycle import holder
+from worker.messages import send_assembly
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,6 @@ def render(records: Iterable[list[Any]], labels: Iterable[str]) -> bytes:
     return b",\n".join(
         orjson.dumps({"id": rid, "comment": text, "emotion": label})
         for (rid, text), label in zip(records, labels, strict=True)
-    )
-
-
-def enqueue_assembly(job: str, name: str) -> None:
-    """Queue the file's assembly on the host that owns the output folder."""
-    assemble_file.apply_async(
-        (job, name), queue=RESULTS_QUEUE, shadow=f"{ASSEMBLE_TASK}[{name}]", argsrepr=repr(name)
     )
 
 
@@ -78,7 +72,7 @@ def classify_chunk(self: Any, job: str, index: int, records: list[list[Any]], mo
         log.error("file=%s chunk=%d failed for good: %r", name, index, e)
         raise
     if outcome == 1:
-        enqueue_assembly(job, name)
+        send_assembly(app, job, name)
     seconds = time.perf_counter() - started
     log.info(
         "file=%s chunk=%d records=%d seconds=%.3f rate=%.1f/s%s",

@@ -1,0 +1,50 @@
+"""A real ``celery -A worker worker`` with faults injected through environment variables.
+
+Test-only. Faults are injected around the engine, in the real worker process, so the test
+sees exactly what a user would: real pool children, real acks, real redelivery.
+- ``FAULT_STARTED_DIR``: touch a file there when a chunk starts (proof that work is in flight)
+- ``FAULT_SLOW_SECONDS``: sleep this long inside every chunk
+- ``FAULT_FAIL_TEXT``: a chunk containing this text raises a CUDA-like RuntimeError, always
+- ``FAULT_OOM_ABOVE``: a forward pass over more rows than this raises torch.OutOfMemoryError
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worker import app
+from worker.inference import Engine
+
+_classify = Engine.classify_indices
+_forward = Engine._forward
+
+
+def classify_indices(self: Engine, texts: Any) -> Any:
+    if started := os.environ.get("FAULT_STARTED_DIR"):
+        Path(started, f"{os.getpid()}-{time.monotonic_ns()}").touch()
+    if fail := os.environ.get("FAULT_FAIL_TEXT"):
+        if any(fail in t for t in texts):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
+    time.sleep(float(os.environ.get("FAULT_SLOW_SECONDS", "0")))
+    return _classify(self, texts)
+
+
+def forward(self: Engine, rows: list[list[int]]) -> torch.Tensor:
+    above = int(os.environ.get("FAULT_OOM_ABOVE", "0"))
+    if above and len(rows) > above:
+        Path(os.environ["FAULT_STARTED_DIR"], f"oom-{len(rows)}-{time.monotonic_ns()}").touch()
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+    return _forward(self, rows)
+
+
+Engine.classify_indices = classify_indices  # type: ignore[method-assign]
+Engine._forward = forward  # type: ignore[method-assign]
+
+if __name__ == "__main__":
+    app.worker_main(sys.argv[1:])
