@@ -1,0 +1,55 @@
+"""Input formats: turn one comment file into records, whichever tool wrote it.
+
+Read as written by the tools people use (see BRIEF "Input files"):
+
+- a JSON array of comment objects or strings (the original script's input);
+- youtube-comment-downloader: JSON Lines (its default, often saved as ``.json``), its indented
+  ``{"comments": [...]}`` and its CSV / semicolon CSV (UTF-8 with a BOM);
+- YouTube Data API v3 ``commentThreads.list`` / ``comments.list`` responses (one page, an
+  array of pages, or one page per line), each top-level comment followed by its replies.
+
+The format is sniffed from the content (``detect``), so a misleading extension does not matter.
+Ids are taken from the first of ``id``, ``comment_id``, ``commentId``, ``cid`` and kept exactly
+as given; a record without one gets its 0-based position in the file, as a string. Error
+messages name the file and the line, record (counted from 0) or JSON path that is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from producer.formats.delimited import csv_records
+from producer.formats.detect import Format, detect
+from producer.formats.json_document import document_records
+from producer.formats.json_lines import json_lines_records
+from producer.formats.records import ID_FIELDS, LIMIT_SETTING, TEXT_FIELDS, Record, RecordMaker
+
+__all__ = [
+    "ID_FIELDS",
+    "LIMIT_SETTING",
+    "TEXT_FIELDS",
+    "Format",
+    "Record",
+    "detect",
+    "iter_records",
+]
+
+_READERS = {
+    Format.JSON_DOCUMENT: document_records,
+    Format.JSON_LINES: json_lines_records,
+    Format.CSV: csv_records,
+}
+
+
+def iter_records(path: Path, *, max_comment_chars: int = 1_000_000) -> Iterator[Record]:
+    """Yield the file's comment records in file order. Raises InputError / InputTooLargeError.
+
+    Lazy: nothing is read until the first record is asked for, and JSON Lines and CSV files are
+    streamed, so records before a bad line may be yielded before the error is raised (the
+    caller must then fail the whole file). Errors reading the file itself (missing, permission)
+    are left as ``OSError``.
+    """
+    path = Path(path)
+    reader = _READERS[detect(path)]
+    yield from reader(path, RecordMaker(max_comment_chars))

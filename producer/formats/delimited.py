@@ -1,0 +1,128 @@
+"""CSV with a header row: youtube-comment-downloader's ``--format csv`` / ``scsv`` and spreadsheet
+exports (UTF-8, often with a BOM; comma, semicolon or tab delimited; quoted fields may hold
+delimiters, doubled quotes and line breaks).
+
+Streamed row by row with the ``csv`` module, never read whole. Every cell is a string, so ids
+stay strings exactly as written; an empty id cell means "no id" (the position is used).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Final
+
+from producer.formats.detect import not_utf8_error
+from producer.formats.records import (
+    ID_FIELDS,
+    LIMIT_SETTING,
+    TEXT_FIELDS,
+    At,
+    Record,
+    RecordMaker,
+    list_names,
+)
+from worker.errors import InputError, InputTooLargeError
+
+DELIMITERS: Final = (",", ";", "\t")
+_QUOTED: Final = re.compile(r'"[^"]*"')
+
+
+def sniff_delimiter(header_line: str) -> str:
+    """The delimiter used most in the header line (outside quotes); a comma on a tie or none."""
+    bare = _QUOTED.sub("", header_line)
+    return max(DELIMITERS, key=bare.count) if any(d in bare for d in DELIMITERS) else ","
+
+
+def find_column(columns: list[str], names: Iterable[str]) -> int | None:
+    """Index of the first of ``names`` among ``columns``; exact match first, then any case."""
+    names = tuple(names)
+    for name in names:
+        if name in columns:
+            return columns.index(name)
+    folded = [column.casefold() for column in columns]
+    for name in names:
+        if name.casefold() in folded:
+            return folded.index(name.casefold())
+    return None
+
+
+def _allow_long_fields(max_comment_chars: int) -> None:
+    """Let the csv module read comments up to the limit (its default stops at 131,072 chars).
+
+    The limit is process-wide, so it is only ever raised, never lowered.
+    """
+    if csv.field_size_limit() <= max_comment_chars:
+        csv.field_size_limit(max_comment_chars + 1)
+
+
+def _first_bad_line(path: Path) -> InputError:
+    """The InputError for a file that failed to decode, naming its first non-UTF-8 line."""
+    with path.open("rb") as stream:
+        for number, line in enumerate(stream, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return not_utf8_error(path.name, line, e, first_line=number)
+    return InputError(f"{path.name}: not UTF-8 text: is this a comment file?")
+
+
+def csv_records(path: Path, maker: RecordMaker) -> Iterator[Record]:
+    """Yield every comment of a CSV file in order; the header names the id and text columns."""
+    _allow_long_fields(maker.max_comment_chars)
+    name = path.name
+    with path.open(encoding="utf-8-sig", newline="") as stream:
+        try:
+            yield from _rows(name, stream, maker)
+        except UnicodeDecodeError as e:
+            raise _first_bad_line(path) from e
+
+
+def _rows(name: str, stream: Iterator[str], maker: RecordMaker) -> Iterator[Record]:
+    """The records of an open CSV text stream (see ``csv_records``)."""
+    skipped = 0
+    first = next(stream, "")
+    while first and not first.strip():
+        skipped, first = skipped + 1, next(stream, "")
+    delimiter = sniff_delimiter(first)
+    reader = csv.reader(itertools.chain([first], stream), delimiter=delimiter, strict=True)
+    try:
+        columns = [column.strip() for column in next(reader, [])]
+        text_index = find_column(columns, TEXT_FIELDS)
+        if text_index is None:
+            raise InputError(
+                f"{name}: no text column: expected one of {', '.join(TEXT_FIELDS)}; found "
+                f"columns: {list_names(columns)} (read with delimiter {delimiter!r})"
+            )
+        id_index = find_column(columns, ID_FIELDS)
+        width, end = len(columns), reader.line_num
+        for row in reader:
+            start, end = skipped + end + 1, reader.line_num
+            if not row or (width > 1 and len(row) == 1 and not row[0].strip()):
+                continue  # a blank line
+            if len(row) < width or any(cell.strip() for cell in row[width:]):
+                raise InputError(
+                    f"{name} line {start}: {len(row)} fields, but the header has {width}; does a "
+                    f"field holding {delimiter!r} or a line break lack its double quotes?"
+                )
+            id_value = row[id_index] if id_index is not None else ""
+            yield maker.make(
+                id_value if id_value.strip() else None,
+                row[text_index],
+                At(name, "line", start),
+                columns[text_index],
+            )
+    except csv.Error as e:
+        line = skipped + reader.line_num
+        if "field larger than field limit" in str(e):
+            raise InputTooLargeError(
+                f"{name} line {line}: a field is longer than {maker.max_comment_chars:,} "
+                f"characters, the limit for one comment ({LIMIT_SETTING}); or a quote is never "
+                "closed"
+            ) from e
+        raise InputError(
+            f"{name} line {line}: malformed CSV ({e}); check the double quotes on that line"
+        ) from e

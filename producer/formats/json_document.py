@@ -1,0 +1,90 @@
+"""A file holding one JSON document: an array of comments, youtube-comment-downloader's
+``{"comments": [...]}``, or YouTube Data API responses (one page, or an array of pages).
+
+orjson has no streaming parser, so the document is read whole; the raw bytes are dropped as soon
+as they are parsed, leaving only the objects (a million-comment file is JSON Lines in practice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from producer.formats import youtube_api
+from producer.formats.detect import BOM, not_utf8_error
+from producer.formats.records import (
+    TEXT_FIELDS,
+    At,
+    Record,
+    RecordMaker,
+    first_key,
+    kind_of,
+    list_names,
+)
+from worker.errors import InputError
+
+UNKNOWN_SHAPE: Final = (
+    'unknown JSON shape: expected an array of comment objects, {"comments": [...]} or a '
+    'YouTube Data API response with "items"'
+)
+
+
+def document_records(path: Path, maker: RecordMaker) -> Iterator[Record]:
+    """Parse the whole file as one JSON document and yield its comments in order."""
+    raw = path.read_bytes()
+    start = len(BOM) if raw.startswith(BOM) else 0
+    try:
+        document = orjson.loads(memoryview(raw)[start:])
+    except orjson.JSONDecodeError as e:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise not_utf8_error(path.name, raw, bad) from e
+        raise InputError(
+            f"{path.name} line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})"
+        ) from e
+    del raw
+    yield from value_records(document, maker, At(path.name))
+
+
+def value_records(document: Any, maker: RecordMaker, where: At) -> Iterator[Record]:
+    """The comments of a whole document, whichever known shape it has."""
+    if isinstance(document, list):
+        for index, element in enumerate(document):
+            yield from element_records(element, maker, where.numbered("record", index))
+        return
+    if isinstance(document, dict):
+        comments = document.get("comments")
+        if isinstance(comments, list) and first_key(document, TEXT_FIELDS) is None:
+            for index, element in enumerate(comments):
+                yield from element_records(element, maker, where / f"comments[{index}]")
+            return
+        if youtube_api.is_response(document):
+            yield from youtube_api.response_records(document, maker, where)
+            return
+        if youtube_api.is_item(document):
+            yield from youtube_api.item_records(document, maker, where)
+            return
+        if first_key(document, TEXT_FIELDS) is not None:
+            # A single comment object: what a one-line JSON Lines file looks like.
+            yield maker.from_object(document, where)
+            return
+        raise InputError(
+            f"{where()}: {UNKNOWN_SHAPE}; found an object with keys: {list_names(document)}"
+        )
+    raise InputError(f"{where()}: {UNKNOWN_SHAPE}; found {kind_of(document)}")
+
+
+def element_records(element: Any, maker: RecordMaker, where: At) -> Iterator[Record]:
+    """One element of an array or one JSON Lines value: a comment, or an API page or thread."""
+    if isinstance(element, dict):
+        if youtube_api.is_response(element):
+            yield from youtube_api.response_records(element, maker, where)
+            return
+        if youtube_api.is_item(element):
+            yield from youtube_api.item_records(element, maker, where)
+            return
+    yield maker.from_value(element, where)

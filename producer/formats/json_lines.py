@@ -1,0 +1,47 @@
+"""JSON Lines: youtube-comment-downloader's default output, one comment object per line.
+
+Streamed line by line: such files reach a million comments, and only the current line and its
+records are held at a time. Blank lines are skipped; a line may also hold a bare string, a Data
+API thread or a whole API page (people append pages to one file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from producer.formats.detect import BOM, not_utf8_error
+from producer.formats.json_document import element_records
+from producer.formats.records import At, Record, RecordMaker
+from worker.errors import InputError
+
+
+def json_lines_records(path: Path, maker: RecordMaker) -> Iterator[Record]:
+    """Yield every comment of a JSON Lines file in order, reading one line at a time.
+
+    Records before a bad line are yielded before the error is raised: the caller fails the
+    whole file, not just that line.
+    """
+    where = At(path.name)
+    with path.open("rb") as stream:
+        for number, line in enumerate(stream, start=1):
+            if number == 1:
+                line = line.removeprefix(BOM)
+            if not line.strip():
+                continue
+            try:
+                value = orjson.loads(line)
+            except orjson.JSONDecodeError as e:
+                raise _line_error(path.name, number, line, e) from e
+            yield from element_records(value, maker, where.numbered("line", number))
+
+
+def _line_error(name: str, number: int, line: bytes, error: orjson.JSONDecodeError) -> InputError:
+    """Why a line is not JSON, in the file's own line numbering."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return not_utf8_error(name, line, bad, first_line=number)
+    return InputError(f"{name} line {number}: invalid JSON ({error.msg} at column {error.colno})")

@@ -1,0 +1,161 @@
+"""Rules every input format shares: which fields hold the id and the text, how a value becomes
+comment text, and the per-comment size limit.
+
+Kept in one place so a JSON array, a JSON Lines file and a CSV file with the same comments give
+exactly the same records (the output is joined with the embeddings pipeline by ``id``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, NamedTuple
+
+from worker.errors import InputError, InputTooLargeError
+
+ID_FIELDS: Final = ("id", "comment_id", "commentId", "cid")
+TEXT_FIELDS: Final = ("comment", "text", "textOriginal", "textDisplay", "content")
+LIMIT_SETTING: Final = "EMOTIONS_MAX_COMMENT_CHARS"
+
+_KINDS: Final = (
+    (bool, "true/false"),  # before int: bool is an int subclass
+    (int | float, "a number"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "an object"),
+)
+
+# Where a record sits, for error messages only: rendered lazily, because a file can hold a
+# million records and only the failing one is ever described.
+Where = Callable[[], str]
+
+
+class At:
+    """A location: the file, optionally a line or record number, then a JSON path inside it.
+
+    Renders as ``comments.jsonl line 12``, ``threads.json: items[3].snippet`` or
+    ``pages.json record 2: items[0].replies.comments[1]``.
+    """
+
+    __slots__ = ("_label", "_name", "_number", "_path")
+
+    def __init__(self, name: str, label: str = "", number: int = 0, path: str = "") -> None:
+        self._name, self._label, self._number, self._path = name, label, number, path
+
+    def __call__(self) -> str:
+        base = f"{self._name} {self._label} {self._number}" if self._label else self._name
+        return f"{base}: {self._path}" if self._path else base
+
+    def numbered(self, label: str, number: int) -> At:
+        """The same file, at a line or record number (``comments.json record 5``)."""
+        return At(self._name, label, number)
+
+    def __truediv__(self, part: str) -> At:
+        """One step deeper: ``at / "items[3]"``, ``at / "snippet"``."""
+        dot = "." if self._path and not part.startswith("[") else ""
+        return At(self._name, self._label, self._number, f"{self._path}{dot}{part}")
+
+
+class Record(NamedTuple):
+    """One comment: its id exactly as the input gave it (or its position), and its text."""
+
+    id: Any
+    comment: str
+
+
+def first_key(obj: Mapping[str, Any], names: Iterable[str]) -> str | None:
+    """The first of ``names`` that ``obj`` has, whatever its value."""
+    for name in names:
+        if name in obj:
+            return name
+    return None
+
+
+def id_of(obj: Mapping[str, Any], names: Iterable[str] = ID_FIELDS) -> Any:
+    """The first id field that is present and not null (a null id cannot be joined on)."""
+    for name in names:
+        value = obj.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def shorten(value: object, limit: int = 40) -> str:
+    """A value cut to ``limit`` characters, so one huge key cannot swamp an error message."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def list_names(names: Iterable[object], limit: int = 15) -> str:
+    """Comma-separated, shortened names for messages ("found keys: ...")."""
+    shown = [shorten(name) for name in names]
+    if not shown:
+        return "none"
+    more = f" (and {len(shown) - limit} more)" if len(shown) > limit else ""
+    return ", ".join(shown[:limit]) + more
+
+
+def kind_of(value: object) -> str:
+    """A JSON name for a value's type, as a user would recognise it."""
+    if value is None:
+        return "null"
+    for types, name in _KINDS:
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+def as_text(value: Any, where: Where, field: str) -> str:
+    """Comment text from a field value: strings as given, null as "", numbers as decimals."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise InputError(
+        f"{where()}: field {field!r} is {kind_of(value)}; expected text, a number or null"
+    )
+
+
+class RecordMaker:
+    """Builds records in file order and numbers them, so positional ids count every record."""
+
+    def __init__(self, max_comment_chars: int) -> None:
+        self.max_comment_chars = max_comment_chars
+        self.position = 0
+
+    def make(self, id_value: Any, text: Any, where: Where, field: str = "text") -> Record:
+        """A record from an id (``None``: use the position) and a raw text value."""
+        comment = as_text(text, where, field)
+        if len(comment) > self.max_comment_chars:
+            named = "" if id_value is None else f" (id {shorten(repr(id_value))})"
+            raise InputTooLargeError(
+                f"{where()}{named}: the comment is {len(comment):,} characters long, over the "
+                f"limit of {self.max_comment_chars:,} ({LIMIT_SETTING}); shorten it or raise "
+                f"{LIMIT_SETTING}"
+            )
+        if id_value is None:
+            id_value = str(self.position)
+        self.position += 1
+        return Record(id_value, comment)
+
+    def from_object(self, obj: Mapping[str, Any], where: Where) -> Record:
+        """A record from a comment object, by the shared id and text field names."""
+        field = first_key(obj, TEXT_FIELDS)
+        if field is None:
+            raise InputError(
+                f"{where()} has no text field: expected one of {', '.join(TEXT_FIELDS)}; "
+                f"found keys: {list_names(obj)}"
+            )
+        return self.make(id_of(obj), obj[field], where, field)
+
+    def from_value(self, value: Any, where: Where) -> Record:
+        """A record from an object, or from a bare string (a comment without an id)."""
+        if isinstance(value, dict):
+            return self.from_object(value, where)
+        if isinstance(value, str):
+            return self.make(None, value, where)
+        raise InputError(
+            f"{where()} is {kind_of(value)}; expected a comment object such as "
+            '{"id": "...", "comment": "..."} or a string'
+        )
