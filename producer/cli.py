@@ -61,7 +61,7 @@ class Producer:
         retry = []
         for path in paths:
             try:
-                if not (self.tracker.tracking(path.name) and path.exists()):
+                if not self.tracker.tracking(path):  # in flight and unchanged: nothing to do
                     self.tracker.add(self.submitter.consider(path))
             except redis.ConnectionError as e:
                 log.warning("redis unavailable (%s); will retry %s", e, path.name)

@@ -44,6 +44,8 @@ class Submitted:
     records: int
     chunks: int
     started: float
+    size: int = -1
+    mtime: float = -1.0
 
 
 def file_digest(path: Path) -> str:
@@ -103,7 +105,7 @@ class Submitter:
             if self._output_exists(name):
                 if not entry.unchanged_on_disk(size, mtime):
                     self.ledger.update(name, size=size, mtime=mtime)
-                log.debug("file=%s event=skipped (unchanged, output exists)", name)
+                log.info("file=%s event=skipped (same content and model, output exists)", name)
                 return None
             return False  # output was deleted: redo it
         if entry.state != QUEUED:
@@ -115,9 +117,9 @@ class Submitter:
                 # Every chunk is done but no assembly ran (a crash between the two): queue it.
                 send_assembly(self.app, entry.job, name)
             log.info("file=%s event=resumed job=%s chunks=%d/%s", name, entry.job, done, total)
-            return Submitted(entry.job, name, path, entry.records, total or 0, time.time())
+            return Submitted(entry.job, name, path, entry.records, total or 0, time.time(), size, mtime)
         if meta.get("state") in (DONE, FAILED):
-            return Submitted(entry.job, name, path, entry.records, 0, time.time())
+            return Submitted(entry.job, name, path, entry.records, 0, time.time(), size, mtime)
         return False  # expired, or the producer died while enqueueing: start over
 
     def _submit(self, path: Path, digest: str, size: int, mtime: float) -> Submitted | None:
@@ -143,7 +145,7 @@ class Submitter:
         if self.store.set_total(job, count, records) == 1:
             send_assembly(self.app, job, name)
         log.info("file=%s event=enqueued job=%s records=%d chunks=%d", name, job, records, count)
-        return Submitted(job, name, path, records, count, started)
+        return Submitted(job, name, path, records, count, started, size, mtime)
 
     def fail_file(self, path: Path, error: str, **detail: Any) -> None:
         """Move the input to the failed folder with ``<name>.error.json`` saying why."""

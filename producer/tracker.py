@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import orjson
 
@@ -29,9 +30,16 @@ class Tracker:
         if submitted is not None:
             self.jobs[submitted.job] = submitted
 
-    def tracking(self, name: str) -> bool:
-        """True while a job for the file ``name`` is in flight."""
-        return any(s.name == name for s in self.jobs.values())
+    def tracking(self, path: Path) -> bool:
+        """True while a job for exactly this file (same size and mtime) is in flight."""
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        return any(
+            s.path == path and s.size == st.st_size and s.mtime == st.st_mtime
+            for s in self.jobs.values()
+        )
 
     def chunks(self) -> tuple[int, int]:
         """(chunks done, chunks in all) over the tracked jobs, for progress bars."""

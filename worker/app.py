@@ -28,6 +28,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport = {
         # An unacknowledged chunk (its worker died) is redelivered after this long.
         "visibility_timeout": settings.visibility_timeout,
+        # kombu sweeps for such chunks only every interval x throttle seconds (100 s by
+        # default); sweep every few seconds so redelivery follows the timeout closely.
+        "unacked_restore_interval": min(10, max(1, settings.visibility_timeout // 4)),
+        "unacked_restore_throttle": 1,
         # Reconnect instead of dying when Redis restarts.
         "retry_on_timeout": True,
         "health_check_interval": 10,
@@ -52,7 +56,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "task_time_limit": settings.task_time_limit,
-        "task_soft_time_limit": max(1, settings.task_time_limit - 30),
+        # The soft limit raises inside the task first, so it fails (and is retried) cleanly.
+        "task_soft_time_limit": settings.task_time_limit - max(1, min(30, settings.task_time_limit // 10)),
         # Chunk results live in our own job store; Celery's results would only pile up.
         "task_ignore_result": True,
         "result_expires": settings.result_ttl,

@@ -6,6 +6,7 @@ sees exactly what a user would: real pool children, real acks, real redelivery.
 - ``FAULT_SLOW_SECONDS``: sleep this long inside every chunk
 - ``FAULT_FAIL_TEXT``: a chunk containing this text raises a CUDA-like RuntimeError, always
 - ``FAULT_OOM_ABOVE``: a forward pass over more rows than this raises torch.OutOfMemoryError
+  (``0``: every pass, down to a single comment)
 """
 
 from __future__ import annotations
@@ -20,12 +21,26 @@ import torch
 
 from worker import app
 from worker.inference import Engine
+from worker.model import ModelHolder
 
 _classify = Engine.classify_indices
 _forward = Engine._forward
+_warm_up = ModelHolder.warm_up
+_armed = True  # faults strike real chunks, not the warm-up batch of the model load
+
+
+def warm_up(self: ModelHolder) -> None:
+    global _armed
+    _armed = False
+    try:
+        _warm_up(self)
+    finally:
+        _armed = True
 
 
 def classify_indices(self: Engine, texts: Any) -> Any:
+    if not _armed:
+        return _classify(self, texts)
     if started := os.environ.get("FAULT_STARTED_DIR"):
         Path(started, f"{os.getpid()}-{time.monotonic_ns()}").touch()
     if fail := os.environ.get("FAULT_FAIL_TEXT"):
@@ -36,15 +51,17 @@ def classify_indices(self: Engine, texts: Any) -> Any:
 
 
 def forward(self: Engine, rows: list[list[int]]) -> torch.Tensor:
-    above = int(os.environ.get("FAULT_OOM_ABOVE", "0"))
-    if above and len(rows) > above:
-        Path(os.environ["FAULT_STARTED_DIR"], f"oom-{len(rows)}-{time.monotonic_ns()}").touch()
+    above = os.environ.get("FAULT_OOM_ABOVE")
+    if _armed and above is not None and len(rows) > int(above):
+        if started := os.environ.get("FAULT_STARTED_DIR"):
+            Path(started, f"oom-{len(rows)}-{time.monotonic_ns()}").touch()
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
     return _forward(self, rows)
 
 
 Engine.classify_indices = classify_indices  # type: ignore[method-assign]
 Engine._forward = forward  # type: ignore[method-assign]
+ModelHolder.warm_up = warm_up  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     app.worker_main(sys.argv[1:])
