@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 GO_EMOTIONS: tuple[str, ...] = (
     "admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion",
@@ -58,7 +58,15 @@ def corpus(n: int, seed: int = 0) -> Iterator[str]:
 
 def build_tokenizer(family: Family, directory: Path, vocab_size: int = 2000) -> None:
     """Train a small tokenizer of ``family`` on the seed corpus and save it to ``directory``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     texts = list(SEED_SENTENCES) + list(corpus(500))
@@ -68,7 +76,7 @@ def build_tokenizer(family: Family, directory: Path, vocab_size: int = 2000) -> 
         tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special)
+        trainer: Any = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special)
         tok.train_from_iterator(texts, trainer)
         cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
@@ -121,11 +129,16 @@ def build_model(
     test can tell labels apart; a benchmark only needs the shape and may pass BERT's 0.02.
     """
     import torch
-    from transformers import AutoModelForSequenceClassification, BertConfig, XLMRobertaConfig
+    from transformers import (
+        AutoModelForSequenceClassification,
+        BertConfig,
+        PretrainedConfig,
+        XLMRobertaConfig,
+    )
 
     directory.mkdir(parents=True, exist_ok=True)
     build_tokenizer(family, directory, vocab_size=vocab_size)
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -136,6 +149,7 @@ def build_model(
         problem_type="multi_label_classification",
         initializer_range=initializer_range,
     )
+    config: PretrainedConfig
     if family == "bert":
         config = BertConfig(max_position_embeddings=512, **common)
     else:

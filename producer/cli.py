@@ -71,7 +71,9 @@ class Producer:
     def run_once(self, progress: bool) -> int:
         """Process the folder's files, wait for every job, 0 if all succeeded."""
         folder = self.settings.input_dir
-        paths = sorted(p for p in folder.iterdir() if not ignored(p.name)) if folder.is_dir() else []
+        paths = (
+            sorted(p for p in folder.iterdir() if not ignored(p.name)) if folder.is_dir() else []
+        )
         bar = tqdm(total=0, unit="chunk", disable=not progress, file=sys.stderr)
         while paths and not self.stopping:
             paths = self.take(paths)

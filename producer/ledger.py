@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import orjson
 import redis
@@ -53,17 +54,17 @@ class Ledger:
 
     def get(self, name: str) -> Entry | None:
         raw = self.r.hget(LEDGER_KEY, ledger_key(name))
-        return Entry(**orjson.loads(raw)) if raw else None  # type: ignore[arg-type]
+        return Entry(**orjson.loads(raw)) if raw else None
 
     def put(self, name: str, entry: Entry) -> Entry:
         entry = replace(entry, updated=time.time())
         self.r.hset(LEDGER_KEY, ledger_key(name), orjson.dumps(asdict(entry)))
         return entry
 
-    def update(self, name: str, **changes: object) -> Entry | None:
+    def update(self, name: str, **changes: Any) -> Entry | None:
         """Change fields of an existing entry; None when there is none."""
         entry = self.get(name)
-        return self.put(name, replace(entry, **changes)) if entry else None  # type: ignore[arg-type]
+        return self.put(name, replace(entry, **changes)) if entry else None
 
     def all(self) -> dict[str, Entry]:
         raw: dict[bytes, bytes] = self.r.hgetall(LEDGER_KEY)  # type: ignore[assignment]

@@ -90,26 +90,28 @@ class Submitter:
         except FileNotFoundError:
             return None  # gone before we got to it (renamed or deleted): its new name will come
         if entry and entry.same_content(digest, self.settings.model):
-            resumed = self._resume(path, entry, stat.st_size, stat.st_mtime)
-            if resumed is not False:
+            handled, resumed = self._resume(path, entry, stat.st_size, stat.st_mtime)
+            if handled:
                 return resumed
         if entry and entry.state == QUEUED:
             self.store.supersede(entry.job)
             log.info("file=%s event=superseded job=%s (content or model changed)", name, entry.job)
         return self._submit(path, digest, stat.st_size, stat.st_mtime)
 
-    def _resume(self, path: Path, entry: Entry, size: int, mtime: float) -> Submitted | None | bool:
-        """Same content and model as recorded. False: submit it anew."""
+    def _resume(
+        self, path: Path, entry: Entry, size: int, mtime: float
+    ) -> tuple[bool, Submitted | None]:
+        """Same content and model as recorded: (handled, job to wait for); unhandled: submit anew."""
         name = path.name
         if entry.state == DONE:
             if self._output_exists(name):
                 if not entry.unchanged_on_disk(size, mtime):
                     self.ledger.update(name, size=size, mtime=mtime)
                 log.info("file=%s event=skipped (same content and model, output exists)", name)
-                return None
-            return False  # output was deleted: redo it
+                return True, None
+            return False, None  # output was deleted: redo it
         if entry.state != QUEUED:
-            return False  # failed earlier and dropped in again: another attempt
+            return False, None  # failed earlier and dropped in again: another attempt
         meta = self.store.meta(entry.job)
         if meta.get("state") == QUEUED and meta.get("submitted") == "1":
             done, total = self.store.progress(entry.job)
@@ -117,10 +119,14 @@ class Submitter:
                 # Every chunk is done but no assembly ran (a crash between the two): queue it.
                 send_assembly(self.app, entry.job, name)
             log.info("file=%s event=resumed job=%s chunks=%d/%s", name, entry.job, done, total)
-            return Submitted(entry.job, name, path, entry.records, total or 0, time.time(), size, mtime)
+            return True, Submitted(
+                entry.job, name, path, entry.records, total or 0, time.time(), size, mtime
+            )
         if meta.get("state") in (DONE, FAILED):
-            return Submitted(entry.job, name, path, entry.records, 0, time.time(), size, mtime)
-        return False  # expired, or the producer died while enqueueing: start over
+            return True, Submitted(
+                entry.job, name, path, entry.records, 0, time.time(), size, mtime
+            )
+        return False, None  # expired, or the producer died while enqueueing: start over
 
     def _submit(self, path: Path, digest: str, size: int, mtime: float) -> Submitted | None:
         name, model = path.name, self.settings.model
@@ -130,7 +136,7 @@ class Submitter:
         self.ledger.put(name, Entry(job, digest, model, QUEUED, size, mtime))
         records = count = 0
         try:
-            for count, chunk in enumerate(  # noqa: B007 (count is used after the loop)
+            for count, chunk in enumerate(
                 chunks(iter_records(path, max_comment_chars=self.settings.max_comment_chars),
                        self.settings.chunk_size),
                 start=1,
@@ -156,7 +162,9 @@ class Submitter:
                   "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
         try:
             failed.mkdir(parents=True, exist_ok=True)
-            write_atomic(report_path(failed, name), [orjson.dumps(report, option=orjson.OPT_INDENT_2)])
+            write_atomic(
+                report_path(failed, name), [orjson.dumps(report, option=orjson.OPT_INDENT_2)]
+            )
             if path.exists() or path.is_symlink():
                 shutil.move(str(path), str(failed / safe_name(name)))
         except (OSError, EmotionsError) as e:
@@ -171,7 +179,9 @@ class Submitter:
         """Refuse what could read outside the input folder (symlinks pointing elsewhere)."""
         root = self.settings.input_dir.resolve()
         if path.is_symlink() and root not in path.resolve().parents:
-            raise InputError("the file is a symbolic link to outside the input folder; copy the file in instead")
+            raise InputError(
+                "the file is a symbolic link to outside the input folder; copy the file in instead"
+            )
         if not path.is_file():
             raise InputError("not a regular file")
 

@@ -4,6 +4,7 @@ folders and is stopped (and killed if it must be) when the test ends."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -149,13 +150,17 @@ class Stack:
             assert proc.poll() is None, self.log(name)
         return proc
 
-    def start_producer(self, *args: str, name: str = "producer", **env: str) -> subprocess.Popen[bytes]:
+    def start_producer(
+        self, *args: str, name: str = "producer", **env: str
+    ) -> subprocess.Popen[bytes]:
         log = self.root / "logs" / f"{name}.log"
         proc = spawn([sys.executable, "-m", "producer", *args], log, env=self.env(**env))
         self.procs.append(proc)
         return proc
 
-    def run_producer(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    def run_producer(
+        self, *args: str, timeout: float = 120, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "producer", *args], cwd=ROOT, env=self.env(**env),
             capture_output=True, text=True, timeout=timeout,
@@ -189,10 +194,8 @@ def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subpr
 
 def with_kill(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL a process group and reap it."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=10)
 
 

@@ -57,7 +57,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_on_failure_or_timeout": True,
         "task_time_limit": settings.task_time_limit,
         # The soft limit raises inside the task first, so it fails (and is retried) cleanly.
-        "task_soft_time_limit": settings.task_time_limit - max(1, min(30, settings.task_time_limit // 10)),
+        "task_soft_time_limit": settings.task_time_limit - min(30, settings.task_time_limit // 10),
         # Chunk results live in our own job store; Celery's results would only pile up.
         "task_ignore_result": True,
         "result_expires": settings.result_ttl,

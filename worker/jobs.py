@@ -135,7 +135,7 @@ class JobStore:
         return ended
 
     def _end(self, job: str, state: str, detail: dict[str, Any]) -> bool:
-        args = [state, orjson.dumps(detail), f"{time.time():.3f}"]
+        args: list[str | bytes] = [state, orjson.dumps(detail), f"{time.time():.3f}"]
         return bool(self._transition(keys=[job_key(job)], args=args))
 
     def _drop_results(self, job: str) -> None:

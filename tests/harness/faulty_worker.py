@@ -43,9 +43,8 @@ def classify_indices(self: Engine, texts: Any) -> Any:
         return _classify(self, texts)
     if started := os.environ.get("FAULT_STARTED_DIR"):
         Path(started, f"{os.getpid()}-{time.monotonic_ns()}").touch()
-    if fail := os.environ.get("FAULT_FAIL_TEXT"):
-        if any(fail in t for t in texts):
-            raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
+    if (fail := os.environ.get("FAULT_FAIL_TEXT")) and any(fail in t for t in texts):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
     time.sleep(float(os.environ.get("FAULT_SLOW_SECONDS", "0")))
     return _classify(self, texts)
 

@@ -4,7 +4,6 @@ cannot escape the folders, and size limits that fail cleanly."""
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
