@@ -11,12 +11,13 @@ whole worker instead of being restarted forever.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 from typing import Any
 
 from celery.exceptions import WorkerTerminate
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from worker.app import get_settings
 from worker.constants import INFERENCE_QUEUE
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 _holder: Any = None  # the ModelHolder of this process, when it consumes the inference queue
 _serves_inference = True
+# Set by a pool child whose model load failed; shared memory created before the fork, so the
+# main process can exit non-zero (a supervisor then sees a failure, not a clean stop).
+_child_failed = multiprocessing.Value("b", 0)
 
 
 def holder() -> Any:
@@ -72,8 +76,16 @@ def _load_model(**_: Any) -> None:
         holder().warm_up()
     except Exception as e:
         log.critical("model load failed in pool child %d, stopping the worker: %s", os.getpid(), e)
-        os.kill(os.getppid(), signal.SIGTERM)
+        _child_failed.value = 1
+        os.kill(os.getppid(), signal.SIGTERM)  # warm shutdown; _exit_status makes it 1
         os._exit(1)
+
+
+@worker_shutdown.connect
+def _exit_status(sender: Any = None, **_: Any) -> None:
+    """Exit non-zero when the stop was caused by a child that could not load the model."""
+    if _child_failed.value and sender is not None:
+        sender.exitcode = 1
 
 
 @worker_ready.connect

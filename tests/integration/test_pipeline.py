@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import orjson
 import pytest
 
@@ -88,3 +91,20 @@ def test_model_change_redoes_outputs(stack: Stack, xlmr_model: object) -> None:
     stack.start_worker("w2", EMOTIONS_MODEL=str(xlmr_model))
     assert stack.run_producer("--once", EMOTIONS_MODEL=str(xlmr_model)).returncode == 0
     assert (stack.output / "v.json").stat().st_mtime_ns != first
+
+
+def test_child_that_cannot_load_the_model_stops_the_worker(stack: Stack, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    shutil.copytree(stack.model, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")  # config still loads
+    proc = stack.start_worker("broken", wait=False, EMOTIONS_MODEL=str(broken))
+    assert proc.wait(timeout=90) == 1  # stopped, not a pool restarting the child forever
+    assert "model load failed in pool child" in stack.log("broken")
+
+
+def test_results_worker_needs_no_gpu(stack: Stack) -> None:
+    stack.start_worker("results", "-Q", "results", EMOTIONS_DEVICE="cuda")
+    stack.start_worker("gpu", "-Q", "inference")  # EMOTIONS_DEVICE=cpu stands in for the GPU
+    write_json(stack.input / "split.json", COMMENTS[:3])
+    assert stack.run_producer("--once").returncode == 0
+    assert "written=" in stack.log("results") and "written=" not in stack.log("gpu")
