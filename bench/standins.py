@@ -56,8 +56,8 @@ def corpus(n: int, seed: int = 0) -> Iterator[str]:
         yield " ".join(rng.choice(SEED_SENTENCES) for _ in range(rng.randint(1, 4)))
 
 
-def build_tokenizer(family: Family, directory: Path, vocab_size: int = 2000) -> None:
-    """Train a small tokenizer of ``family`` on the seed corpus and save it to ``directory``."""
+def build_tokenizer(family: Family, directory: Path, vocab_size: int = 2000) -> int:
+    """Train a small tokenizer of ``family`` on the seed corpus, save it; its vocabulary size."""
     from tokenizers import (
         Tokenizer,
         decoders,
@@ -109,6 +109,7 @@ def build_tokenizer(family: Family, directory: Path, vocab_size: int = 2000) -> 
             model_max_length=512, model_input_names=["input_ids", "attention_mask"],
         )  # fmt: skip
     fast.save_pretrained(str(directory))
+    return len(fast)
 
 
 def build_model(
@@ -137,9 +138,10 @@ def build_model(
     )
 
     directory.mkdir(parents=True, exist_ok=True)
-    build_tokenizer(family, directory, vocab_size=vocab_size)
+    # The embedding matrix matches the trained vocabulary, as in every published checkpoint.
+    vocab = build_tokenizer(family, directory, vocab_size=vocab_size)
     common: dict[str, Any] = dict(
-        vocab_size=vocab_size,
+        vocab_size=vocab,
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=max(1, hidden // 64) if hidden >= 64 else 2,

@@ -8,12 +8,14 @@ imported, so importing the app never fails on a bad environment and tests build 
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any
 
 from celery import Celery
 from kombu import Queue
 
 from worker.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
+from worker.errors import ConfigurationError
 from worker.settings import Settings, load_settings
 
 
@@ -78,5 +80,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _configure() -> dict[str, Any]:
+    """Celery's configuration promise: one clear line, not a traceback, on a bad setting."""
+    try:
+        return celery_config(get_settings())
+    except ConfigurationError as e:
+        print(f"emotions: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+
+
 app = Celery("emotions", include=["worker.tasks", "worker.lifecycle"])
-app.add_defaults(lambda: celery_config(get_settings()))
+app.add_defaults(_configure)

@@ -18,6 +18,8 @@ from worker.constants import ERROR_SUFFIX, OUTPUT_SUFFIX
 from worker.errors import OutputWriteError
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it
 
 
 def safe_name(name: str) -> str:
@@ -57,6 +59,7 @@ def write_atomic(path: Path, pieces: Iterable[bytes]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are for other users too
         with os.fdopen(fd, "wb") as f:
             for piece in pieces:
                 f.write(piece)

@@ -72,7 +72,7 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndar
 
 
 def scores_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Independent per-label probabilities. GoEmotions is multi-label: sigmoid, never softmax."""
+    """Independent per-label probabilities: GoEmotions is multi-label, so sigmoid (SEED-SPEC 12)."""
     return torch.sigmoid(logits.float())
 
 

@@ -130,8 +130,9 @@ class ModelHolder:
                 )
             except (ValueError, ImportError):  # architectures without SDPA support
                 model = AutoModelForSequenceClassification.from_pretrained(name, dtype=dtype)
-        except OSError as e:
+        except Exception as e:  # missing files, corrupt weights, unknown architecture
             raise ModelLoadError(f"cannot load model {name!r}: {e}") from e
+        _check_vocabulary(tokenizer, model.config, name)
         model.to(device).eval()
         labels = check_config(model.config, name)
         max_length = self.settings.max_length or _model_max_length(tokenizer, model.config)
@@ -158,6 +159,17 @@ class ModelHolder:
             raise RuntimeError("warm_up() before load()")
         self._engine.classify(["warm up", "😊"])
         self.state = State.READY
+
+
+def _check_vocabulary(tokenizer: Any, config: Any, name: str) -> None:
+    """Refuse a tokenizer that does not fit the model (transformers 5 quietly builds a 5-token
+    one for a folder without tokenizer files: every comment would become ``[UNK]``)."""
+    size, expected = len(tokenizer), int(getattr(config, "vocab_size", 0) or 0)
+    if expected and not expected // 2 <= size <= expected:
+        raise ModelLoadError(
+            f"the tokenizer of {name!r} has {size} tokens but the model expects {expected}; "
+            "are the tokenizer files (tokenizer.json or vocab.txt/sentencepiece) missing?"
+        )
 
 
 def _model_max_length(tokenizer: Any, config: Any) -> int:
