@@ -12,6 +12,7 @@ from types import FrameType
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 from tqdm import tqdm
 
 from producer.ledger import Ledger
@@ -22,11 +23,13 @@ from producer.watcher import Candidates, ignored, start_observer
 from worker.app import app as celery_app
 from worker.app import celery_config
 from worker.errors import ConfigurationError
-from worker.jobs import JobStore
+from worker.jobs import JobStore, connect
 from worker.settings import Settings, load_settings, log_settings
 
 log = logging.getLogger("producer")
 TICK = 0.2  # seconds between checks of settled files and job states
+# Redis restarting: from our own client, or from kombu when publishing a chunk.
+BROKER_DOWN = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,7 +52,7 @@ class Producer:
 
     def __init__(self, settings: Settings, app: Celery) -> None:
         self.settings = settings
-        client = redis.Redis.from_url(settings.backend_url)
+        client = connect(settings.backend_url)
         self.store = JobStore(client, settings.result_ttl)
         self.ledger = Ledger(client)
         self.submitter = Submitter(settings, app, self.store, self.ledger)
@@ -63,7 +66,7 @@ class Producer:
             try:
                 if not self.tracker.tracking(path):  # in flight and unchanged: nothing to do
                     self.tracker.add(self.submitter.consider(path))
-            except redis.ConnectionError as e:
+            except BROKER_DOWN as e:
                 log.warning("redis unavailable (%s); will retry %s", e, path.name)
                 retry.append(path)
         return retry
@@ -115,7 +118,7 @@ class Producer:
     def _poll(self) -> None:
         try:
             self.tracker.poll()
-        except redis.ConnectionError as e:
+        except BROKER_DOWN as e:
             log.warning("redis unavailable (%s); retrying", e)
             time.sleep(1)
 

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import time
 
-import redis
-
 from producer.ledger import Ledger
 from worker.constants import QUEUED
-from worker.jobs import JobStore
+from worker.jobs import JobStore, connect
 from worker.settings import Settings
 
 
 def print_status(settings: Settings) -> int:
     """Print one line per file in flight (done/total chunks), then a summary. Always 0."""
-    client = redis.Redis.from_url(settings.backend_url)
+    client = connect(settings.backend_url)
     store, entries = JobStore(client, settings.result_ttl), Ledger(client).all()
     counts: dict[str, int] = {}
     rows = []

@@ -101,7 +101,7 @@ class Submitter:
     def _resume(
         self, path: Path, entry: Entry, size: int, mtime: float
     ) -> tuple[bool, Submitted | None]:
-        """Same content and model as recorded: (handled, job to wait for); unhandled: submit anew."""
+        """Same content and model as recorded: (handled, job to wait for); else submit anew."""
         name = path.name
         if entry.state == DONE:
             if self._output_exists(name):

@@ -75,7 +75,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         # Loading a 700 MB model in a fresh pool child takes far longer than Celery's 4 s.
         "worker_proc_alive_timeout": settings.model_load_timeout,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A chunk running while Redis restarts finishes and stores its result (the job store
+        # client retries); if its ack is lost, the redelivered copy is dropped as a duplicate.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_hijack_root_logger": True,
     }
 

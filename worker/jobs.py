@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from worker.constants import (
     DONE,
@@ -60,6 +62,21 @@ if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'detail', ARGV[2], 'finished', ARGV[3])
 return 1
 """
+
+
+# A Redis restart (seconds with the append-only file) must not fail a chunk whose labels are
+# already computed: every call retries with back-off for about three minutes.
+_OUTAGE_RETRY = Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=40)
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that rides out a Redis restart instead of failing the caller."""
+    return redis.Redis.from_url(
+        url,
+        retry=_OUTAGE_RETRY,
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        health_check_interval=10,
+    )
 
 
 class JobStore:

@@ -36,8 +36,8 @@ class Settings(BaseSettings):
     token_budget: int = Field(0, ge=0)  # 0: no cap on padded tokens per batch
     max_length: int = Field(0, ge=0)  # 0: the tokenizer's maximum
     chunk_size: int = Field(256, ge=1, le=100_000)
-    visibility_timeout: int = Field(3600, ge=2)
-    task_time_limit: int = Field(1800, ge=1)
+    visibility_timeout: int = Field(900, ge=2)
+    task_time_limit: int = Field(600, ge=1)
     max_retries: int = Field(3, ge=0)
     retry_backoff_max: int = Field(60, ge=1)
     model_load_timeout: int = Field(600, ge=5)

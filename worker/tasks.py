@@ -15,13 +15,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
-import redis
 
 from worker.app import app, get_settings
 from worker.constants import ASSEMBLE_TASK, CLASSIFY_TASK, QUEUED
 from worker.errors import ModelMismatchError, OutputWriteError, PermanentError
 from worker.files import output_path, write_atomic
-from worker.jobs import JobStore
+from worker.jobs import JobStore, connect
 from worker.lifecycle import holder
 from worker.messages import send_assembly
 
@@ -32,7 +31,7 @@ log = logging.getLogger(__name__)
 def store() -> JobStore:
     """This process's job store, on the result backend's Redis."""
     settings = get_settings()
-    return JobStore(redis.Redis.from_url(settings.backend_url), settings.result_ttl)
+    return JobStore(connect(settings.backend_url), settings.result_ttl)
 
 
 def backoff(retries: int) -> int:
