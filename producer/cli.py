@@ -19,7 +19,7 @@ from producer.ledger import Ledger
 from producer.status import print_status
 from producer.submit import Submitter
 from producer.tracker import Tracker
-from producer.watcher import Candidates, ignored, start_observer
+from producer.watcher import Candidates, start_observer, takeable
 from worker.app import app as celery_app
 from worker.app import celery_config
 from worker.errors import ConfigurationError
@@ -74,9 +74,7 @@ class Producer:
     def run_once(self, progress: bool) -> int:
         """Process the folder's files, wait for every job, 0 if all succeeded."""
         folder = self.settings.input_dir
-        paths = (
-            sorted(p for p in folder.iterdir() if not ignored(p.name)) if folder.is_dir() else []
-        )
+        paths = sorted(p for p in folder.iterdir() if takeable(p)) if folder.is_dir() else []
         bar = tqdm(total=0, unit="chunk", disable=not progress, file=sys.stderr)
         while paths and not self.stopping:
             paths = self.take(paths)

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -169,10 +169,8 @@ class Submitter:
                 shutil.move(str(path), str(failed / safe_name(name)))
         except (OSError, EmotionsError) as e:
             log.error("file=%s cannot move to the failed folder: %s", name, e)
-        entry = self.ledger.get(name)
-        if entry:
-            self.ledger.put(name, Entry(entry.job, entry.digest, entry.model, FAILED, entry.size,
-                                        entry.mtime, entry.records, error))  # fmt: skip
+        entry = self.ledger.get(name) or Entry("", "", self.settings.model, FAILED, -1, -1.0)
+        self.ledger.put(name, replace(entry, state=FAILED, error=error))  # status lists it
         log.error("file=%s event=failed error=%s", name, error)
 
     def _check_path(self, path: Path) -> None:
@@ -182,6 +180,8 @@ class Submitter:
             raise InputError(
                 "the file is a symbolic link to outside the input folder; copy the file in instead"
             )
+        if not path.exists() and not path.is_symlink():
+            raise FileNotFoundError(path)  # gone before we got to it: not a failure
         if not path.is_file():
             raise InputError("not a regular file")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -31,6 +32,20 @@ def ignored(name: str) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in IGNORED)
 
 
+def takeable(path: Path) -> bool:
+    """A file (or a symlink, which the submitter vets) with a name that is not ignored.
+
+    Subfolders are never taken, nor failed: people keep archives in there.
+    """
+    if ignored(path.name):
+        return False
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
 class Candidates(FileSystemEventHandler):
     """Files nominated by events or scans, waiting for their size and mtime to settle."""
 
@@ -42,7 +57,7 @@ class Candidates(FileSystemEventHandler):
 
     def nominate(self, path: Path) -> None:
         """Add a file of the folder to the candidates (hidden and temporary names excepted)."""
-        if ignored(path.name):
+        if not takeable(path):
             return
         with self._lock:
             self._pending.setdefault(path, ((-1, -1.0), time.monotonic()))
