@@ -12,9 +12,9 @@ import sys
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
-from worker.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
+from worker.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, QUEUES, RESULTS_QUEUE
 from worker.errors import ConfigurationError
 from worker.settings import Settings, load_settings
 
@@ -45,6 +45,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # keep trying while Redis is down
+        # Publishing (chunks, assemblies, retries) rides out a Redis restart of ~1 minute.
+        "task_publish_retry_policy": {
+            "max_retries": 30,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 3,
+        },
         # JSON only: a pickled message could run code on the GPU nodes.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -68,7 +75,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "task_track_started": True,
         "task_default_queue": INFERENCE_QUEUE,
-        "task_queues": (Queue(INFERENCE_QUEUE), Queue(RESULTS_QUEUE)),
+        # One direct exchange per queue: a message can only ever land in the queue it names.
+        "task_queues": tuple(Queue(q, Exchange(q), routing_key=q) for q in QUEUES),
         "task_routes": {
             CLASSIFY_TASK: {"queue": INFERENCE_QUEUE},
             ASSEMBLE_TASK: {"queue": RESULTS_QUEUE},

@@ -12,6 +12,7 @@ DEFAULT_BROKER_URL: Final = "redis://localhost:6379/0"
 # Queues: GPU nodes consume ``inference``; the host owning the output folder consumes ``results``.
 INFERENCE_QUEUE: Final = "inference"
 RESULTS_QUEUE: Final = "results"
+QUEUES: Final = (INFERENCE_QUEUE, RESULTS_QUEUE)
 
 # Task names (stable across refactors: messages in a persisted queue refer to them).
 CLASSIFY_TASK: Final = "emotions.classify_chunk"

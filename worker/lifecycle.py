@@ -14,10 +14,17 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 from typing import Any
 
 from celery.exceptions import WorkerTerminate
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    after_setup_logger,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
 from worker.app import get_settings
 from worker.constants import INFERENCE_QUEUE
@@ -55,7 +62,6 @@ def _preflight(sender: Any = None, **_: Any) -> None:
     global _serves_inference
     try:
         settings = get_settings()
-        log_settings(settings, "worker")
         _serves_inference = _consumes_inference(sender)
         if _serves_inference:
             from worker.model import preflight
@@ -88,6 +94,17 @@ def _exit_status(sender: Any = None, **_: Any) -> None:
         sender.exitcode = 1
 
 
+@after_setup_logger.connect
+def _log_level(logger: Any = None, **_: Any) -> None:
+    """``EMOTIONS_LOG_LEVEL`` applies unless ``-l`` was given (Celery's default is WARNING,
+    which would hide the per-chunk lines)."""
+    explicit = any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in sys.argv)
+    if logger is not None and (not explicit or "EMOTIONS_LOG_LEVEL" in os.environ):
+        logger.setLevel(get_settings().log_level)
+
+
 @worker_ready.connect
 def _ready(**_: Any) -> None:
+    """Logged once logging is set up (``worker_init`` runs before it)."""
+    log_settings(get_settings(), "worker")
     log.info("worker ready (inference=%s)", _serves_inference)

@@ -53,6 +53,9 @@ def classify_chunk(self: Any, job: str, index: int, records: list[list[Any]], mo
     """Label one chunk of ``[id, comment]`` records and store its output records."""
     settings = get_settings()
     started = time.perf_counter()
+    if store().meta(job).get("state") != QUEUED:
+        log.info("file=%s chunk=%d skipped: job superseded, failed or expired", name, index)
+        return 0
     try:
         if model != settings.model:
             raise ModelMismatchError(
