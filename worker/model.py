@@ -157,7 +157,8 @@ class ModelHolder:
         """Run one small batch so kernels and allocator pools exist before the first chunk."""
         if self.state is State.EMPTY:
             raise RuntimeError("warm_up() before load()")
-        self._engine.classify(["warm up", "😊"])
+        # Short and maximum-length inputs, so the first real chunk meets no cold code path.
+        self._engine.classify(["warm up", "😊", "warm up " * self._engine.max_length])
         self.state = State.READY
 
 

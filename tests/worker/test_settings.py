@@ -35,7 +35,8 @@ def test_defaults() -> None:
     assert s.broker_url == "redis://localhost:6379/0"
     assert s.result_backend == "" and s.backend_url == "redis://localhost:6379/0"
     assert s.max_length == 0  # the tokenizer's maximum
-    assert s.token_budget == 0
+    assert s.token_budget == 1024  # measured default (bench/, README Performance)
+    assert s.chunk_size == 512
     assert s.input_dir == Path("data/input")
     assert s.output_dir == Path("data/output")
     assert s.failed_dir == Path("data/failed")
