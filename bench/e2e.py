@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,23 +22,11 @@ from typing import Any
 
 import orjson
 
+from bench.procs import free_port, wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"  # gitignored: stand-in models and run folders
 ENGINE_KNOBS = ("EMOTIONS_BATCH_SIZE", "EMOTIONS_TOKEN_BUDGET", "EMOTIONS_MAX_LENGTH")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -74,7 +61,7 @@ class Stack:
         self.model = model
         self.device = device
         self.threads = threads
-        self.port = _free_port()
+        self.port = free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
         for sub in ("redis", "output", "failed", "logs"):
             (root / sub).mkdir(parents=True, exist_ok=True)
@@ -118,7 +105,7 @@ class Stack:
                    f"{name}@%h", "-l", "info", "--without-gossip", "--without-mingle"]  # fmt: skip
             workers.append(self._spawn(cmd + (["-Q", queue] if queue else []), name))
             log = self.root / "logs" / f"{name}.log"
-            _wait(lambda log=log: b" ready." in log.read_bytes(), 300, f"worker {name}")
+            wait_for(lambda: b" ready." in log.read_bytes(), 300, f"worker {name}")  # noqa: B023
         return workers
 
     def producer(self, records: Iterable[dict[str, Any]], name: str, chunk_size: int,
