@@ -84,7 +84,15 @@ def test_honcho_runs_the_procfile_end_to_end(tmp_path: Path, bert_model: Path) -
         chunk_line = re.compile(r"^\S+ worker\.1 +\| .*file=clip\.json chunk=(\d+) records=")
         chunks = {m.group(1) for line in lines if (m := chunk_line.match(line))}
         assert chunks == {"0", "1", "2"}, text()
-        assert any("results.1" in line and "file=clip.json written=" in line for line in lines)
+        # The file is renamed into place before the results worker logs it: wait for the line.
+        wait(
+            lambda: any(
+                "results.1" in line and "file=clip.json written=" in line
+                for line in text().splitlines()
+            ),
+            30,
+            "the results worker to log the write",
+        )
         # Redis persisted with an append-only file in data/redis.
         assert (app_dir / "data" / "redis" / "appendonlydir").is_dir()
         # Flower answers, on the loopback address the Procfile gives it.
