@@ -7,7 +7,7 @@ copypasta) that hit the model's 512-token limit. A corpus of uniform lengths wou
 difference between the contenders, so lengths here are drawn from a lognormal body plus a
 Pareto tail plus rare walls of text, in many languages and scripts, with emoji, URLs,
 timestamps and mentions. Words come mostly from the stand-in tokenizer's training sentences
-(:data:`bench.standins.SEED_SENTENCES`), so the stand-in splits them into roughly as many
+(:data:`harness.standins.SEED_SENTENCES`), so the stand-in splits them into roughly as many
 pieces per word as a multilingual WordPiece does; other scripts become one ``[UNK]`` per word.
 
 Everything is a pure function of ``(n, seed)``: the padding test in CI and the benchmark on
@@ -21,7 +21,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from bench.standins import SEED_SENTENCES
+from harness.standins import SEED_SENTENCES
 
 # Extra sentences per language; together with SEED_SENTENCES they form the word banks.
 _EXTRA: dict[str, tuple[str, ...]] = {

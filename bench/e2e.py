@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from bench.procs import free_port, wait_for
+from harness.procs import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"  # gitignored: stand-in models and run folders

@@ -95,7 +95,7 @@ def render(
     peak: float | None = None, precision: str = "fp32",
 ) -> tuple[str, bool]:  # fmt: skip
     """The whole report as markdown, and False if the engine changed any label."""
-    from worker.settings import Settings
+    from emotions.settings import Settings
 
     default_chunk = Settings.model_fields["chunk_size"].default
     lengths = next(iter(tables.values()))[1]

@@ -27,7 +27,7 @@ def _count_records(path: Path) -> int:
 
 def measure_rss(model: Path, n: int, seed: int, device: str, threads: int) -> dict[str, float]:
     """Run ``producer --once`` on ``n`` comments; peak RSS (MiB) of each process, and seconds."""
-    from worker.settings import load_settings
+    from emotions.settings import load_settings
 
     chunk = load_settings().chunk_size
     CACHE.mkdir(parents=True, exist_ok=True)

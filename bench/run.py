@@ -68,11 +68,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def ensure_model(size: str) -> Path:
     """The stand-in model of ``size`` in the cache, built once (atomically) if missing.
 
-    The cache key includes the source of ``bench/standins.py``: a change there rebuilds.
+    The cache key includes the source of ``harness/standins.py``: a change there rebuilds.
     """
     import hashlib
 
-    from bench import standins
+    from harness import standins
 
     target = CACHE / "models" / size
     source = hashlib.sha256(Path(standins.__file__).read_bytes()).hexdigest()
@@ -132,8 +132,8 @@ def bench_model(size: str, args: argparse.Namespace, texts: list[str], device: A
         token_lengths,
         warm_up_texts,
     )
+    from emotions.settings import load_settings
     from worker.model import ModelHolder
-    from worker.settings import load_settings
 
     model_dir = ensure_model(size)
     holder_settings = load_settings(model=str(model_dir), device=str(device))
@@ -172,7 +172,7 @@ def run_e2e(
     """``producer --once`` on the corpus through Redis and one warm ``-c 1`` worker."""
     from bench.contenders import Result, chunked_efficiency
     from bench.e2e import Stack
-    from worker.settings import load_settings
+    from emotions.settings import load_settings
 
     label2id = {v: int(k) for k, v in orjson.loads((model_dir / "config.json").read_bytes())[
         "id2label"].items()}  # fmt: skip

@@ -15,16 +15,15 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from tqdm import tqdm
 
+from emotions.celeryconfig import make_app
+from emotions.errors import ConfigurationError
+from emotions.jobs import JobStore, connect
+from emotions.settings import Settings, load_settings, log_settings
 from producer.ledger import Ledger
 from producer.status import print_status
 from producer.submit import Submitter
 from producer.tracker import Tracker
 from producer.watcher import Candidates, start_observer, takeable
-from worker.app import app as celery_app
-from worker.app import celery_config
-from worker.errors import ConfigurationError
-from worker.jobs import JobStore, connect
-from worker.settings import Settings, load_settings, log_settings
 
 log = logging.getLogger("producer")
 TICK = 0.2  # seconds between checks of settled files and job states
@@ -137,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         return print_status(settings)
     log_settings(settings, "producer")
-    celery_app.conf.update(celery_config(settings))
-    producer = Producer(settings, celery_app)
+    producer = Producer(settings, make_app(settings))
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import redis
 
-from worker.constants import LEDGER_KEY
+from emotions.constants import LEDGER_KEY
 
 
 @dataclass(frozen=True, slots=True)

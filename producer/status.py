@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
+from emotions.constants import QUEUED
+from emotions.jobs import JobStore, connect
+from emotions.settings import Settings
 from producer.ledger import Ledger
-from worker.constants import QUEUED
-from worker.jobs import JobStore, connect
-from worker.settings import Settings
 
 
 def print_status(settings: Settings) -> int:

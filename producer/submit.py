@@ -21,15 +21,15 @@ from typing import Any
 import orjson
 from celery import Celery
 
+from emotions.constants import DONE, FAILED, QUEUED
+from emotions.errors import EmotionsError, InputError, InputTooLargeError
+from emotions.files import output_path, report_path, safe_name, write_atomic
+from emotions.jobs import JobStore
+from emotions.messages import send_assembly, send_chunk
+from emotions.settings import Settings
 from producer.chunking import chunks
 from producer.formats import iter_records
 from producer.ledger import Entry, Ledger
-from worker.constants import DONE, FAILED, QUEUED
-from worker.errors import EmotionsError, InputError, InputTooLargeError
-from worker.files import output_path, report_path, safe_name, write_atomic
-from worker.jobs import JobStore
-from worker.messages import send_assembly, send_chunk
-from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 

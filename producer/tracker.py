@@ -8,10 +8,10 @@ from pathlib import Path
 
 import orjson
 
+from emotions.constants import DONE, FAILED, QUEUED
+from emotions.jobs import JobStore
 from producer.ledger import Ledger
 from producer.submit import Submitted, Submitter
-from worker.constants import DONE, FAILED, QUEUED
-from worker.jobs import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.standins import build_model
+from harness.standins import build_model
 from tests.services import RedisServer, Stack
 
 

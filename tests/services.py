@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 import redis
 
-from bench.procs import free_port, wait_for
+from harness.procs import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-HARNESS = ROOT / "tests" / "harness" / "faulty_worker.py"
+HARNESS = ROOT / "harness" / "faulty_worker.py"
 
 
 class RedisServer:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worker.errors import InferenceOOMError
+from emotions.errors import InferenceOOMError
 
 log = logging.getLogger(__name__)
 

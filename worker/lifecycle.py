@@ -26,10 +26,10 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from worker.app import get_settings
-from worker.constants import INFERENCE_QUEUE
-from worker.errors import EmotionsError
-from worker.settings import log_settings
+from emotions.constants import INFERENCE_QUEUE
+from emotions.errors import EmotionsError
+from emotions.settings import log_settings
+from worker.celery import get_settings
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import re
 from enum import Enum
 from typing import Any
 
-from worker.errors import ConfigurationError, ModelLoadError
-from worker.settings import Settings
+from emotions.errors import ConfigurationError, ModelLoadError
+from emotions.settings import Settings
 
 log = logging.getLogger(__name__)
 

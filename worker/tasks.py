@@ -1,6 +1,6 @@
 """The two tasks: classify a chunk (``inference`` queue) and assemble a file (``results``).
 
-Retries are decided by type: :class:`~worker.errors.PermanentError` fails at once, anything
+Retries are decided by type: :class:`~emotions.errors.PermanentError` fails at once, anything
 else (CUDA errors, out of memory, lost connections) is retried with exponential back-off up
 to ``EMOTIONS_MAX_RETRIES``. When a chunk fails for good its job is marked failed with the
 chunk and the cause, so the producer can move the file aside; no partial output is written.
@@ -16,13 +16,13 @@ from typing import Any
 
 import orjson
 
-from worker.app import app, get_settings
-from worker.constants import ASSEMBLE_TASK, CLASSIFY_TASK, QUEUED
-from worker.errors import ModelMismatchError, OutputWriteError, PermanentError
-from worker.files import output_path, write_atomic
-from worker.jobs import JobStore, connect
+from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, QUEUED
+from emotions.errors import ModelMismatchError, OutputWriteError, PermanentError
+from emotions.files import output_path, write_atomic
+from emotions.jobs import JobStore, connect
+from emotions.messages import send_assembly
+from worker.celery import app, get_settings
 from worker.lifecycle import holder
-from worker.messages import send_assembly
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
+from emotions.errors import InputError, InputTooLargeError
 from producer.formats.detect import not_utf8_error
 from producer.formats.records import (
     ID_FIELDS,
@@ -25,7 +26,6 @@ from producer.formats.records import (
     RecordMaker,
     list_names,
 )
-from worker.errors import InputError, InputTooLargeError
 
 DELIMITERS: Final = (",", ";", "\t")
 _QUOTED: Final = re.compile(r'"[^"]*"')

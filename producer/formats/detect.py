@@ -14,7 +14,7 @@ from typing import BinaryIO, Final
 
 import orjson
 
-from worker.errors import InputError
+from emotions.errors import InputError
 
 BOM: Final = codecs.BOM_UTF8
 HEAD_BYTES: Final = 64 * 1024

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import orjson
 
+from emotions.errors import InputError
 from producer.formats import youtube_api
 from producer.formats.detect import BOM, not_utf8_error
 from producer.formats.records import (
@@ -24,7 +25,6 @@ from producer.formats.records import (
     kind_of,
     list_names,
 )
-from worker.errors import InputError
 
 UNKNOWN_SHAPE: Final = (
     'unknown JSON shape: expected an array of comment objects, {"comments": [...]} or a '

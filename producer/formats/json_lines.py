@@ -12,10 +12,10 @@ from pathlib import Path
 
 import orjson
 
+from emotions.errors import InputError
 from producer.formats.detect import BOM, not_utf8_error
 from producer.formats.json_document import element_records
 from producer.formats.records import At, Record, RecordMaker
-from worker.errors import InputError
 
 
 def json_lines_records(path: Path, maker: RecordMaker) -> Iterator[Record]:

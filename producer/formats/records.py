@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, NamedTuple
 
-from worker.errors import InputError, InputTooLargeError
+from emotions.errors import InputError, InputTooLargeError
 
 ID_FIELDS: Final = ("id", "comment_id", "commentId", "cid")
 TEXT_FIELDS: Final = ("comment", "text", "textOriginal", "textDisplay", "content")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
+from emotions.errors import InputError
 from producer.formats.records import (
     TEXT_FIELDS,
     At,
@@ -20,7 +21,6 @@ from producer.formats.records import (
     kind_of,
     list_names,
 )
-from worker.errors import InputError
 
 THREAD_KIND: Final = "youtube#commentThread"
 COMMENT_KIND: Final = "youtube#comment"

@@ -19,8 +19,8 @@ from bench.contenders import (
     token_lengths,
 )
 from bench.corpus import comments
+from emotions.settings import Settings, load_settings
 from worker.model import ModelHolder
-from worker.settings import Settings, load_settings
 
 BATCH = 16  # SEED-SPEC section 7
 CORPUS = 4096  # 16 chunks of the default 256: enough walls of text to matter, still fast

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from honcho.environ import parse_procfile
 
-from worker.constants import INFERENCE_QUEUE, RESULTS_QUEUE
+from emotions.constants import INFERENCE_QUEUE, RESULTS_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"

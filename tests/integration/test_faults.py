@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
+from emotions.constants import LEDGER_KEY
 from tests.services import Stack, wait_for, with_kill, write_json
-from worker.constants import LEDGER_KEY
 
 pytestmark = pytest.mark.slow
 

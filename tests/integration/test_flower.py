@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK
 from tests.services import Stack, free_port, spawn, wait_for, write_json
-from worker.constants import ASSEMBLE_TASK, CLASSIFY_TASK
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench.standins import GO_EMOTIONS
+from harness.standins import GO_EMOTIONS
 from tests.services import Stack, wait_for, write_json
 
 pytestmark = pytest.mark.slow

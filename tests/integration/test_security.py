@@ -11,8 +11,8 @@ import orjson
 import pytest
 from celery import Celery
 
+from emotions.constants import CLASSIFY_TASK, INFERENCE_QUEUE
 from tests.services import RedisServer, Stack, wait_for, write_json
-from worker.constants import CLASSIFY_TASK, INFERENCE_QUEUE
 
 pytestmark = pytest.mark.slow
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from emotions.constants import FAILED, INFERENCE_QUEUE, QUEUED
+from emotions.jobs import JobStore
 from producer.cli import main, parse_args
 from producer.ledger import Entry, Ledger
 from tests.services import ROOT, RedisServer
-from worker.constants import FAILED, INFERENCE_QUEUE, QUEUED
-from worker.jobs import JobStore
 
 # --- arguments ------------------------------------------------------------------------------
 
@@ -191,17 +191,17 @@ def test_producer_never_imports_torch(redis_server: RedisServer, tmp_path: Path)
         import sys
         from pathlib import Path
         from producer.cli import Producer, main, parse_args
-        from worker.app import app, celery_config
-        from worker.settings import load_settings
+        from emotions.celeryconfig import make_app
+        from emotions.settings import load_settings
 
         parse_args(["--once", "--poll"])
         assert main(["status"]) == 0
         settings = load_settings()
-        app.conf.update(celery_config(settings))
-        p = Producer(settings, app)
+        p = Producer(settings, make_app(settings))
         assert p.take([settings.input_dir / "a.json"]) == []
         assert len(p.tracker.jobs) == 1
-        heavy = sorted(m for m in ("torch", "transformers", "tokenizers") if m in sys.modules)
+        heavy = sorted(m for m in ("torch", "transformers", "tokenizers", "worker")
+                       if m in sys.modules)
         assert not heavy, heavy
         print("OK")
         """

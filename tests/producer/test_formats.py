@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
+from emotions.errors import InputError, InputTooLargeError, PermanentError
 from producer.formats import Record, iter_records
 from producer.formats.detect import Format, detect
-from worker.errors import InputError, InputTooLargeError, PermanentError
 
 ARABIC = "هذا الفيديو رائع جدا"
 EMOJI = "😂😂🔥 best part 3:14 👍🏽"

@@ -17,11 +17,8 @@ import pytest
 import redis
 from celery import Celery
 
-from producer.ledger import Entry, Ledger
-from producer.submit import Submitted, Submitter
-from tests.services import RedisServer
-from worker.app import celery_config
-from worker.constants import (
+from emotions.celeryconfig import make_app
+from emotions.constants import (
     ASSEMBLE_TASK,
     CLASSIFY_TASK,
     DONE,
@@ -33,8 +30,11 @@ from worker.constants import (
     done_key,
     parts_key,
 )
-from worker.jobs import JobStore
-from worker.settings import load_settings
+from emotions.jobs import JobStore
+from emotions.settings import load_settings
+from producer.ledger import Entry, Ledger
+from producer.submit import Submitted, Submitter
+from tests.services import RedisServer
 
 NAME = "comments.json"
 
@@ -72,8 +72,7 @@ class Rig:
             broker_url=url, input_dir=self.input, output_dir=self.output,
             failed_dir=self.failed, **{"model": "m", "chunk_size": 2, **overrides},
         )  # fmt: skip
-        app = Celery("t")
-        app.conf.update(celery_config(settings))
+        app = make_app(settings)
         self.apps.append(app)
         return Submitter(settings, app, self.store, self.ledger)
 

@@ -1,4 +1,4 @@
-"""worker.files: user-supplied names never escape the output/failed folders, and an output file
+"""emotions.files: user-supplied names never escape the output/failed folders, and an output file
 is either the old one or the complete new one, never a partial one, with no temp file left."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.errors import OutputWriteError, TransientError
-from worker.files import inside, output_path, report_path, safe_name, write_atomic
+from emotions.errors import OutputWriteError, TransientError
+from emotions.files import inside, output_path, report_path, safe_name, write_atomic
 
 HOSTILE = [
     "../../x.json",

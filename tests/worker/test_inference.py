@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.standins import GO_EMOTIONS
+from emotions.errors import InferenceOOMError, PermanentError, TransientError
+from harness.standins import GO_EMOTIONS
 from worker import inference
-from worker.errors import InferenceOOMError, PermanentError, TransientError
 from worker.inference import BatchPlan, Engine, labels_for, pad, plan_batches, scores_from_logits
 
 WORKER_DIR = Path(__file__).resolve().parents[2] / "worker"

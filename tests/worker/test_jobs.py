@@ -1,4 +1,4 @@
-"""worker.jobs.JobStore against a real redis-server: each chunk counts once, the assembly is
+"""emotions.jobs.JobStore against a real redis-server: each chunk counts once, the assembly is
 triggered exactly once, ended jobs take no parts, and nothing is left behind without a TTL."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import orjson
 import pytest
 import redis
 
-from tests.services import RedisServer
-from worker.constants import (
+from emotions.constants import (
     DONE,
     FAILED,
     QUEUED,
@@ -21,7 +20,8 @@ from worker.constants import (
     job_key,
     parts_key,
 )
-from worker.jobs import JobStore
+from emotions.jobs import JobStore
+from tests.services import RedisServer
 
 TTL = 3600
 JOB = "job-1"

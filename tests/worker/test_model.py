@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import torch
 
-from bench.standins import GO_EMOTIONS, SEED_SENTENCES
-from worker.errors import ConfigurationError, ModelLoadError, PermanentError
+from emotions.errors import ConfigurationError, ModelLoadError, PermanentError
+from emotions.settings import load_settings
+from harness.standins import GO_EMOTIONS, SEED_SENTENCES
 from worker.model import ModelHolder, State, check_device, labels_from_config, preflight
-from worker.settings import load_settings
 
 ARABIC = "هذا الفيديو رائع جدا، شكرا لك"
 FRENCH = "C'est vraiment génial, j'adore cette chanson !"

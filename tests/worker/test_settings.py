@@ -1,4 +1,4 @@
-"""worker.settings and the Celery configuration derived from it; imports stay free of torch."""
+"""emotions.settings and the Celery configuration derived from it; imports stay free of torch."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from worker.app import celery_config
-from worker.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
-from worker.errors import ConfigurationError, PermanentError
-from worker.settings import Settings, load_settings, log_settings
+from emotions.celeryconfig import celery_config
+from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
+from emotions.errors import ConfigurationError, PermanentError
+from emotions.settings import Settings, load_settings, log_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,7 +150,7 @@ def test_masked_hides_passwords(
     assert ("redis.internal" in masked["broker_url"]) == ("redis.internal" in broker)
     if backend:
         assert "tls.host" in masked["result_backend"]
-    with caplog.at_level(logging.INFO, logger="worker.settings"):
+    with caplog.at_level(logging.INFO, logger="emotions.settings"):
         log_settings(s, "worker")
     assert caplog.records and "s3cr3t-pw" not in caplog.text
     # Masking is for display only: the settings still hold the real URL.
@@ -212,9 +212,9 @@ def test_app_reads_settings_from_the_environment_and_imports_no_torch() -> None:
     # worker.inference is the one module that needs torch (it runs inside pool children only).
     code = (
         "import sys, json\n"
-        "import worker, worker.app, worker.tasks, worker.lifecycle, worker.model, worker.jobs\n"
-        "import worker.files, worker.messages, worker.settings\n"
-        "from worker import app\n"
+        "import worker, worker.celery, worker.tasks, worker.lifecycle, worker.model\n"
+        "import emotions.files, emotions.jobs, emotions.messages, emotions.settings\n"
+        "from worker.celery import app\n"
         "c = app.conf\n"
         "print(json.dumps({'torch': 'torch' in sys.modules,\n"
         "  'transformers': 'transformers' in sys.modules,\n"
@@ -230,15 +230,15 @@ def test_app_reads_settings_from_the_environment_and_imports_no_torch() -> None:
                    "acks_late": True, "prefetch": 1, "events": True}  # fmt: skip
 
 
-def test_producer_imports_neither_torch_nor_transformers() -> None:
+def test_producer_imports_neither_torch_nor_the_workers_app() -> None:
     code = (
         "import sys, pkgutil, importlib\n"
         "import producer\n"
         "names = [m.name for m in pkgutil.walk_packages(producer.__path__, 'producer.')\n"
         "         if m.name != 'producer.__main__']\n"
         "for name in names: importlib.import_module(name)\n"
-        "import worker, worker.app, worker.tasks\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers'})\n"
+        "bad = sorted(m for m in sys.modules\n"
+        "             if m.split('.')[0] in {'torch', 'transformers', 'tokenizers', 'worker'})\n"
         "assert 'producer.cli' in names and 'producer.formats' in names, names\n"
         "print(len(names), bad)\n"
     )

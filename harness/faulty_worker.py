@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from worker import app
+from worker.celery import app
 from worker.inference import Engine
 from worker.model import ModelHolder
 

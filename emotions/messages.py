@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery
 
-from worker.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
+from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
 
 
 def send_chunk(

@@ -1,28 +1,26 @@
-"""The Celery application (``celery -A worker ...``) and its configuration.
+"""Celery configuration derived from :class:`~emotions.settings.Settings`, for every process.
 
-Configuration is a promise (``add_defaults`` with a callable): the ``EMOTIONS_*`` settings are
-read when Celery first needs them (worker start, first send), not when this module is
-imported, so importing the app never fails on a bad environment and tests build their own.
+Producer, workers and tools each build their own app from their own settings object
+(:func:`make_app`), so a command-line flag given to one process is what that process uses:
+no process ever rebuilds settings from the environment behind its caller's back.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
 from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
 
-from worker.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, QUEUES, RESULTS_QUEUE
-from worker.errors import ConfigurationError
-from worker.settings import Settings, load_settings
-
-
-@functools.cache
-def get_settings() -> Settings:
-    """This process's settings, built once from the environment on first use."""
-    return load_settings()
+from emotions.constants import (
+    APP_NAME,
+    ASSEMBLE_TASK,
+    CLASSIFY_TASK,
+    INFERENCE_QUEUE,
+    QUEUES,
+    RESULTS_QUEUE,
+)
+from emotions.settings import Settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -90,14 +88,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _configure() -> dict[str, Any]:
-    """Celery's configuration promise: one clear line, not a traceback, on a bad setting."""
-    try:
-        return celery_config(get_settings())
-    except ConfigurationError as e:
-        print(f"emotions: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
-
-
-app = Celery("emotions", include=["worker.tasks", "worker.lifecycle"])
-app.add_defaults(_configure)
+def make_app(settings: Settings) -> Celery:
+    """A Celery app configured from ``settings`` that sends tasks by name (no task imports)."""
+    app = Celery(APP_NAME, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

@@ -19,7 +19,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from worker.constants import (
+from emotions.constants import (
     DONE,
     FAILED,
     QUEUED,

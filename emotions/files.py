@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from worker.constants import ERROR_SUFFIX, OUTPUT_SUFFIX
-from worker.errors import OutputWriteError
+from emotions.constants import ERROR_SUFFIX, OUTPUT_SUFFIX
+from emotions.errors import OutputWriteError
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 _UMASK = os.umask(0o022)

@@ -9,6 +9,8 @@ from typing import Final
 DEFAULT_MODEL: Final = "AnasAlokla/multilingual_go_emotions"
 DEFAULT_BROKER_URL: Final = "redis://localhost:6379/0"
 
+APP_NAME: Final = "emotions"  # Celery app name (prefix of the task names)
+
 # Queues: GPU nodes consume ``inference``; the host owning the output folder consumes ``results``.
 INFERENCE_QUEUE: Final = "inference"
 RESULTS_QUEUE: Final = "results"

@@ -15,8 +15,8 @@ from kombu.utils.url import maybe_sanitize_url
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.constants import DEFAULT_BROKER_URL, DEFAULT_MODEL
-from worker.errors import ConfigurationError
+from emotions.constants import DEFAULT_BROKER_URL, DEFAULT_MODEL
+from emotions.errors import ConfigurationError
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 _SECRET_FIELDS = ("broker_url", "result_backend")
