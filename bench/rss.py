@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from bench.corpus import records
-from bench.e2e import CACHE, Stack, tree_peak_rss_mib
+from bench.e2e import CACHE, BenchStack, tree_peak_rss_mib
 
 
 def _count_records(path: Path) -> int:
@@ -32,7 +32,7 @@ def measure_rss(model: Path, n: int, seed: int, device: str, threads: int) -> di
     chunk = load_settings().chunk_size
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE, prefix="rss-") as tmp:
-        stack = Stack(Path(tmp), model, device, threads)
+        stack = BenchStack(Path(tmp), model, device, threads)
         try:
             inference, results = stack.start(["inference", "results"])
             stack.producer(records(64, seed + 1), "warmup", 64)

@@ -171,7 +171,7 @@ def run_e2e(
 ) -> list[Any]:  # fmt: skip
     """``producer --once`` on the corpus through Redis and one warm ``-c 1`` worker."""
     from bench.contenders import Result, chunked_efficiency
-    from bench.e2e import Stack
+    from bench.e2e import BenchStack
     from emotions.settings import load_settings
 
     label2id = {v: int(k) for k, v in orjson.loads((model_dir / "config.json").read_bytes())[
@@ -184,7 +184,7 @@ def run_e2e(
             print(f"end-to-end folders and logs kept in {tmp}", file=sys.stderr)
         else:
             cleanup.callback(shutil.rmtree, tmp, ignore_errors=True)
-        stack = Stack(Path(tmp), model_dir, device, threads)
+        stack = BenchStack(Path(tmp), model_dir, device, threads)
         try:
             stack.start()
             # The same untimed warm-up as in process; also proves the pool child has loaded.

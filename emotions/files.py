@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from emotions.constants import ERROR_SUFFIX, OUTPUT_SUFFIX
+from emotions.constants import ERROR_SUFFIX
 from emotions.errors import OutputWriteError
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
@@ -36,12 +36,6 @@ def inside(folder: Path, name: str) -> Path:
     if target.parent != root:
         raise OutputWriteError(f"refusing to write {name!r} outside {root}")
     return target
-
-
-def output_path(output_dir: Path, input_name: str) -> Path:
-    """``<output dir>/<input file stem>.json`` (the output contract)."""
-    stem = Path(safe_name(input_name)).stem or "_"
-    return inside(output_dir, stem + OUTPUT_SUFFIX)
 
 
 def report_path(failed_dir: Path, input_name: str) -> Path:

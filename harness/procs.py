@@ -1,11 +1,22 @@
-"""Small process helpers shared by the benchmark and the test services (no pytest needed)."""
+"""Process helpers for tests, the benchmark and tools alike (no pytest needed).
+
+Every process is started in a session of its own, so that it can be stopped together with
+its children (a Celery worker and its pool child) by signalling its process group.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -25,3 +36,64 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in the repository root, in its own process group, output to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """SIGTERM a process group, and SIGKILL it if it is still there after ``timeout``."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+    except ProcessLookupError:
+        proc.wait(timeout=timeout)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process group and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a live process, in MiB; 0 if it is gone.
+
+    Read from ``/proc`` while the process runs, because ``ru_maxrss`` of a forked child
+    counts the parent's pages from before ``exec``.
+    """
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (a Celery pool child is where the work happens)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def tree_peak_rss_mib(pid: int) -> float:
+    """Largest peak RSS of a worker's processes (its main process or its pool child)."""
+    return max([peak_rss_mib(pid)] + [peak_rss_mib(c) for c in descendants(pid)])

@@ -11,23 +11,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import orjson
 from celery import Celery
 
 from emotions.constants import DONE, FAILED, QUEUED
 from emotions.errors import EmotionsError, InputError, InputTooLargeError
-from emotions.files import output_path, report_path, safe_name, write_atomic
 from emotions.jobs import JobStore
 from emotions.messages import send_assembly, send_chunk
+from emotions.output import output_path
 from emotions.settings import Settings
 from producer.chunking import chunks
+from producer.failed import FailedFolder
 from producer.formats import iter_records
 from producer.ledger import Entry, Ledger
 
@@ -58,14 +56,16 @@ def file_digest(path: Path) -> str:
 
 
 class Submitter:
-    """Submits files as jobs and moves failed ones aside, with a report."""
+    """Submits files as jobs; unreadable ones go to the failed folder."""
 
-    def __init__(self, settings: Settings, app: Celery, store: JobStore, ledger: Ledger) -> None:
+    def __init__(
+        self, settings: Settings, app: Celery, store: JobStore, ledger: Ledger, failed: FailedFolder
+    ) -> None:
         self.settings = settings
         self.app = app
         self.store = store
         self.ledger = ledger
-        self.failures = 0
+        self.failed = failed
 
     def consider(self, path: Path) -> Submitted | None:
         """Submit ``path`` if it needs work; the job to wait for, or None if nothing to wait for."""
@@ -85,7 +85,7 @@ class Submitter:
                 return None  # finished, and not touched since: no need to hash it again
             digest = file_digest(path)
         except InputError as e:
-            self.fail_file(path, str(e))
+            self.failed.fail(path, str(e))
             return None
         except FileNotFoundError:
             return None  # gone before we got to it (renamed or deleted): its new name will come
@@ -145,33 +145,13 @@ class Submitter:
                 records += len(chunk)
         except (InputError, OSError) as e:
             self.store.fail(job, {"error": str(e)})
-            self.fail_file(path, str(e))
+            self.failed.fail(path, str(e))
             return None
         self.ledger.update(name, records=records)
         if self.store.set_total(job, count, records) == 1:
             send_assembly(self.app, job, name)
         log.info("file=%s event=enqueued job=%s records=%d chunks=%d", name, job, records, count)
         return Submitted(job, name, path, records, count, started, size, mtime)
-
-    def fail_file(self, path: Path, error: str, **detail: Any) -> None:
-        """Move the input to the failed folder with ``<name>.error.json`` saying why."""
-        name = path.name
-        failed = self.settings.failed_dir
-        self.failures += 1
-        report = {"file": name, "error": error, "model": self.settings.model, **detail,
-                  "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
-        try:
-            failed.mkdir(parents=True, exist_ok=True)
-            write_atomic(
-                report_path(failed, name), [orjson.dumps(report, option=orjson.OPT_INDENT_2)]
-            )
-            if path.exists() or path.is_symlink():
-                shutil.move(str(path), str(failed / safe_name(name)))
-        except (OSError, EmotionsError) as e:
-            log.error("file=%s cannot move to the failed folder: %s", name, e)
-        entry = self.ledger.get(name) or Entry("", "", self.settings.model, FAILED, -1, -1.0)
-        self.ledger.put(name, replace(entry, state=FAILED, error=error))  # status lists it
-        log.error("file=%s event=failed error=%s", name, error)
 
     def _check_path(self, path: Path) -> None:
         """Refuse what could read outside the input folder (symlinks pointing elsewhere)."""

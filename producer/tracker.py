@@ -10,6 +10,7 @@ import orjson
 
 from emotions.constants import DONE, FAILED, QUEUED
 from emotions.jobs import JobStore
+from producer.failed import FailedFolder
 from producer.ledger import Ledger
 from producer.submit import Submitted, Submitter
 
@@ -19,8 +20,11 @@ log = logging.getLogger(__name__)
 class Tracker:
     """The jobs this producer waits for, keyed by job id."""
 
-    def __init__(self, submitter: Submitter, store: JobStore, ledger: Ledger) -> None:
+    def __init__(
+        self, submitter: Submitter, store: JobStore, ledger: Ledger, failed: FailedFolder
+    ) -> None:
         self.submitter = submitter
+        self.failed = failed
         self.store = store
         self.ledger = ledger
         self.jobs: dict[str, Submitted] = {}
@@ -61,7 +65,7 @@ class Tracker:
                 self._done(sub, meta)
             elif state == FAILED:
                 detail = orjson.loads(meta.get("detail", "{}"))
-                self.submitter.fail_file(
+                self.failed.fail(
                     sub.path, detail.pop("error", "unknown error"), job=job, **detail
                 )
             elif state is None:

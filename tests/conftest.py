@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.stack import RedisServer, Stack
 from harness.standins import build_model
-from tests.services import RedisServer, Stack
+from tests.services import make_stack
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +41,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture
 def stack(tmp_path: Path, redis_server: RedisServer, bert_model: Path) -> Iterator[Stack]:
     """Folders + Redis + model for one test; every process it starts is stopped afterwards."""
-    s = Stack(tmp_path / "stack", redis_server, bert_model)
+    s = make_stack(tmp_path / "stack", redis_server, bert_model)
     yield s
     s.stop_all()

@@ -11,16 +11,14 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterable, Iterator
 from typing import Any
-
-import orjson
 
 from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, QUEUED
 from emotions.errors import ModelMismatchError, OutputWriteError, PermanentError
-from emotions.files import output_path, write_atomic
+from emotions.files import write_atomic
 from emotions.jobs import JobStore, connect
 from emotions.messages import send_assembly
+from emotions.output import PartMissing, json_array, output_path, render
 from worker.celery import app, get_settings
 from worker.lifecycle import holder
 
@@ -37,14 +35,6 @@ def store() -> JobStore:
 def backoff(retries: int) -> int:
     """Seconds before retry number ``retries + 1``: 1, 2, 4, ... capped by the setting."""
     return int(min(get_settings().retry_backoff_max, 2**retries))
-
-
-def render(records: Iterable[list[Any]], labels: Iterable[str]) -> bytes:
-    """One chunk's output records, one JSON object per line, ready to splice into the file."""
-    return b",\n".join(
-        orjson.dumps({"id": rid, "comment": text, "emotion": label})
-        for (rid, text), label in zip(records, labels, strict=True)
-    )
 
 
 @app.task(name=CLASSIFY_TASK, bind=True)
@@ -84,24 +74,6 @@ def classify_chunk(self: Any, job: str, index: int, records: list[list[Any]], mo
     return len(records)
 
 
-class _JobEnded(Exception):
-    """The job finished or was replaced while this assembly ran; this copy is not needed."""
-
-
-def _json_array(parts: Iterator[bytes | None]) -> Iterator[bytes]:
-    yield b"[\n"
-    first = True
-    for part in parts:
-        if part is None:
-            raise _JobEnded
-        if part:
-            if not first:
-                yield b",\n"
-            yield part
-            first = False
-    yield b"\n]\n" if not first else b"]\n"
-
-
 @app.task(name=ASSEMBLE_TASK, bind=True)
 def assemble_file(self: Any, job: str, name: str) -> str:
     """Write ``<output>/<stem>.json`` from every chunk's records, atomically, once."""
@@ -111,8 +83,8 @@ def assemble_file(self: Any, job: str, name: str) -> str:
         return f"skipped: job is {meta.get('state', 'expired')}"
     path = output_path(settings.output_dir, name)
     try:
-        write_atomic(path, _json_array(store().parts(job, int(meta["total"]))))
-    except _JobEnded:
+        write_atomic(path, json_array(store().parts(job, int(meta["total"]))))
+    except PartMissing:
         return "skipped: job ended during assembly"
     except OutputWriteError as e:
         # Chunk results stay in Redis; retry until the disk has room again.

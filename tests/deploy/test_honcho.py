@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.services import ROOT, free_port, wait_for, write_json
+from harness.procs import ROOT, free_port, wait_for
+from harness.stack import write_json
 
 pytestmark = pytest.mark.slow
 

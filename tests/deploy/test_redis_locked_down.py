@@ -16,7 +16,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.services import ROOT, RedisServer, Stack, spawn, wait_for, write_json
+from harness.procs import ROOT, spawn, wait_for
+from harness.stack import RedisServer, Stack, write_json
+from tests.services import make_stack
 
 pytestmark = pytest.mark.slow  # needs the openssl command (Debian's openssl) for certificates
 
@@ -74,7 +76,7 @@ def locked(tmp_path: Path, bert_model: Path) -> Iterator[Stack]:
     make_certificates(tmp_path / "certs")
     server = LockedRedis(tmp_path / "redis", tmp_path / "certs")
     server.start()
-    stack = Stack(tmp_path / "stack", server, bert_model)
+    stack = make_stack(tmp_path / "stack", server, bert_model)
     yield stack
     stack.stop_all()
     server.stop()

@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from emotions.constants import LEDGER_KEY
-from tests.services import Stack, wait_for, with_kill, write_json
+from harness.procs import kill_group, wait_for
+from harness.stack import Stack, write_json
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +67,7 @@ def test_whole_worker_sigkilled_and_restarted(stack: Stack) -> None:
     producer = stack.start_producer("--once", **env)
     first_start(marker)
     assert not (stack.output / "w.json").exists()
-    with_kill(worker)  # main process and pool child at once: nobody acknowledges
+    kill_group(worker)  # main process and pool child at once: nobody acknowledges
     stack.start_worker("w2", faulty=True, **env)
     assert producer.wait(timeout=150) == 0, stack.log("producer")
     assert_exactly_once(stack, "w", expected)
@@ -82,7 +83,7 @@ def test_producer_sigkilled_and_restarted(stack: Stack) -> None:
     wait_for(lambda: (stack.output / "a.json").exists(), 60, "the first file")
     a_written = (stack.output / "a.json").stat().st_mtime_ns
     assert not (stack.output / "c.json").exists()  # b and c are in flight
-    with_kill(producer)
+    kill_group(producer)
     again = stack.run_producer("--once", timeout=120)
     assert again.returncode == 0, again.stderr
     for stem, records in files.items():

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK
-from tests.services import Stack, free_port, spawn, wait_for, write_json
+from harness.procs import free_port, spawn, wait_for
+from harness.stack import Stack, write_json
 
 pytestmark = pytest.mark.slow
 

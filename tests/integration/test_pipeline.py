@@ -8,8 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from harness.procs import wait_for
+from harness.stack import Stack, write_json
 from harness.standins import GO_EMOTIONS
-from tests.services import Stack, wait_for, write_json
 
 pytestmark = pytest.mark.slow
 

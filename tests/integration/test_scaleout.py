@@ -9,7 +9,8 @@ from collections import Counter
 
 import pytest
 
-from tests.services import Stack, spawn, wait_for, write_json
+from harness.procs import spawn, wait_for
+from harness.stack import Stack, write_json
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,9 @@ import pytest
 from celery import Celery
 
 from emotions.constants import CLASSIFY_TASK, INFERENCE_QUEUE
-from tests.services import RedisServer, Stack, wait_for, write_json
+from harness.procs import wait_for
+from harness.stack import RedisServer, Stack, write_json
+from tests.services import make_stack
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +55,7 @@ def locked_redis(tmp_path: Path) -> Iterator[RedisServer]:
 def test_password_in_url_works_and_is_never_logged(
     tmp_path: Path, locked_redis: RedisServer, bert_model: Path
 ) -> None:
-    stack = Stack(tmp_path / "stack", locked_redis, bert_model)
+    stack = make_stack(tmp_path / "stack", locked_redis, bert_model)
     try:
         stack.start_worker("w1")
         write_json(stack.input / "p.json", [{"id": "1", "comment": "hello"}])

@@ -15,9 +15,10 @@ import pytest
 
 from emotions.constants import FAILED, INFERENCE_QUEUE, QUEUED
 from emotions.jobs import JobStore
+from harness.procs import ROOT
+from harness.stack import RedisServer
 from producer.cli import main, parse_args
 from producer.ledger import Entry, Ledger
-from tests.services import ROOT, RedisServer
 
 # --- arguments ------------------------------------------------------------------------------
 

@@ -32,9 +32,10 @@ from emotions.constants import (
 )
 from emotions.jobs import JobStore
 from emotions.settings import load_settings
+from harness.stack import RedisServer
+from producer.failed import FailedFolder
 from producer.ledger import Entry, Ledger
 from producer.submit import Submitted, Submitter
-from tests.services import RedisServer
 
 NAME = "comments.json"
 
@@ -74,7 +75,9 @@ class Rig:
         )  # fmt: skip
         app = make_app(settings)
         self.apps.append(app)
-        return Submitter(settings, app, self.store, self.ledger)
+        return Submitter(
+            settings, app, self.store, self.ledger, FailedFolder(settings, self.ledger)
+        )
 
     def write(self, records: list[dict[str, Any]], name: str = NAME) -> Path:
         path = self.input / name
@@ -165,7 +168,7 @@ def test_new_file_becomes_a_job_with_ordered_chunks(rig: Rig, sub: Submitter) ->
     assert [len(a[2]) for a in args] == [2, 2, 1]
     assert [pair for a in args for pair in a[2]] == pairs(records)
     assert rig.messages(RESULTS_QUEUE) == []  # nothing is done yet: no assembly
-    assert sub.failures == 0
+    assert sub.failed.count == 0
 
 
 def test_same_file_again_while_in_flight_is_not_enqueued_again(rig: Rig, sub: Submitter) -> None:
@@ -389,7 +392,7 @@ def test_invalid_file_goes_to_failed_folder_with_report(rig: Rig, sub: Submitter
     assert entry.state == FAILED
     assert entry.error == rep["error"]
     assert rig.store.meta(entry.job)["state"] == FAILED  # chunks already sent are inert
-    assert sub.failures == 1
+    assert sub.failed.count == 1
     assert sorted(p.name for p in rig.output.iterdir()) == []
 
 
@@ -397,7 +400,7 @@ def test_each_failure_is_counted(rig: Rig, sub: Submitter) -> None:
     for name, data in (("a.json", b"nope"), ("b.csv", b"\x00\x01\x02"), ("c.json", b"")):
         (rig.input / name).write_bytes(data)
         assert sub.consider(rig.input / name) is None
-    assert sub.failures == 3
+    assert sub.failed.count == 3
     assert sorted(p.name for p in rig.failed.iterdir()) == [
         "a.json", "a.json.error.json", "b.csv", "b.csv.error.json", "c.json", "c.json.error.json"
     ]  # fmt: skip
@@ -415,7 +418,7 @@ def test_too_big_file_fails_naming_the_setting(rig: Rig, redis_server: RedisServ
     assert f"{size:,}" in rep["error"]
     assert (rig.failed / NAME).exists()
     assert not path.exists()
-    assert small.failures == 1
+    assert small.failed.count == 1
     assert rig.chunk_args() == []
 
 
@@ -435,7 +438,7 @@ def test_symlink_to_outside_fails_and_target_is_untouched(rig: Rig, sub: Submitt
     assert moved.is_symlink()  # the link was moved aside, not what it points to
     assert not link.is_symlink()
     assert rig.chunk_args() == []
-    assert sub.failures == 1
+    assert sub.failed.count == 1
 
 
 def test_file_vanishing_before_it_is_read_is_no_failure(rig: Rig, sub: Submitter) -> None:
@@ -444,7 +447,7 @@ def test_file_vanishing_before_it_is_read_is_no_failure(rig: Rig, sub: Submitter
     path = rig.write(comments(2))
     path.unlink()
     assert sub.consider(path) is None
-    assert sub.failures == 0
+    assert sub.failed.count == 0
     assert list(rig.failed.iterdir()) == []
     assert rig.ledger.get(NAME) is None
     assert rig.chunk_args() == []

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from emotions.errors import OutputWriteError, TransientError
-from emotions.files import inside, output_path, report_path, safe_name, write_atomic
+from emotions.files import inside, report_path, safe_name, write_atomic
+from emotions.output import output_path
 
 HOSTILE = [
     "../../x.json",

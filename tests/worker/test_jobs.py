@@ -21,7 +21,7 @@ from emotions.constants import (
     parts_key,
 )
 from emotions.jobs import JobStore
-from tests.services import RedisServer
+from harness.stack import RedisServer
 
 TTL = 3600
 JOB = "job-1"
