@@ -91,8 +91,9 @@ def warm_up_texts(texts: Sequence[str], lengths: np.ndarray, batch_size: int) ->
     return [texts[i] for i in order[:batch_size]] + [texts[i] for i in order[-batch_size:]]
 
 
-def batch_shapes(lengths: np.ndarray, batch_size: int, chunk_size: int | None = None,
-                 token_budget: int = 0) -> list[tuple[int, int]]:  # fmt: skip
+def batch_shapes(
+    lengths: np.ndarray, batch_size: int, chunk_size: int | None = None, token_budget: int = 0
+) -> list[tuple[int, int]]:
     """(rows, padded width) of every batch the model runs.
 
     In input order when ``chunk_size`` is None (the pipeline, the naive path); otherwise the
@@ -100,8 +101,10 @@ def batch_shapes(lengths: np.ndarray, batch_size: int, chunk_size: int | None = 
     """
     if chunk_size is None:
         starts = range(0, len(lengths), batch_size)
-        return [(len(lengths[i : i + batch_size]), int(lengths[i : i + batch_size].max()))
-                for i in starts]  # fmt: skip
+        return [
+            (len(lengths[i : i + batch_size]), int(lengths[i : i + batch_size].max()))
+            for i in starts
+        ]
     from worker.inference import plan_batches
 
     shapes = []
@@ -123,8 +126,9 @@ def in_order_efficiency(lengths: np.ndarray, batch_size: int) -> float:
     return efficiency(lengths, batch_shapes(lengths, batch_size))
 
 
-def chunked_efficiency(lengths: np.ndarray, chunk_size: int, batch_size: int,
-                       token_budget: int = 0) -> float:  # fmt: skip
+def chunked_efficiency(
+    lengths: np.ndarray, chunk_size: int, batch_size: int, token_budget: int = 0
+) -> float:
     """Padding efficiency of the engine's plan over consecutive chunks of ``chunk_size``."""
     return efficiency(lengths, batch_shapes(lengths, batch_size, chunk_size, token_budget))
 
@@ -139,16 +143,25 @@ def model_flops(shapes: list[tuple[int, int]], layers: int, hidden: int) -> floa
 
 
 def run_pipeline(
-    model: Any, tokenizer: Any, texts: Sequence[str], device: torch.device, batch_size: int,
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    device: torch.device,
+    batch_size: int,
     lengths: np.ndarray,
-) -> Result:  # fmt: skip
+) -> Result:
     """The baseline: ``pipeline("text-classification", top_k=1, sigmoid, batch_size=16)``."""
     from transformers import pipeline
 
     pipe = pipeline(
-        "text-classification", model=model, tokenizer=tokenizer, top_k=1,
-        function_to_apply="sigmoid", batch_size=batch_size, device=device,
-    )  # fmt: skip
+        "text-classification",
+        model=model,
+        tokenizer=tokenizer,
+        top_k=1,
+        function_to_apply="sigmoid",
+        batch_size=batch_size,
+        device=device,
+    )
     label2id = {label: i for i, label in model.config.id2label.items()}
     # truncation=True: without it a comment over 512 tokens crashes the pipeline.
     pipe(list(texts[:WARM_UP]), truncation=True)
@@ -159,23 +172,37 @@ def run_pipeline(
 
 
 def naive_indices(
-    model: Any, tokenizer: Any, texts: Sequence[str], device: torch.device, batch_size: int,
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    device: torch.device,
+    batch_size: int,
     max_length: int,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Top-1 per comment from in-order batches, each tokenized and padded to its longest."""
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
-            enc = tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True,
-                            max_length=max_length, return_tensors="pt").to(device)  # fmt: skip
+            enc = tokenizer(
+                list(texts[i : i + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(device)
             out.append(torch.argmax(torch.sigmoid(model(**enc).logits.float()), dim=-1))
     return torch.cat(out).cpu().numpy() if out else np.zeros(0, dtype=np.int64)
 
 
 def run_naive(
-    model: Any, tokenizer: Any, texts: Sequence[str], device: torch.device, batch_size: int,
-    max_length: int, lengths: np.ndarray,
-) -> Result:  # fmt: skip
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    device: torch.device,
+    batch_size: int,
+    max_length: int,
+    lengths: np.ndarray,
+) -> Result:
     """In-order batches of ``batch_size``: the reference labels (fp32 on CPU)."""
     naive_indices(model, tokenizer, texts[:WARM_UP], device, batch_size, max_length)
     seconds, indices = timed(

@@ -25,10 +25,13 @@ from harness.standins import SEED_SENTENCES
 
 # Extra sentences per language; together with SEED_SENTENCES they form the word banks.
 _EXTRA: dict[str, tuple[str, ...]] = {
-    "en": ("this is the best video I have seen in a long time",
-           "the part at the end made me cry ngl", "who else is here after the update",
-           "I don't agree with this at all but good video anyway",
-           "came here from the other channel and not disappointed"),
+    "en": (
+        "this is the best video I have seen in a long time",
+        "the part at the end made me cry ngl",
+        "who else is here after the update",
+        "I don't agree with this at all but good video anyway",
+        "came here from the other channel and not disappointed",
+    ),
     "es": ("este canal merece más suscriptores", "la mejor canción del año sin duda"),
     "fr": ("merci pour cette vidéo, très intéressant", "qui est là en 2026 ?"),
     "ar": ("ما شاء الله عمل رائع", "أفضل قناة على يوتيوب"),
@@ -40,13 +43,43 @@ _EXTRA: dict[str, tuple[str, ...]] = {
     "ja": ("この曲 本当に 大好き です", "最高 の 動画 ありがとう"),
     "id": ("videonya keren banget bang", "siapa yang nonton tahun 2026"),
     "de": ("richtig gutes Video danke dafür", "wer ist auch 2026 noch hier"),
-}  # fmt: skip
+}
 # Which seed sentence belongs to which language (by index in SEED_SENTENCES).
-_SEED_LANG = ("en", "en", "en", "ar", "ar", "fr", "fr", "es", "es", "nl", "nl", "tr", "tr",
-              "en", "en", "en", "en", "en")  # fmt: skip
+_SEED_LANG = (
+    "en",
+    "en",
+    "en",
+    "ar",
+    "ar",
+    "fr",
+    "fr",
+    "es",
+    "es",
+    "nl",
+    "nl",
+    "tr",
+    "tr",
+    "en",
+    "en",
+    "en",
+    "en",
+    "en",
+)
 # Language mix: English-heavy, as on YouTube, with the fine-tuning languages next.
-_LANG_WEIGHTS = {"en": 45, "es": 10, "ar": 8, "fr": 7, "tr": 7, "nl": 3, "pt": 5, "ru": 4,
-                 "hi": 4, "ja": 2, "id": 3, "de": 2}  # fmt: skip
+_LANG_WEIGHTS = {
+    "en": 45,
+    "es": 10,
+    "ar": 8,
+    "fr": 7,
+    "tr": 7,
+    "nl": 3,
+    "pt": 5,
+    "ru": 4,
+    "hi": 4,
+    "ja": 2,
+    "id": 3,
+    "de": 2,
+}
 EMOJI = ("😂", "❤️", "🔥", "😭", "👍", "🙏", "😍", "💯", "🤣", "😢", "👏", "🥰", "😡", "🤔")
 _URLS = (
     "https://youtu.be/dQw4w9WgXcQ",

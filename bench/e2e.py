@@ -45,8 +45,14 @@ class BenchStack:
             for i, q in enumerate(queues)
         ]
 
-    def producer(self, records: Iterable[dict[str, Any]], name: str, chunk_size: int,
-                 jsonl: bool = False, timeout: float = 3600) -> tuple[float, float]:  # fmt: skip
+    def producer(
+        self,
+        records: Iterable[dict[str, Any]],
+        name: str,
+        chunk_size: int,
+        jsonl: bool = False,
+        timeout: float = 3600,
+    ) -> tuple[float, float]:
         """Write ``records`` to a fresh input folder, run ``producer --once`` on it.
 
         Returns (wall seconds from producer start to exit, the producer's peak RSS in MiB).
@@ -61,12 +67,22 @@ class BenchStack:
                     f.write(orjson.dumps({"cid": r["id"], "text": r["comment"]}) + b"\n")
             else:
                 f.write(orjson.dumps(list(records)))
-        cmd = [sys.executable, "-m", "producer", "--once", "--no-progress",
-               "--chunk-size", str(chunk_size), "--input-dir", str(folder)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "producer",
+            "--once",
+            "--no-progress",
+            "--chunk-size",
+            str(chunk_size),
+            "--input-dir",
+            str(folder),
+        ]
         with (self.root / "logs" / f"producer-{name}.log").open("wb") as out:
             start = time.perf_counter()
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.stack.env(), stdout=out,
-                                    stderr=subprocess.STDOUT)  # fmt: skip
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=self.stack.env(), stdout=out, stderr=subprocess.STDOUT
+            )
             status, peak = self._wait(proc.pid, timeout)
             seconds = time.perf_counter() - start
         if os.waitstatus_to_exitcode(status) != 0:

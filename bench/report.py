@@ -39,8 +39,18 @@ def model_line(sizes: dict[str, dict[str, Any]], used: list[str]) -> str:
 
 
 # Dense fp16 tensor-core peak, TFLOP/s, from the vendors' data sheets (no sparsity).
-PEAK_FP16_TFLOPS = {"H200": 989, "H100 PCIe": 756, "H100": 989, "A100": 312, "L40S": 362,
-                    "L4": 121, "A10G": 70, "A10": 125, "V100": 125, "T4": 65}  # fmt: skip
+PEAK_FP16_TFLOPS = {
+    "H200": 989,
+    "H100 PCIe": 756,
+    "H100": 989,
+    "A100": 312,
+    "L40S": 362,
+    "L4": 121,
+    "A10G": 70,
+    "A10": 125,
+    "V100": 125,
+    "T4": 65,
+}
 
 
 def peak_gflops(device_name: str) -> float | None:
@@ -84,26 +94,39 @@ def _rows(
     e2e = [r for r in rows if r.path == "end to end"]
     if e2e:
         top = max(e2e, key=lambda r: r.rate)
-        notes += (f" **Best end-to-end chunk size:** {top.chunk} — {top.rate:.1f} comments/s, "
-                  f"{top.rate / pipe.rate:.2f}x the pipeline.")  # fmt: skip
+        notes += (
+            f" **Best end-to-end chunk size:** {top.chunk} — {top.rate:.1f} comments/s, "
+            f"{top.rate / pipe.rate:.2f}x the pipeline."
+        )
     return lines, ok, notes
 
 
 def render(
-    tables: dict[str, tuple[list[Result], np.ndarray]], sizes: dict[str, dict[str, Any]],
-    machine: str, args: argparse.Namespace, rss: dict[str, float] | None, elapsed: float,
-    peak: float | None = None, precision: str = "fp32",
-) -> tuple[str, bool]:  # fmt: skip
+    tables: dict[str, tuple[list[Result], np.ndarray]],
+    sizes: dict[str, dict[str, Any]],
+    machine: str,
+    args: argparse.Namespace,
+    rss: dict[str, float] | None,
+    elapsed: float,
+    peak: float | None = None,
+    precision: str = "fp32",
+) -> tuple[str, bool]:
     """The whole report as markdown, and False if the engine changed any label."""
     from emotions.settings import Settings
 
     default_chunk = Settings.model_fields["chunk_size"].default
     lengths = next(iter(tables.values()))[1]
-    out = [f"**Machine:** {machine}", "", corpus_line(lengths, args.seed), "",
-           model_line(sizes, list(tables)), "",
-           "| model | path | chunk | comments/s | × pipeline | padding efficiency "
-           f"| model GFLOP/s | e2e vs in process | labels = in-order {precision} |",
-           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    out = [
+        f"**Machine:** {machine}",
+        "",
+        corpus_line(lengths, args.seed),
+        "",
+        model_line(sizes, list(tables)),
+        "",
+        "| model | path | chunk | comments/s | × pipeline | padding efficiency "
+        f"| model GFLOP/s | e2e vs in process | labels = in-order {precision} |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     ok, notes = True, []
     for size, (rows, _) in tables.items():
         lines, size_ok, note = _rows(size, rows, default_chunk, peak)

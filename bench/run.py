@@ -40,17 +40,25 @@ SIZES: dict[str, dict[str, Any]] = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    p.add_argument("--comments", type=int, default=500,
-                   help="corpus size (default 500: about 10 minutes on 2 CPU cores)")  # fmt: skip
+    p.add_argument(
+        "--comments",
+        type=int,
+        default=500,
+        help="corpus size (default 500: about 10 minutes on 2 CPU cores)",
+    )
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
     p.add_argument("--model-size", choices=["real", "small", "both"], default="real")
-    p.add_argument("--chunk-sizes", default="64,128,256,512",
-                   help="engine chunk sizes to measure in process and end to end")  # fmt: skip
+    p.add_argument(
+        "--chunk-sizes",
+        default="64,128,256,512",
+        help="engine chunk sizes to measure in process and end to end",
+    )
     p.add_argument("--e2e-chunk-sizes", help="end-to-end subset (default: all chunk sizes)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="runs per contender, fastest counts (noisy machines)")  # fmt: skip
+    p.add_argument(
+        "--repeat", type=int, default=1, help="runs per contender, fastest counts (noisy machines)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the e2e folders (logs) in .cache")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end runs")
     p.add_argument(
@@ -98,8 +106,11 @@ def device_name(device: Any) -> str:
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
-        model = next(ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
-                     if ln.startswith("model name"))  # fmt: skip
+        model = next(
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.splitlines()
+            if ln.startswith("model name")
+        )
     except (OSError, StopIteration):
         model = "unknown CPU"
     return f"{model} ({os.cpu_count()} logical CPUs)"
@@ -118,8 +129,9 @@ def cpu_seconds() -> tuple[float, float]:
     return busy, own.user + own.system + own.children_user + own.children_system
 
 
-def bench_model(size: str, args: argparse.Namespace, texts: list[str], device: Any,
-                threads: int) -> tuple[list[Any], np.ndarray]:  # fmt: skip
+def bench_model(
+    size: str, args: argparse.Namespace, texts: list[str], device: Any, threads: int
+) -> tuple[list[Any], np.ndarray]:
     """Every contender on one model: the table rows (naive first) and the token lengths."""
     from bench.contenders import (
         batch_shapes,
@@ -166,16 +178,24 @@ def bench_model(size: str, args: argparse.Namespace, texts: list[str], device: A
 
 
 def run_e2e(
-    model_dir: Path, texts: list[str], chunks: list[int], device: str, threads: int,
-    warm: list[str], lengths: np.ndarray, args: argparse.Namespace,
-) -> list[Any]:  # fmt: skip
+    model_dir: Path,
+    texts: list[str],
+    chunks: list[int],
+    device: str,
+    threads: int,
+    warm: list[str],
+    lengths: np.ndarray,
+    args: argparse.Namespace,
+) -> list[Any]:
     """``producer --once`` on the corpus through Redis and one warm ``-c 1`` worker."""
     from bench.contenders import Result, chunked_efficiency
     from bench.e2e import BenchStack
     from emotions.settings import load_settings
 
-    label2id = {v: int(k) for k, v in orjson.loads((model_dir / "config.json").read_bytes())[
-        "id2label"].items()}  # fmt: skip
+    label2id = {
+        v: int(k)
+        for k, v in orjson.loads((model_dir / "config.json").read_bytes())["id2label"].items()
+    }
     rows = []
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=CACHE, prefix="e2e-")
@@ -234,10 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         rss = measure_rss(ensure_model("tiny"), args.rss, args.seed, str(device), threads)
     elapsed, cpu_after = time.perf_counter() - started, cpu_seconds()
     others = (cpu_after[0] - cpu_before[0]) - (cpu_after[1] - cpu_before[1])
-    machine = (f"{device_name(device)}, torch {torch.__version__}, {threads} torch threads, "
-               f"{'fp16' if device.type == 'cuda' else 'fp32'}; other processes used "
-               f"{max(0.0, others) / (elapsed * (os.cpu_count() or 1)):.0%} of the CPUs "
-               "during the run")  # fmt: skip
+    machine = (
+        f"{device_name(device)}, torch {torch.__version__}, {threads} torch threads, "
+        f"{'fp16' if device.type == 'cuda' else 'fp32'}; other processes used "
+        f"{max(0.0, others) / (elapsed * (os.cpu_count() or 1)):.0%} of the CPUs "
+        "during the run"
+    )
     cuda = device.type == "cuda"
     peak = peak_gflops(device_name(device)) if cuda else None
     text, ok = render(tables, SIZES, machine, args, rss, elapsed, peak, "fp16" if cuda else "fp32")

@@ -88,8 +88,28 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+# The producer publishes from a loop that must notice a Redis outage within seconds (and stay
+# stoppable); it retries the whole step itself, so one publish gives up quickly.
+SENDER_PUBLISH_RETRY = {
+    "max_retries": 2,
+    "interval_start": 0.2,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
+
+
 def make_app(settings: Settings) -> Celery:
-    """A Celery app configured from ``settings`` that sends tasks by name (no task imports)."""
+    """An app for a process that only sends tasks, by name (no task imports), from its own
+    settings; its publishing gives up within seconds when Redis is down."""
     app = Celery(APP_NAME, set_as_current=False)
     app.conf.update(celery_config(settings))
+    app.conf.update(
+        task_publish_retry_policy=SENDER_PUBLISH_RETRY,
+        broker_connection_timeout=3,
+        broker_transport_options={
+            **app.conf.broker_transport_options,
+            "socket_connect_timeout": 3,
+            "socket_timeout": 5,
+        },
+    )
     return app

@@ -23,6 +23,7 @@ ASSEMBLE_TASK: Final = "emotions.assemble_file"
 # Redis keys. ``job`` is a content+model digest, ``name`` an input file name.
 KEY_PREFIX: Final = "emotions"
 LEDGER_KEY: Final = f"{KEY_PREFIX}:ledger"  # hash: file name -> JSON ledger entry
+OUTPUTS_KEY: Final = f"{KEY_PREFIX}:outputs"  # hash: output file name -> input file name
 
 
 def job_key(job: str) -> str:
@@ -31,13 +32,13 @@ def job_key(job: str) -> str:
 
 
 def parts_key(job: str) -> str:
-    """Hash of chunk index -> the chunk's finished output records (JSON fragment)."""
+    """Hash of chunk index -> the chunk's label indexes, one byte per comment."""
     return f"{KEY_PREFIX}:job:{job}:parts"
 
 
-def done_key(job: str) -> str:
-    """Set of chunk indexes whose results are stored: counted once however often they run."""
-    return f"{KEY_PREFIX}:job:{job}:done"
+def starts_key(job: str) -> str:
+    """Hash of chunk index -> times a worker began it (a chunk that kills its worker)."""
+    return f"{KEY_PREFIX}:job:{job}:starts"
 
 
 def assemble_lock_key(job: str) -> str:
@@ -53,3 +54,15 @@ SUPERSEDED: Final = "superseded"
 
 OUTPUT_SUFFIX: Final = ".json"
 ERROR_SUFFIX: Final = ".error.json"
+# File names are at most 255 bytes on Linux filesystems; the longest name derived from an
+# input (``.<name>.<random>.tmp`` while writing, ``<name>.error.json`` reports) must fit.
+NAME_BYTES: Final = 200
+NAME_HASH_CHARS: Final = 8  # hex digits of SHA-256 that keep shortened names unique
+
+# Supervision. A chunk may be begun ``max_retries + 1`` times by retries, plus this many times
+# more after its worker vanished (OOM killer, node lost) before its file fails.
+LOST_WORKER_STARTS: Final = 2
+# Heals (re-sending the chunks of a job that made no progress) before its file fails.
+MAX_HEALS: Final = 3
+# How often the producer refreshes the TTL of the jobs it follows, in seconds.
+TOUCH_SECONDS: Final = 60.0

@@ -8,13 +8,14 @@ name is reduced to a plain single-component name before it is joined to a folder
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from emotions.constants import ERROR_SUFFIX
+from emotions.constants import ERROR_SUFFIX, NAME_BYTES, NAME_HASH_CHARS
 from emotions.errors import OutputWriteError
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
@@ -23,10 +24,38 @@ os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it
 
 
 def safe_name(name: str) -> str:
-    """A single, visible path component derived from ``name`` (never empty, never hidden)."""
+    """A single, visible path component derived from ``name`` (never empty, never hidden).
+
+    At most :data:`NAME_BYTES` bytes, so that temporary names and reports built on it stay
+    within the 255 bytes a Linux file name may have; a shortened name keeps its extension and
+    gets a short hash of the whole name, so two long names never shorten to the same one.
+    """
     base = _UNSAFE.sub("_", os.path.basename(name.replace("\\", "/")))
-    base = base.lstrip(".") or "_"
-    return base[:200]
+    return shorten(base.lstrip(".") or "_", NAME_BYTES)
+
+
+def shorten(name: str, limit: int) -> str:
+    """``name`` if it fits in ``limit`` bytes, else a cut of its stem + ``~<hash>`` + suffix."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= limit:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:NAME_HASH_CHARS]
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or not stem or len(suffix.encode("utf-8", "surrogateescape")) > 16:
+        stem, suffix = name, ""
+    tail = f"~{digest}" + (f".{suffix}" if suffix else "")
+    room = limit - len(tail.encode("utf-8", "surrogateescape"))
+    cut = stem.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return cut + tail
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of the file's bytes, read in blocks (files may be gigabytes)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def inside(folder: Path, name: str) -> Path:

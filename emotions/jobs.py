@@ -1,18 +1,30 @@
-"""Job state in Redis, shared by the producer (which creates jobs) and the workers.
+"""Job state in Redis, shared by the producer (which creates and supervises jobs) and the
+workers (which store chunk labels and assemble files).
+
+A job is one input file's content under one model. Its keys:
+
+- ``emotions:job:<id>`` (hash): the job's metadata (see :meth:`JobStore.create`) and ``state``;
+- ``...:parts`` (hash): chunk index -> that chunk's label indexes (one byte per comment);
+- ``...:starts`` (hash): chunk index -> how many times a worker began it;
+- ``...:assemble`` (string): ``SET NX`` guard, so one assembly is queued per completion.
 
 Why not a Celery chord: on the Redis backend a chord counts header results in a sorted set
 that drops a duplicate only if its encoded result is byte-identical, so a redelivered chunk
-can fire the callback early, and a lost key means it never fires. Here each chunk's result is
-``HSET`` under its index and the index ``SADD``-ed, so a chunk counts once however often it
-runs; the assembly is enqueued when ``SCARD`` reaches the chunk count, guarded by ``SET NX``.
-Each step is one Lua script, so no interleaving of two workers can skip or double it.
+can fire the callback early, and a lost key means it never fires. Here a chunk's labels are
+``HSET`` under its index, so a chunk counts once however often it runs; the assembly is queued
+when ``HLEN`` reaches the chunk count. Each step is one Lua script, so no interleaving of two
+workers can skip or double it.
+
+Stored parts hold label indexes only, never comment text: the assembly reads the text (and
+the ids) from the input file again, after checking its digest. That keeps Redis memory at
+about one byte per comment in flight instead of the rendered records.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
 
 import orjson
 import redis
@@ -25,135 +37,225 @@ from emotions.constants import (
     QUEUED,
     SUPERSEDED,
     assemble_lock_key,
-    done_key,
     job_key,
     parts_key,
+    starts_key,
 )
+from emotions.errors import PermanentError
 
-# Returns -1: job not active (failed/superseded/gone), 0: stored, 1: stored and the caller
-# must enqueue the assembly. A duplicate execution of an already stored chunk of a complete
-# job also returns 1: the lost-assembly case after a crash; assembling twice is harmless.
-_STORE_PART = """
+# Outcomes of BEGIN.
+SKIP: Final = -1  # the job is no longer queued (ended, replaced or expired)
+GIVE_UP: Final = -2  # the chunk was begun too often: the job is now failed
+ALREADY: Final = 0  # this chunk's labels are already stored (a redelivered duplicate)
+GO: Final = 1
+
+# KEYS[1] job hash, KEYS[2] parts, KEYS[3] starts.
+# ARGV[1] chunk index, ARGV[2] most starts allowed, ARGV[3] TTL seconds,
+# ARGV[4] failure detail (JSON) used if the chunk is begun once too often, ARGV[5] now.
+# Returns SKIP, GIVE_UP, ALREADY or GO (above). Counting starts here, before any work, is what
+# catches a chunk that kills its worker every time: that worker never gets to report anything.
+_BEGIN = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return -1 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+local n = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+if n > tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'state', 'failed', 'detail', ARGV[4], 'finished', ARGV[5])
+  redis.call('DEL', KEYS[2], KEYS[3])
+  return -2
+end
+return 1
+"""
+
+# KEYS[1] job hash, KEYS[2] parts, KEYS[3] starts, KEYS[4] assembly guard.
+# ARGV[1] chunk index, ARGV[2] the chunk's label indexes, ARGV[3] TTL seconds,
+# ARGV[4] the worker's label names (JSON list, in index order).
+# Returns -1: job not queued; -3: the labels differ from those stored by an earlier chunk of
+# this job (two models in one file: refused); 0: stored; 1: stored and this caller must queue
+# the assembly. A duplicate of an already stored chunk of a complete job also returns 1 once
+# the guard has expired or been cleared by a heal: that is the lost-assembly case.
+_STORE = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return -1 end
+local labels = redis.call('HGET', KEYS[1], 'labels')
+if not labels then
+  redis.call('HSET', KEYS[1], 'labels', ARGV[4])
+elseif labels ~= ARGV[4] then
+  return -3
+end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local added = redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
-local total = redis.call('HGET', KEYS[1], 'total')
-if total and tonumber(total) == redis.call('SCARD', KEYS[3]) then
-  if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[3]) or added == 0 then return 1 end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
+if total == redis.call('HLEN', KEYS[2]) then
+  if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[3]) then return 1 end
 end
 return 0
 """
 
-# Records the chunk count once the producer has enqueued every chunk; 1 when all are done.
-_SET_TOTAL = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return -1 end
-redis.call('HSET', KEYS[1], 'total', ARGV[1], 'records', ARGV[2], 'submitted', '1')
-if tonumber(ARGV[1]) == redis.call('SCARD', KEYS[2]) then
-  if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then return 1 end
-end
-return 0
-"""
-
-# Moves a queued job to a final state; 0 when it was no longer queued.
-_TRANSITION = """
+# KEYS[1] job hash, KEYS[2] parts, KEYS[3] starts, KEYS[4] assembly guard.
+# ARGV[1] new state, ARGV[2] detail (JSON), ARGV[3] now, ARGV[4] TTL of the ended record.
+# Moves a queued job to a final state and frees its results at once; 0 if it had ended.
+_END = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'detail', ARGV[2], 'finished', ARGV[3])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
 
 # A Redis restart (seconds with the append-only file) must not fail a chunk whose labels are
-# already computed: every call retries with back-off for about three minutes.
-_OUTAGE_RETRY = Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=40)
+# already computed: a worker's calls retry with back-off for about three minutes.
+_PATIENT_RETRY = Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=40)
+# The producer and ``status`` must say "Redis is down" within seconds and stay stoppable.
+_BRIEF_RETRY = Retry(ExponentialBackoff(cap=0.5, base=0.1), retries=2)
+_BRIEF_TIMEOUT: Final = 3.0
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that rides out a Redis restart instead of failing the caller."""
+def connect(url: str, *, patient: bool = True) -> redis.Redis:
+    """A Redis client; ``patient`` ones ride out a restart, others fail within seconds.
+
+    Names of input files need not be UTF-8 on Linux: they travel as Python's surrogate
+    escapes and come back as the same name.
+    """
+    brief: dict[str, Any] = (
+        {}
+        if patient
+        else {"socket_connect_timeout": _BRIEF_TIMEOUT, "socket_timeout": _BRIEF_TIMEOUT}
+    )
     return redis.Redis.from_url(
         url,
-        retry=_OUTAGE_RETRY,
+        retry=_PATIENT_RETRY if patient else _BRIEF_RETRY,
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         health_check_interval=10,
+        encoding_errors="surrogateescape",
+        **brief,
     )
 
 
+def encode_labels(indices: Sequence[int]) -> bytes:
+    """A chunk's label indexes, one byte each (GoEmotions has 28 labels)."""
+    try:
+        return bytes(indices)
+    except ValueError as e:
+        raise PermanentError("a model with more than 256 labels is not supported") from e
+
+
+def decode_labels(payload: bytes) -> list[int]:
+    """The label indexes stored by :func:`encode_labels`."""
+    return list(payload)
+
+
 class JobStore:
-    """Redis-backed state of every job (one job = one input file under one model)."""
+    """Redis-backed state of every job."""
 
     def __init__(self, client: redis.Redis, ttl: int) -> None:
         self.r = client
         self.ttl = ttl
-        self._store = client.register_script(_STORE_PART)
-        self._total = client.register_script(_SET_TOTAL)
-        self._transition = client.register_script(_TRANSITION)
+        self._begin = client.register_script(_BEGIN)
+        self._store = client.register_script(_STORE)
+        self._end_script = client.register_script(_END)
 
-    def create(self, job: str, *, name: str, model: str, digest: str) -> None:
-        """Start a job in state ``queued``; the chunk count comes later (:meth:`set_total`)."""
+    def create(self, job: str, **fields: str | int | bytes) -> None:
+        """Start a job in state ``queued`` with its metadata.
+
+        The producer gives: ``name`` (input file name), ``path`` (where the assembly reads it
+        again), ``output`` (output file name), ``digest`` (SHA-256 of the content), ``model``
+        (canonical model identity), ``chunk_size``, ``chunk_bytes``, ``total`` (chunk count),
+        ``records``.
+        """
         key = job_key(job)
         pipe = self.r.pipeline()
-        pipe.hset(
-            key,
-            mapping={
-                "name": name,
-                "model": model,
-                "digest": digest,
-                "state": QUEUED,
-                "created": f"{time.time():.3f}",
-            },
-        )
+        mapping: dict[Any, Any] = {**fields, "state": QUEUED, "sent": 0, "created": _now()}
+        pipe.hset(key, mapping=mapping)
         pipe.expire(key, self.ttl)
         pipe.execute()
-
-    def set_total(self, job: str, total: int, records: int) -> int:
-        """Record that all ``total`` chunks are enqueued; 1 means enqueue the assembly now."""
-        keys = [job_key(job), done_key(job), assemble_lock_key(job)]
-        return int(self._total(keys=keys, args=[total, records, self.ttl]))
-
-    def store_part(self, job: str, index: int, payload: bytes) -> int:
-        """Store one chunk's output records: -1 job inactive, 0 stored, 1 assemble now."""
-        keys = [job_key(job), parts_key(job), done_key(job), assemble_lock_key(job)]
-        return int(self._store(keys=keys, args=[index, payload, self.ttl]))
 
     def meta(self, job: str) -> dict[str, str]:
         """The job's metadata hash, decoded; empty when the job is unknown or expired."""
         raw: dict[bytes, bytes] = self.r.hgetall(job_key(job))  # type: ignore[assignment]
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return {k.decode(): v.decode("utf-8", "surrogateescape") for k, v in raw.items()}
+
+    def begin(self, job: str, index: int, max_starts: int, detail: dict[str, Any]) -> int:
+        """Count a start of chunk ``index``: :data:`GO`, :data:`ALREADY`, :data:`SKIP` or
+        :data:`GIVE_UP` (begun more than ``max_starts`` times: the job is failed with
+        ``detail``)."""
+        keys = [job_key(job), parts_key(job), starts_key(job)]
+        args: list[int | bytes | str] = [index, max_starts, self.ttl, orjson.dumps(detail), _now()]
+        return int(self._begin(keys=keys, args=args))
+
+    def store_part(self, job: str, index: int, indices: Sequence[int], labels: list[str]) -> int:
+        """Store one chunk's labels: -3 other labels, -1 job inactive, 0 stored, 1 assemble."""
+        keys = [job_key(job), parts_key(job), starts_key(job), assemble_lock_key(job)]
+        args: list[int | bytes] = [index, encode_labels(indices), self.ttl, orjson.dumps(labels)]
+        return int(self._store(keys=keys, args=args))
+
+    def rename(self, job: str, name: str, path: bytes) -> None:
+        """Point a job at its input's new name and path (the file was renamed in flight)."""
+        self.r.hset(job_key(job), mapping={"name": name, "path": path})
+
+    def mark_sent(self, job: str, sent: int) -> None:
+        """Record how many chunks the producer has queued so far (it resumes from there)."""
+        pipe = self.r.pipeline()
+        pipe.hset(job_key(job), "sent", sent)
+        pipe.expire(job_key(job), self.ttl)
+        pipe.execute()
+
+    def stored(self, job: str) -> set[int]:
+        """Indexes of the chunks whose labels are stored."""
+        return {int(k) for k in self.r.hkeys(parts_key(job))}
 
     def progress(self, job: str) -> tuple[int, int | None]:
-        """(chunks done, chunk count or None while the producer is still enqueueing)."""
+        """(chunks done, chunk count or None when the job is unknown)."""
         pipe = self.r.pipeline()
-        pipe.scard(done_key(job))
+        pipe.hlen(parts_key(job))
         pipe.hget(job_key(job), "total")
         done, total = pipe.execute()
         return int(done), int(total) if total is not None else None
 
+    @staticmethod
+    def queue_meta(pipe: Any, job: str) -> None:
+        """Add to ``pipe`` the two reads a supervisor needs per job: state, chunks stored."""
+        pipe.hget(job_key(job), "state")
+        pipe.hlen(parts_key(job))
+
+    def touch(self, job: str) -> None:
+        """Restart the TTL of a job's keys: a job waiting in a long backlog must not expire."""
+        pipe = self.r.pipeline()
+        for key in (job_key(job), parts_key(job), starts_key(job)):
+            pipe.expire(key, self.ttl)
+        pipe.execute()
+
     def parts(self, job: str, total: int) -> Iterator[bytes | None]:
-        """Each chunk's stored records in chunk order, fetched one at a time (bounded memory)."""
+        """Each chunk's stored labels in chunk order, fetched one at a time (bounded memory)."""
         key = parts_key(job)
         for index in range(total):
             yield self.r.hget(key, str(index))  # type: ignore[misc]
 
+    def release_assembly(self, job: str) -> None:
+        """Clear the assembly guard so that a heal may queue the assembly again."""
+        self.r.delete(assemble_lock_key(job))
+
+    def claim_assembly(self, job: str) -> bool:
+        """Take the assembly guard (a heal re-queues the assembly only if it gets it)."""
+        return bool(self.r.set(assemble_lock_key(job), "1", nx=True, ex=self.ttl))
+
     def fail(self, job: str, error: dict[str, Any]) -> bool:
-        """Mark a queued job failed with a JSON error report; False if it had already ended."""
+        """Mark a queued job failed with a JSON report; False if it had already ended."""
         return self._end(job, FAILED, error)
 
-    def supersede(self, job: str) -> bool:
-        """Stop a job whose file was rewritten: its remaining chunks are skipped, never written."""
-        ended = self._end(job, SUPERSEDED, {"error": "the file was replaced by newer content"})
-        self._drop_results(job)
-        return ended
+    def supersede(self, job: str, reason: str = "the file was replaced by newer content") -> bool:
+        """End a job whose file changed: its remaining chunks are skipped, never written."""
+        return self._end(job, SUPERSEDED, {"error": reason})
 
     def finish(self, job: str, output: str) -> bool:
-        """Mark the job done and free its chunk results (they live on in the output file)."""
-        ended = self._end(job, DONE, {"output": output})
-        self._drop_results(job)
-        return ended
+        """Mark the job done and free its labels (they live on in the output file)."""
+        return self._end(job, DONE, {"output": output})
 
     def _end(self, job: str, state: str, detail: dict[str, Any]) -> bool:
-        args: list[str | bytes] = [state, orjson.dumps(detail), f"{time.time():.3f}"]
-        return bool(self._transition(keys=[job_key(job)], args=args))
+        keys = [job_key(job), parts_key(job), starts_key(job), assemble_lock_key(job)]
+        args: list[str | bytes | int] = [state, orjson.dumps(detail), _now(), self.ttl]
+        return bool(self._end_script(keys=keys, args=args))
 
-    def _drop_results(self, job: str) -> None:
-        self.r.delete(parts_key(job), done_key(job), assemble_lock_key(job))
+
+def _now() -> str:
+    return f"{time.time():.3f}"

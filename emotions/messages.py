@@ -1,37 +1,43 @@
 """The two messages of the pipeline, defined once for the producer and the workers.
 
 Tasks are sent by name so that the sender need not import them (the producer has no torch).
-``argsrepr``/``shadow`` make Flower and the logs show the file and chunk instead of a wall
-of comment text.
+A chunk carries comment texts only, never ids: kombu's JSON decoder rewrites objects shaped
+like its type markers (``{"__type__": ..., "__value__": ...}``) and Python's ``json`` makes
+floats of integers beyond 64 bits, so an id sent through a message could come back changed.
+Ids stay in the input file, which the assembly reads again. ``argsrepr``/``shadow`` make
+Flower and the logs show the file and chunk instead of a wall of comment text.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from celery import Celery
 
 from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
 
 
-def send_chunk(
-    app: Celery, job: str, index: int, records: list[list[Any]], model: str, name: str
-) -> None:
-    """Queue one chunk of ``[id, comment]`` records for inference."""
+def display_name(name: str) -> str:
+    """A file name fit for messages and logs: bytes that are not UTF-8 shown as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def send_chunk(app: Celery, job: str, index: int, texts: list[str], model: str, name: str) -> None:
+    """Queue one chunk of comment texts for inference under ``model`` (an identity)."""
+    shown = display_name(name)
     app.send_task(
         CLASSIFY_TASK,
-        args=[job, index, records, model, name],
+        args=[job, index, texts, model, shown],
         queue=INFERENCE_QUEUE,
-        argsrepr=f"({name!r}, chunk {index}, {len(records)} comments)",
+        argsrepr=f"({shown!r}, chunk {index}, {len(texts)} comments)",
     )
 
 
 def send_assembly(app: Celery, job: str, name: str) -> None:
     """Queue the assembly of a file whose chunks are all done (idempotent if sent twice)."""
+    shown = display_name(name)
     app.send_task(
         ASSEMBLE_TASK,
-        args=[job, name],
+        args=[job, shown],
         queue=RESULTS_QUEUE,
-        shadow=f"{ASSEMBLE_TASK}[{name}]",
-        argsrepr=repr(name),
+        shadow=f"{ASSEMBLE_TASK}[{shown}]",
+        argsrepr=repr(shown),
     )

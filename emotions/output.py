@@ -1,52 +1,66 @@
-"""The output file: where it goes and what its bytes are.
+"""The output file: its name and its bytes.
 
 ``<output dir>/<input file stem>.json`` holds a JSON array with one record per line, records
 in input order, each exactly ``{"id", "comment", "emotion"}``: the id and the text exactly as
 the input gave them, the label exactly as the model's config names it. Non-ASCII text is
-written as is (UTF-8). Chunks are rendered separately and spliced, so a file of any size is
-written as a stream.
+written as is (UTF-8). Chunks are rendered one at a time and streamed into the file, so a
+file of any size is written in bounded memory.
+
+Naming rule: the output of ``<stem>.<ext>`` is ``<stem>.json``. A stem longer than the name
+limit is cut (by bytes, at a character boundary) and followed by ``~`` and 8 hex digits of
+the SHA-256 of the whole input name. If that output name already belongs to another input
+file (``a.json`` and ``a.csv``), the later one gets ``<stem>~<hash>.json`` instead; which
+input owns which output name is recorded in Redis, so the rule gives the same answer after a
+restart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-from emotions.constants import OUTPUT_SUFFIX
-from emotions.files import inside, safe_name
+from emotions.constants import NAME_BYTES, NAME_HASH_CHARS, OUTPUT_SUFFIX
+from emotions.files import safe_name, shorten
+from emotions.formats import Record
 
 
-class PartMissing(Exception):
-    """A chunk's records were gone while the file was being written (the job ended)."""
+def output_name(input_name: str) -> str:
+    """The normal output name of ``input_name``: ``<stem>.json``, shortened if need be."""
+    stem = Path(safe_name(input_name)).stem.lstrip(".") or "_"
+    return shorten(stem, NAME_BYTES - len(OUTPUT_SUFFIX)) + OUTPUT_SUFFIX
 
 
-def output_path(output_dir: Path, input_name: str) -> Path:
-    """``<output dir>/<input file stem>.json``."""
-    stem = Path(safe_name(input_name)).stem or "_"
-    return inside(output_dir, stem + OUTPUT_SUFFIX)
+def alternative_name(input_name: str) -> str:
+    """The output name used when the normal one belongs to another input."""
+    digest = hashlib.sha256(input_name.encode("utf-8", "surrogateescape")).hexdigest()
+    tail = f"~{digest[:NAME_HASH_CHARS]}{OUTPUT_SUFFIX}"
+    stem = output_name(input_name).removesuffix(OUTPUT_SUFFIX)
+    return shorten(stem, NAME_BYTES - len(tail)) + tail
 
 
-def render(records: Iterable[list[Any]], labels: Iterable[str]) -> bytes:
+def _record(rid: object, text: str, label: str) -> bytes:
+    try:
+        return orjson.dumps({"id": rid, "comment": text, "emotion": label})
+    except TypeError:  # an integer id beyond 64 bits: orjson refuses, json writes it exactly
+        value = {"id": rid, "comment": text, "emotion": label}
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def render(records: Sequence[Record], labels: Sequence[str]) -> bytes:
     """One chunk's output records, one JSON object per line, ready to splice into the file."""
-    return b",\n".join(
-        orjson.dumps({"id": rid, "comment": text, "emotion": label})
-        for (rid, text), label in zip(records, labels, strict=True)
-    )
+    pairs = zip(records, labels, strict=True)
+    return b",\n".join(_record(r.id, r.comment, label) for r, label in pairs)
 
 
-def json_array(parts: Iterable[bytes | None]) -> Iterator[bytes]:
-    """The bytes of the output file from each chunk's rendered records, in chunk order.
-
-    Raises :class:`PartMissing` at a missing (``None``) part: a partial file is never written.
-    """
+def json_array(parts: Iterable[bytes]) -> Iterator[bytes]:
+    """The bytes of the output file from each chunk's rendered records, in chunk order."""
     yield b"[\n"
     first = True
     for part in parts:
-        if part is None:
-            raise PartMissing
         if part:
             if not first:
                 yield b",\n"

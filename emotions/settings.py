@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     token_budget: int = Field(1024, ge=0)  # 0: no cap
     max_length: int = Field(0, ge=0)  # 0: the tokenizer's maximum
     chunk_size: int = Field(512, ge=1, le=100_000)
+    # A chunk also closes once its comments reach this many bytes of UTF-8 (a chunk of long
+    # comments must not make a message of hundreds of megabytes).
+    chunk_bytes: int = Field(256 * 1024, ge=1024)
+    # Chunks queued or running at once, over all files: Redis holds this window of work, not
+    # the backlog. Enough to keep every worker busy; raise it for large fleets.
+    window: int = Field(64, ge=1)
+    # A job with chunks outstanding and none finished for this long is healed (its missing
+    # chunks are sent again); several heals without progress fail the file. 0: three times
+    # the task time limit.
+    stall_seconds: float = Field(0, ge=0)
     visibility_timeout: int = Field(900, ge=2)
     task_time_limit: int = Field(600, ge=1)
     max_retries: int = Field(3, ge=0)
@@ -82,6 +92,11 @@ class Settings(BaseSettings):
                 "still running would be handed to a second worker"
             )
         return self
+
+    @property
+    def stall_after(self) -> float:
+        """Seconds without progress before a job is healed (``stall_seconds`` or its default)."""
+        return self.stall_seconds or 3.0 * self.task_time_limit
 
     @property
     def backend_url(self) -> str:

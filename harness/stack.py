@@ -52,9 +52,23 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        cmd = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-               "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "",
-               "--maxmemory-policy", "noeviction"]  # fmt: skip
+        cmd = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.fsync,
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+        ]
         return cmd + (["--requirepass", self.password] if self.password else [])
 
     def start(self) -> None:
@@ -110,8 +124,11 @@ class Stack:
         return self.root / "failed"
 
     def env(self, **overrides: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("EMOTIONS_") or k in self.inherit}  # fmt: skip
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("EMOTIONS_") or k in self.inherit
+        }
         threads = str(self.threads)
         env.update(
             PYTHONPATH=str(ROOT),
@@ -131,20 +148,42 @@ class Stack:
         return env
 
     def start_worker(
-        self, name: str, *args: str, faulty: bool = False, wait: bool = True,
-        timeout: float = 60, **env: str,
-    ) -> subprocess.Popen[bytes]:  # fmt: skip
+        self,
+        name: str,
+        *args: str,
+        faulty: bool = False,
+        wait: bool = True,
+        timeout: float = 60,
+        **env: str,
+    ) -> subprocess.Popen[bytes]:
         """``celery -A worker worker -c 1`` (or the fault-injecting harness around it)."""
-        entry = [sys.executable, str(FAULTY_WORKER)] if faulty else [
-            sys.executable, "-m", "celery", "-A", "worker"]  # fmt: skip
+        entry = (
+            [sys.executable, str(FAULTY_WORKER)]
+            if faulty
+            else [sys.executable, "-m", "celery", "-A", "worker"]
+        )
         log = self.root / "logs" / f"{name}.log"
-        cmd = [*entry, "worker", "-c", "1", "-n", f"{name}@%h", "-l", "info",
-               "--without-gossip", "--without-mingle", *args]  # fmt: skip
+        cmd = [
+            *entry,
+            "worker",
+            "-c",
+            "1",
+            "-n",
+            f"{name}@%h",
+            "-l",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
+            *args,
+        ]
         proc = spawn(cmd, log, env=self.env(**env))
         self.procs.append(proc)
         if wait:
-            wait_for(lambda: proc.poll() is not None or b" ready." in log.read_bytes(), timeout,
-                     f"worker {name} to be ready")  # fmt: skip
+            wait_for(
+                lambda: proc.poll() is not None or b" ready." in log.read_bytes(),
+                timeout,
+                f"worker {name} to be ready",
+            )
             assert proc.poll() is None, self.log(name)
         return proc
 
@@ -162,9 +201,13 @@ class Stack:
     ) -> subprocess.CompletedProcess[str]:
         """``python -m producer ...`` to completion, output captured."""
         return subprocess.run(
-            [sys.executable, "-m", "producer", *args], cwd=ROOT, env=self.env(**env),
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            [sys.executable, "-m", "producer", *args],
+            cwd=ROOT,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def log(self, name: str) -> str:
         path = self.root / "logs" / f"{name}.log"

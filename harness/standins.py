@@ -17,11 +17,35 @@ from pathlib import Path
 from typing import Any, Literal
 
 GO_EMOTIONS: tuple[str, ...] = (
-    "admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion",
-    "curiosity", "desire", "disappointment", "disapproval", "disgust", "embarrassment",
-    "excitement", "fear", "gratitude", "grief", "joy", "love", "nervousness", "optimism",
-    "pride", "realization", "relief", "remorse", "sadness", "surprise", "neutral",
-)  # fmt: skip
+    "admiration",
+    "amusement",
+    "anger",
+    "annoyance",
+    "approval",
+    "caring",
+    "confusion",
+    "curiosity",
+    "desire",
+    "disappointment",
+    "disapproval",
+    "disgust",
+    "embarrassment",
+    "excitement",
+    "fear",
+    "gratitude",
+    "grief",
+    "joy",
+    "love",
+    "nervousness",
+    "optimism",
+    "pride",
+    "realization",
+    "relief",
+    "remorse",
+    "sadness",
+    "surprise",
+    "neutral",
+)
 
 Family = Literal["bert", "xlmr"]
 
@@ -85,9 +109,14 @@ def build_tokenizer(family: Family, directory: Path, vocab_size: int = 2000) -> 
             special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
         )
         fast = PreTrainedTokenizerFast(
-            tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-            sep_token="[SEP]", mask_token="[MASK]", model_max_length=512,
-        )  # fmt: skip
+            tokenizer_object=tok,
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+            model_max_length=512,
+        )
     else:
         special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
         tok = Tokenizer(models.Unigram())
@@ -104,10 +133,17 @@ def build_tokenizer(family: Family, directory: Path, vocab_size: int = 2000) -> 
             special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))],
         )
         fast = PreTrainedTokenizerFast(
-            tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-            pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>",
-            model_max_length=512, model_input_names=["input_ids", "attention_mask"],
-        )  # fmt: skip
+            tokenizer_object=tok,
+            bos_token="<s>",
+            eos_token="</s>",
+            unk_token="<unk>",
+            pad_token="<pad>",
+            cls_token="<s>",
+            sep_token="</s>",
+            mask_token="<mask>",
+            model_max_length=512,
+            model_input_names=["input_ids", "attention_mask"],
+        )
     fast.save_pretrained(str(directory))
     return len(fast)
 
@@ -157,9 +193,13 @@ def build_model(
     else:
         # RoBERTa offsets positions by padding_idx + 1, hence 514 for 512 tokens.
         config = XLMRobertaConfig(
-            max_position_embeddings=514, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-            type_vocab_size=1, **common,
-        )  # fmt: skip
+            max_position_embeddings=514,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            type_vocab_size=1,
+            **common,
+        )
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_config(config)
     model.save_pretrained(str(directory))

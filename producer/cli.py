@@ -27,12 +27,23 @@ DESCRIPTION = (
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="emotions-producer", description=DESCRIPTION)
-    p.add_argument("command", nargs="?", choices=["run", "status"], default="run",
-                   help="run the producer (default) or print the files in flight")  # fmt: skip
-    p.add_argument("--once", action="store_true",
-                   help="process the files in the input folder, wait for them, exit")  # fmt: skip
-    p.add_argument("--poll", action="store_true",
-                   help="poll the folder (Drive, NFS, CIFS mounts have no inotify)")  # fmt: skip
+    p.add_argument(
+        "command",
+        nargs="?",
+        choices=["run", "status"],
+        default="run",
+        help="run the producer (default) or print the files in flight",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="process the files in the input folder, wait for them, exit",
+    )
+    p.add_argument(
+        "--poll",
+        action="store_true",
+        help="poll the folder (Drive, NFS, CIFS mounts have no inotify)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar with --once")
     for flag in ("input-dir", "output-dir", "failed-dir", "broker-url", "model"):
         p.add_argument(f"--{flag}", help=f"overrides EMOTIONS_{flag.upper().replace('-', '_')}")
@@ -44,9 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = load_settings(
-            input_dir=args.input_dir, output_dir=args.output_dir, failed_dir=args.failed_dir,
-            broker_url=args.broker_url, model=args.model, chunk_size=args.chunk_size,
-        )  # fmt: skip
+            input_dir=args.input_dir,
+            output_dir=args.output_dir,
+            failed_dir=args.failed_dir,
+            broker_url=args.broker_url,
+            model=args.model,
+            chunk_size=args.chunk_size,
+        )
     except ConfigurationError as e:
         print(f"emotions-producer: {e}", file=sys.stderr)
         return 2

@@ -1,8 +1,13 @@
-"""The producer's loop: take settled files, submit them, follow their jobs to the end.
+"""The producer's loop: take settled files, submit them, feed and follow their jobs.
 
-``Producer`` wires settings, Redis, the ledger, the submitter, the tracker and the failed
-folder together; :meth:`Producer.run_daemon` watches the folder until a signal,
+``Producer`` wires settings, Redis, the ledger, the submitter, the feeder, the tracker and the
+failed folder together; :meth:`Producer.run_daemon` watches the folder until a signal,
 :meth:`Producer.run_once` processes what is there and waits for it.
+
+The loop never dies on a file: a problem with one file becomes a report in the failed folder,
+an unexpected error is logged with the file's name and the loop goes on, and Redis being down
+is said at once and then every few seconds while the loop keeps trying. Every wait is short,
+so a signal stops the producer within seconds.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ from pathlib import Path
 import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
+from kombu.utils.url import maybe_sanitize_url
 from tqdm import tqdm
 
 from emotions.jobs import JobStore, connect
+from emotions.messages import display_name
 from emotions.settings import Settings
 from producer.failed import FailedFolder
+from producer.feeder import Feeder
 from producer.ledger import Ledger
 from producer.submit import Submitter
 from producer.tracker import Tracker
@@ -27,50 +35,124 @@ from producer.watcher import Candidates, start_observer, takeable
 
 log = logging.getLogger("producer")
 TICK = 0.2  # seconds between checks of settled files and job states
+POLL_SECONDS = 1.0  # seconds between reads of the followed jobs' progress
+DOWN_WARN_SECONDS = 5.0  # while Redis is down, say so this often
 # Redis restarting: from our own client, or from kombu when publishing a chunk.
 BROKER_DOWN = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
 
 class Producer:
-    """Wires settings, Redis, the ledger, the submitter and the tracker together."""
+    """Wires settings, Redis, the ledger, the submitter, feeder and tracker together."""
 
     def __init__(self, settings: Settings, app: Celery) -> None:
         self.settings = settings
-        client = connect(settings.backend_url)
+        client = connect(settings.backend_url, patient=False)
+        broker = (
+            client
+            if settings.broker_url == settings.backend_url
+            else connect(settings.broker_url, patient=False)
+        )
         self.store = JobStore(client, settings.result_ttl)
         self.ledger = Ledger(client)
         self.failed = FailedFolder(settings, self.ledger)
-        self.submitter = Submitter(settings, app, self.store, self.ledger, self.failed)
-        self.tracker = Tracker(self.submitter, self.store, self.ledger, self.failed)
+        self.submitter = Submitter(settings, self.store, self.ledger, self.failed)
+        feeder = Feeder(settings, app, self.store)
+        self.tracker = Tracker(
+            settings,
+            self.submitter,
+            feeder,
+            self.store,
+            self.ledger,
+            self.failed,
+            lambda q: int(broker.llen(q)),
+        )
         self.stopping = False
+        self._down_since: float | None = None
+        self._down_warned = 0.0
+        self._next_poll = 0.0
 
     def take(self, paths: list[Path]) -> list[Path]:
-        """Submit each path that needs work; the paths to try again later (Redis was down)."""
-        retry = []
-        for path in paths:
+        """Submit each path that needs work (Redis errors propagate: the caller retries all).
+
+        A problem with one file never stops the others: an unexpected error fails that file
+        with a report (the failed folder's ledger entry keeps it from being taken again until
+        it changes), and the loop goes on.
+        """
+        for index, path in enumerate(paths):
+            if self.stopping:
+                return paths[index:]
             try:
                 if not self.tracker.tracking(path):  # in flight and unchanged: nothing to do
                     self.tracker.add(self.submitter.consider(path))
-            except BROKER_DOWN as e:
-                log.warning("redis unavailable (%s); will retry %s", e, path.name)
-                retry.append(path)
-        return retry
+            except BROKER_DOWN:
+                raise
+            except Exception as e:
+                log.exception("file=%s unexpected error: %r", display_name(path.name), e)
+                self._fail_unexpected(path, e)
+        return []
+
+    def _fail_unexpected(self, path: Path, error: Exception) -> None:
+        try:
+            self.failed.fail(path, f"unexpected error while reading the file: {error!r}")
+        except Exception as e:  # Redis or the disk: logged, the loop goes on
+            log.error("file=%s cannot be failed either: %r", display_name(path.name), e)
+
+    def step(self, candidates: list[Path]) -> list[Path]:
+        """One turn of the loop: take files, then (each second) poll, heal and feed jobs."""
+        try:
+            left = self.take(candidates)
+            if time.monotonic() >= self._next_poll:
+                self.tracker.poll()
+                self.tracker.feed()
+                self._next_poll = time.monotonic() + POLL_SECONDS
+            self._up()
+            return left
+        except BROKER_DOWN as e:
+            self._down(e)
+            return candidates
+        except Exception as e:
+            log.exception("unexpected error in the producer loop (it goes on): %r", e)
+            self.sleep(1)
+            return candidates
+
+    def _down(self, error: Exception) -> None:
+        """Say that Redis is down: at once, then every few seconds."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+        if now - self._down_warned >= DOWN_WARN_SECONDS:
+            self._down_warned = now
+            log.warning(
+                "redis unavailable at %s for %.0fs (%s); retrying",
+                maybe_sanitize_url(self.settings.broker_url),
+                now - self._down_since,
+                error,
+            )
+        self.sleep(1)
+
+    def _up(self) -> None:
+        if self._down_since is not None:
+            log.info("redis is back after %.0fs", time.monotonic() - self._down_since)
+            self._down_since = None
+            self._down_warned = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, waking early when a signal asks the producer to stop."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(TICK, deadline - time.monotonic()))
 
     def run_once(self, progress: bool) -> int:
         """Process the folder's files, wait for every job, 0 if all succeeded."""
         folder = self.settings.input_dir
         paths = sorted(p for p in folder.iterdir() if takeable(p)) if folder.is_dir() else []
         bar = tqdm(total=0, unit="chunk", disable=not progress, file=sys.stderr)
-        while paths and not self.stopping:
-            paths = self.take(paths)
-            if paths:
-                time.sleep(1)
-        while self.tracker.jobs and not self.stopping:
-            self._poll()
+        while (paths or self.tracker.jobs) and not self.stopping:
+            paths = self.step(paths)
             if progress:
-                bar.total, bar.n = self.tracker.chunks()[::-1]
+                bar.n, bar.total = self.tracker.chunks()
                 bar.refresh()
-            time.sleep(TICK)
+            self.sleep(TICK)
         bar.close()
         failed = self.failed.count
         log.info("once: %d file(s) finished, %d failed", self.tracker.finished, failed)
@@ -87,20 +169,23 @@ class Producer:
         retry: list[Path] = []
         try:
             while not self.stopping:
-                retry = self.take(retry + candidates.settled())
-                self._poll()
+                retry = self.step(retry + candidates.settled())
                 if time.monotonic() >= next_scan:
                     candidates.scan()
+                    self._prune()
                     next_scan = time.monotonic() + self.settings.rescan_seconds
-                time.sleep(TICK)
+                self.sleep(TICK)
         finally:
             observer.stop()
             observer.join(timeout=5)
         return 0
 
-    def _poll(self) -> None:
+    def _prune(self) -> None:
+        """Forget ledger entries of files that left the input folder (bounded ledger)."""
         try:
-            self.tracker.poll()
-        except BROKER_DOWN as e:
-            log.warning("redis unavailable (%s); retrying", e)
-            time.sleep(1)
+            present = {p.name for p in self.settings.input_dir.iterdir()}
+            keep = {f.sub.name for f in self.tracker.jobs.values()}
+            if removed := self.ledger.prune(present, keep):
+                log.info("ledger: forgot %d file(s) no longer in the input folder", removed)
+        except (OSError, *BROKER_DOWN) as e:
+            log.warning("ledger pruning skipped: %s", e)

@@ -1,9 +1,13 @@
 """The producer's memory, in Redis: which file content was done with which model.
 
 One hash field per input file name. A restarted producer reads it to tell finished files
-(skip), files in flight (keep tracking) and new or changed ones (submit). The model is part
-of the record because this project exists because a model was switched: outputs made by
-another model are redone, not silently kept.
+(skip), files in flight (keep following) and new or changed ones (submit). The model is part
+of the record because outputs made by another model must be redone, not silently kept. Each
+entry also names the job that currently owns the file, so that the outcome of an older job
+(for content since replaced) never decides about the file, and the output name the file owns.
+
+Entries of files that have left the input folder are pruned at each rescan, with their output
+name claims: the ledger is as large as the folder, not as the history.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from typing import Any
 import orjson
 import redis
 
-from emotions.constants import LEDGER_KEY
+from emotions.constants import LEDGER_KEY, OUTPUTS_KEY
+from emotions.messages import display_name
+from emotions.output import alternative_name, output_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +37,7 @@ class Entry:
     records: int = 0
     error: str = ""
     updated: float = 0.0
+    output: str = ""
 
     def same_content(self, digest: str, model: str) -> bool:
         """True when this entry describes exactly this content under this model."""
@@ -43,11 +50,11 @@ class Entry:
 
 def ledger_key(name: str) -> str:
     """A Redis-safe field for a file name (names need not be valid UTF-8 on Linux)."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return display_name(name)
 
 
 class Ledger:
-    """Read and write ledger entries."""
+    """Read and write ledger entries and output name claims."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
@@ -66,6 +73,41 @@ class Ledger:
         entry = self.get(name)
         return self.put(name, replace(entry, **changes)) if entry else None
 
+    def move(self, old: str, new: str, entry: Entry) -> Entry:
+        """The file ``old`` was renamed to ``new``: its entry (and output claim) follow it."""
+        pipe = self.r.pipeline()
+        pipe.hdel(LEDGER_KEY, old)
+        if entry.output:
+            pipe.hset(OUTPUTS_KEY, entry.output, ledger_key(new))
+        pipe.execute()
+        return self.put(new, entry)
+
     def all(self) -> dict[str, Entry]:
         raw: dict[bytes, bytes] = self.r.hgetall(LEDGER_KEY)  # type: ignore[assignment]
         return {k.decode(): Entry(**orjson.loads(v)) for k, v in raw.items()}
+
+    def claim_output(self, name: str) -> str:
+        """The output file name of input ``name``: ``<stem>.json`` unless another input owns
+        it, then ``<stem>~<hash>.json``. A claim stays with its input until it is pruned."""
+        owner = ledger_key(name)
+        for candidate in (output_name(name), alternative_name(name)):
+            self.r.hsetnx(OUTPUTS_KEY, candidate, owner)
+            if self.r.hget(OUTPUTS_KEY, candidate) == owner.encode():
+                return candidate
+        raise RuntimeError(f"no free output name for {owner!r}")  # a SHA-256 collision
+
+    def prune(self, present: set[str], keep: set[str]) -> int:
+        """Forget files no longer in the input folder (``present``), except ``keep`` (names
+        of jobs still followed); their output claims go with them. The count removed."""
+        shown = {ledger_key(n) for n in present | keep}
+        gone = [k for k in self.r.hkeys(LEDGER_KEY) if k.decode() not in shown]  # type: ignore[union-attr]
+        if not gone:
+            return 0
+        claims: dict[bytes, bytes] = self.r.hgetall(OUTPUTS_KEY)  # type: ignore[assignment]
+        pipe = self.r.pipeline()
+        pipe.hdel(LEDGER_KEY, *gone)
+        released = [out for out, owner in claims.items() if owner in set(gone)]
+        if released:
+            pipe.hdel(OUTPUTS_KEY, *released)
+        pipe.execute()
+        return len(gone)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import time
+
+import redis
+from kombu.utils.url import maybe_sanitize_url
 
 from emotions.constants import QUEUED
 from emotions.jobs import JobStore, connect
@@ -11,19 +15,29 @@ from producer.ledger import Ledger
 
 
 def print_status(settings: Settings) -> int:
-    """Print one line per file in flight (done/total chunks), then a summary. Always 0."""
-    client = connect(settings.backend_url)
-    store, entries = JobStore(client, settings.result_ttl), Ledger(client).all()
-    counts: dict[str, int] = {}
-    rows = []
-    for name, entry in sorted(entries.items()):
-        counts[entry.state] = counts.get(entry.state, 0) + 1
-        if entry.state != QUEUED:
-            continue
-        done, total = store.progress(entry.job)
-        age = time.time() - entry.updated
-        rows.append(f"{name}\t{done}/{total if total is not None else '?'} chunks\t"
-                    f"{entry.records or '?'} comments\t{age:.0f}s")  # fmt: skip
+    """Print one line per file in flight (done/total chunks), then a summary.
+
+    0, or 1 within seconds (not after minutes of retries) when Redis cannot be reached.
+    """
+    client = connect(settings.backend_url, patient=False)
+    try:
+        store, entries = JobStore(client, settings.result_ttl), Ledger(client).all()
+        counts: dict[str, int] = {}
+        rows = []
+        for name, entry in sorted(entries.items()):
+            counts[entry.state] = counts.get(entry.state, 0) + 1
+            if entry.state != QUEUED:
+                continue
+            done, total = store.progress(entry.job)
+            age = time.time() - entry.updated
+            rows.append(
+                f"{name}\t{done}/{total if total is not None else '?'} chunks\t"
+                f"{entry.records or '?'} comments\t{age:.0f}s"
+            )
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        url = maybe_sanitize_url(settings.backend_url)
+        print(f"emotions-producer: cannot reach Redis at {url}: {e}", file=sys.stderr)
+        return 1
     print("\n".join(["file\tprogress\tcomments\tage", *rows]) if rows else "no files in flight")
     print("ledger: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
     return 0

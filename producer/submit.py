@@ -1,32 +1,36 @@
-"""Turn one input file into a job: decide whether it needs work, then enqueue its chunks.
+"""Turn one input file into a job: decide whether it needs work, check it, create its job.
 
 The decision uses the ledger: the same content under the same model, already written, is
-skipped; the same content still in flight is tracked, not enqueued again; new or changed
+skipped; the same content still in flight is followed, not submitted again; new or changed
 content (or a new model) becomes a new job, and a job for older content of the same file is
-superseded so that only the newest complete content is ever written.
+superseded so that only the newest content is ever written. A file renamed while in flight
+keeps its job under the new name.
+
+A file is read completely once before its job is created: every record is checked (so a bad
+line at the end fails the file before any GPU time is spent on it) and counted, which gives
+the job its chunk count. The chunks themselves are sent later, a window at a time, by
+:class:`~producer.feeder.Feeder`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from celery import Celery
-
+from emotions.chunking import chunks
 from emotions.constants import DONE, FAILED, QUEUED
 from emotions.errors import EmotionsError, InputError, InputTooLargeError
+from emotions.files import file_digest, inside
+from emotions.formats import iter_records
 from emotions.jobs import JobStore
-from emotions.messages import send_assembly, send_chunk
-from emotions.output import output_path
+from emotions.messages import display_name
+from emotions.modelid import model_identity
 from emotions.settings import Settings
-from producer.chunking import chunks
 from producer.failed import FailedFolder
-from producer.formats import iter_records
 from producer.ledger import Entry, Ledger
 
 log = logging.getLogger(__name__)
@@ -34,41 +38,36 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
-    """A job the producer is waiting for."""
+    """A job the producer follows to its end (and feeds with chunks)."""
 
     job: str
     name: str
     path: Path
+    digest: str
     records: int
     chunks: int
     started: float
     size: int = -1
     mtime: float = -1.0
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of the file's bytes, read in blocks (files may be gigabytes)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+    sent: int = 0  # chunks already queued when the producer took the job (a resume)
+    chunk_size: int = 512  # how the job's chunks are cut (the assembly cuts the same way)
+    chunk_bytes: int = 256 * 1024
 
 
 class Submitter:
     """Submits files as jobs; unreadable ones go to the failed folder."""
 
     def __init__(
-        self, settings: Settings, app: Celery, store: JobStore, ledger: Ledger, failed: FailedFolder
+        self, settings: Settings, store: JobStore, ledger: Ledger, failed: FailedFolder
     ) -> None:
         self.settings = settings
-        self.app = app
         self.store = store
         self.ledger = ledger
         self.failed = failed
+        self.model = model_identity(settings.model)
 
     def consider(self, path: Path) -> Submitted | None:
-        """Submit ``path`` if it needs work; the job to wait for, or None if nothing to wait for."""
+        """Submit ``path`` if it needs work; the job to follow, or None if nothing to follow."""
         name = path.name
         try:
             self._check_path(path)
@@ -79,79 +78,158 @@ class Submitter:
                     f"{self.settings.max_file_bytes:,} (EMOTIONS_MAX_FILE_BYTES); split it"
                 )
             entry = self.ledger.get(name)
-            if (entry and entry.state == DONE and entry.model == self.settings.model
-                    and entry.unchanged_on_disk(stat.st_size, stat.st_mtime)
-                    and self._output_exists(name)):  # fmt: skip
-                return None  # finished, and not touched since: no need to hash it again
+            if entry and entry.unchanged_on_disk(stat.st_size, stat.st_mtime):
+                if entry.state == FAILED:
+                    return None  # its report or move failed; retried once the file changes
+                if (
+                    entry.state == DONE
+                    and entry.model == self.settings.model
+                    and self._output_exists(entry)
+                ):
+                    return None  # finished, and not touched since: no need to hash it again
             digest = file_digest(path)
         except InputError as e:
             self.failed.fail(path, str(e))
             return None
         except FileNotFoundError:
             return None  # gone before we got to it (renamed or deleted): its new name will come
+        size, mtime = stat.st_size, stat.st_mtime
         if entry and entry.same_content(digest, self.settings.model):
-            handled, resumed = self._resume(path, entry, stat.st_size, stat.st_mtime)
+            handled, resumed = self._resume(path, entry, size, mtime)
             if handled:
                 return resumed
         if entry and entry.state == QUEUED:
             self.store.supersede(entry.job)
-            log.info("file=%s event=superseded job=%s (content or model changed)", name, entry.job)
-        return self._submit(path, digest, stat.st_size, stat.st_mtime)
+            log.info(
+                "file=%s event=superseded job=%s (content or model changed)",
+                display_name(name),
+                entry.job,
+            )
+        elif entry is None and (adopted := self._adopt_renamed(path, digest, size, mtime)):
+            return adopted
+        return self._submit(path, digest, size, mtime)
 
     def _resume(
         self, path: Path, entry: Entry, size: int, mtime: float
     ) -> tuple[bool, Submitted | None]:
-        """Same content and model as recorded: (handled, job to wait for); else submit anew."""
+        """Same content and model as recorded: (handled, job to follow); else submit anew."""
         name = path.name
         if entry.state == DONE:
-            if self._output_exists(name):
+            if self._output_exists(entry):
                 if not entry.unchanged_on_disk(size, mtime):
                     self.ledger.update(name, size=size, mtime=mtime)
-                log.info("file=%s event=skipped (same content and model, output exists)", name)
+                log.info(
+                    "file=%s event=skipped (same content and model, output exists)",
+                    display_name(name),
+                )
                 return True, None
             return False, None  # output was deleted: redo it
         if entry.state != QUEUED:
             return False, None  # failed earlier and dropped in again: another attempt
         meta = self.store.meta(entry.job)
-        if meta.get("state") == QUEUED and meta.get("submitted") == "1":
-            done, total = self.store.progress(entry.job)
-            if total is not None and done == total:
-                # Every chunk is done but no assembly ran (a crash between the two): queue it.
-                send_assembly(self.app, entry.job, name)
-            log.info("file=%s event=resumed job=%s chunks=%d/%s", name, entry.job, done, total)
-            return True, Submitted(
-                entry.job, name, path, entry.records, total or 0, time.time(), size, mtime
+        if meta.get("state") in (QUEUED, DONE, FAILED) and "total" in meta:
+            log.info(
+                "file=%s event=resumed job=%s sent=%s/%s",
+                display_name(name),
+                entry.job,
+                meta.get("sent"),
+                meta["total"],
             )
-        if meta.get("state") in (DONE, FAILED):
-            return True, Submitted(
-                entry.job, name, path, entry.records, 0, time.time(), size, mtime
+            return True, self._followed(path, entry.job, meta, size, mtime)
+        return False, None  # expired, or lost with a Redis that had no append-only file
+
+    def _followed(
+        self, path: Path, job: str, meta: dict[str, str], size: int, mtime: float
+    ) -> Submitted:
+        return Submitted(
+            job,
+            path.name,
+            path,
+            meta["digest"],
+            int(meta.get("records", 0)),
+            int(meta["total"]),
+            time.time(),
+            size,
+            mtime,
+            int(meta.get("sent", 0)),
+            int(meta["chunk_size"]),
+            int(meta["chunk_bytes"]),
+        )
+
+    def _adopt_renamed(self, path: Path, digest: str, size: int, mtime: float) -> Submitted | None:
+        """A new name whose content is a job in flight under a name that is gone: a rename.
+        The job (and its output name) moves to the new name instead of starting over."""
+        for old, entry in self.ledger.all().items():
+            if (
+                entry.state != QUEUED
+                or not entry.same_content(digest, self.settings.model)
+                or (path.parent / old).exists()
+            ):
+                continue
+            meta = self.store.meta(entry.job)
+            if meta.get("state") != QUEUED or "total" not in meta:
+                continue
+            self.store.rename(entry.job, display_name(path.name), os.fsencode(path.resolve()))
+            self.ledger.move(old, path.name, replace(entry, size=size, mtime=mtime))
+            log.info(
+                "file=%s event=renamed from=%s job=%s", display_name(path.name), old, entry.job
             )
-        return False, None  # expired, or the producer died while enqueueing: start over
+            return self._followed(path, entry.job, meta, size, mtime)
+        return None
 
     def _submit(self, path: Path, digest: str, size: int, mtime: float) -> Submitted | None:
-        name, model = path.name, self.settings.model
-        job = uuid.uuid4().hex
+        """Check every record, then create the job (its chunks are sent by the feeder)."""
+        name, settings = path.name, self.settings
         started = time.time()
-        self.store.create(job, name=name, model=model, digest=digest)
-        self.ledger.put(name, Entry(job, digest, model, QUEUED, size, mtime))
-        records = count = 0
         try:
-            for count, chunk in enumerate(
-                chunks(iter_records(path, max_comment_chars=self.settings.max_comment_chars),
-                       self.settings.chunk_size),
-                start=1,
-            ):  # fmt: skip
-                send_chunk(self.app, job, count - 1, chunk, model, name)
+            records = total = 0
+            stream = iter_records(path, max_comment_chars=settings.max_comment_chars)
+            for chunk in chunks(stream, settings.chunk_size, settings.chunk_bytes):
+                total += 1
                 records += len(chunk)
         except (InputError, OSError) as e:
-            self.store.fail(job, {"error": str(e)})
+            if isinstance(e, FileNotFoundError):
+                return None
             self.failed.fail(path, str(e))
             return None
-        self.ledger.update(name, records=records)
-        if self.store.set_total(job, count, records) == 1:
-            send_assembly(self.app, job, name)
-        log.info("file=%s event=enqueued job=%s records=%d chunks=%d", name, job, records, count)
-        return Submitted(job, name, path, records, count, started, size, mtime)
+        job = uuid.uuid4().hex
+        output = self.ledger.claim_output(name)
+        self.store.create(
+            job,
+            name=display_name(name),
+            path=os.fsencode(path.resolve()),
+            output=output,
+            digest=digest,
+            model=self.model,
+            chunk_size=settings.chunk_size,
+            chunk_bytes=settings.chunk_bytes,
+            total=total,
+            records=records,
+        )
+        self.ledger.put(
+            name, Entry(job, digest, settings.model, QUEUED, size, mtime, records, output=output)
+        )
+        log.info(
+            "file=%s event=enqueued job=%s records=%d chunks=%d",
+            display_name(name),
+            job,
+            records,
+            total,
+        )
+        return Submitted(
+            job,
+            name,
+            path,
+            digest,
+            records,
+            total,
+            started,
+            size,
+            mtime,
+            0,
+            settings.chunk_size,
+            settings.chunk_bytes,
+        )
 
     def _check_path(self, path: Path) -> None:
         """Refuse what could read outside the input folder (symlinks pointing elsewhere)."""
@@ -165,8 +243,10 @@ class Submitter:
         if not path.is_file():
             raise InputError("not a regular file")
 
-    def _output_exists(self, name: str) -> bool:
+    def _output_exists(self, entry: Entry) -> bool:
         try:
-            return os.path.isfile(output_path(self.settings.output_dir, name))
+            return bool(entry.output) and os.path.isfile(
+                inside(self.settings.output_dir, entry.output)
+            )
         except EmotionsError:
             return False

@@ -1,16 +1,42 @@
-"""Follows submitted jobs to their end: logs finished files, moves failed ones aside."""
+"""Follows submitted jobs to their end: feeds them, heals them, settles them.
+
+Supervision is what makes every file end. Each poll reads every followed job's state and how
+many chunks are stored. A job that has chunks outstanding (or waits for its assembly) and made
+no progress for ``EMOTIONS_STALL_SECONDS`` is healed: its missing chunks (or its assembly) are
+sent again, which is harmless because storing is idempotent by chunk index. That recovers
+messages Redis lost (a crash between fsyncs, an operator's mistake), an assembly that gave up,
+a chunk whose worker vanished. After ``MAX_HEALS`` heals without progress the file fails with a
+report naming the missing chunks. Work still waiting in a queue is not a stall: with no worker
+running, files wait (and the producer says so), they do not fail.
+
+Decisions are made by job id: an older job that ends after its file was rewritten or renamed
+never marks the new content done, and never moves the file aside.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
-from emotions.constants import DONE, FAILED, QUEUED
+from emotions.constants import (
+    DONE,
+    FAILED,
+    INFERENCE_QUEUE,
+    MAX_HEALS,
+    QUEUED,
+    RESULTS_QUEUE,
+    SUPERSEDED,
+    TOUCH_SECONDS,
+)
 from emotions.jobs import JobStore
+from emotions.messages import display_name
+from emotions.settings import Settings
 from producer.failed import FailedFolder
+from producer.feeder import Feeder, Follow
 from producer.ledger import Ledger
 from producer.submit import Submitted, Submitter
 
@@ -18,67 +44,166 @@ log = logging.getLogger(__name__)
 
 
 class Tracker:
-    """The jobs this producer waits for, keyed by job id."""
+    """The jobs this producer follows, keyed by job id, oldest first."""
 
     def __init__(
-        self, submitter: Submitter, store: JobStore, ledger: Ledger, failed: FailedFolder
+        self,
+        settings: Settings,
+        submitter: Submitter,
+        feeder: Feeder,
+        store: JobStore,
+        ledger: Ledger,
+        failed: FailedFolder,
+        queue_depth: Callable[[str], int],
     ) -> None:
+        self.settings = settings
         self.submitter = submitter
-        self.failed = failed
+        self.feeder = feeder
         self.store = store
         self.ledger = ledger
-        self.jobs: dict[str, Submitted] = {}
+        self.failed = failed
+        self.queue_depth = queue_depth
+        self.jobs: dict[str, Follow] = {}
         self.finished = 0
 
     def add(self, submitted: Submitted | None) -> None:
-        if submitted is not None:
-            self.jobs[submitted.job] = submitted
+        if submitted is None:
+            return
+        f = Follow(submitted, submitted.sent, last_change=time.monotonic())
+        self.jobs[submitted.job] = f
+        if submitted.chunks == 0:  # an empty file: nothing to label, write "[]" at once
+            self.feeder.send_assembly(f)
 
     def tracking(self, path: Path) -> bool:
-        """True while a job for exactly this file (same size and mtime) is in flight."""
+        """True while a job for exactly this file (same size and mtime) is followed."""
         try:
             st = path.stat()
         except OSError:
             return False
         return any(
-            s.path == path and s.size == st.st_size and s.mtime == st.st_mtime
-            for s in self.jobs.values()
+            f.sub.path == path and f.sub.size == st.st_size and f.sub.mtime == st.st_mtime
+            for f in self.jobs.values()
         )
 
     def chunks(self) -> tuple[int, int]:
-        """(chunks done, chunks in all) over the tracked jobs, for progress bars."""
-        done = total = 0
-        for job, sub in self.jobs.items():
-            d, t = self.store.progress(job)
-            done, total = done + min(d, t or sub.chunks), total + (t or sub.chunks)
-        return done, total
+        """(chunks done, chunks in all) over the followed jobs, for progress bars."""
+        return sum(f.stored for f in self.jobs.values()), sum(
+            f.sub.chunks for f in self.jobs.values()
+        )
+
+    def feed(self) -> None:
+        """Send more chunks while the window has room."""
+        self.feeder.feed(list(self.jobs.values()))
 
     def poll(self) -> None:
-        """Check every tracked job once and settle those that ended."""
-        for job, sub in list(self.jobs.items()):
-            meta = self.store.meta(job)
-            state = meta.get("state")
-            if state == QUEUED:
+        """Read every followed job once: settle those that ended, heal those that stall."""
+        if not self.jobs:
+            return
+        pipe = self.store.r.pipeline()
+        for job in self.jobs:
+            self.store.queue_meta(pipe, job)
+        replies = pipe.execute()
+        now = time.monotonic()
+        states = zip(replies[::2], replies[1::2], strict=True)
+        for (job, f), (raw, stored) in zip(list(self.jobs.items()), states, strict=True):
+            state = raw.decode() if raw else None
+            if state != QUEUED:
+                del self.jobs[job]
+                self._settle(f, state)
                 continue
-            del self.jobs[job]
-            if state == DONE:
-                self._done(sub, meta)
-            elif state == FAILED:
-                detail = orjson.loads(meta.get("detail", "{}"))
-                self.failed.fail(
-                    sub.path, detail.pop("error", "unknown error"), job=job, **detail
-                )
-            elif state is None:
-                log.warning("file=%s job=%s vanished from Redis; submitting again", sub.name, job)
-                self.add(self.submitter.consider(sub.path))
+            if int(stored) != f.stored:
+                f.stored, f.last_change, f.heals = int(stored), now, 0
+            elif now - f.last_change >= self.settings.stall_after:
+                self._supervise(f, now)
+            if now - f.touched >= TOUCH_SECONDS:
+                self.store.touch(job)
+                f.touched = now
 
-    def _done(self, sub: Submitted, meta: dict[str, str]) -> None:
-        self.finished += 1
-        self.ledger.update(sub.name, state=DONE)
-        seconds = max(float(meta.get("finished", time.time())) - sub.started, 1e-6)
-        records = int(meta.get("records", sub.records))
-        log.info(
-            "file=%s event=finished records=%d seconds=%.2f rate=%.1f/s output=%s",
-            sub.name, records, seconds, records / seconds,
-            orjson.loads(meta.get("detail", "{}")).get("output"),
-        )  # fmt: skip
+    def _supervise(self, f: Follow, now: float) -> None:
+        """No progress for the stall time: wait (work queued), heal, or fail the file."""
+        complete = f.stored >= f.sub.chunks
+        if not complete and f.sent <= f.stored:
+            return  # nothing outstanding: the window is busy with older files
+        queue = RESULTS_QUEUE if complete else INFERENCE_QUEUE
+        waiting = self.queue_depth(queue)
+        name = display_name(f.sub.name)
+        f.last_change = now
+        if waiting:
+            log.warning(
+                "file=%s no progress for %.0fs; %d task(s) wait in the %r queue: is a "
+                "worker consuming it?",
+                name,
+                self.settings.stall_after,
+                waiting,
+                queue,
+            )
+            return
+        missing = sorted(set(range(f.sent)) - self.store.stored(f.sub.job))
+        if f.heals >= MAX_HEALS:
+            what = "its assembly was" if complete else f"chunks {_ranges(missing)} were"
+            stall = self.settings.stall_after
+            error = (
+                f"no progress for {f.heals + 1} periods of {stall:.0f}s (EMOTIONS_STALL_SECONDS) "
+                f"although {what} sent again {f.heals} times; see the worker logs"
+            )
+            self.store.fail(f.sub.job, {"error": error, "missing_chunks": missing})
+            return
+        f.heals += 1
+        if complete:
+            self.store.release_assembly(f.sub.job)
+            self.feeder.send_assembly(f)
+            log.warning("file=%s heal=%d: assembly sent again", name, f.heals)
+        elif missing:
+            self.feeder.resend(f, set(missing))
+            log.warning("file=%s heal=%d: chunks %s sent again", name, f.heals, _ranges(missing))
+
+    def _settle(self, f: Follow, state: str | None) -> None:
+        """The job ended: act on it only if it still owns its file (decided by job id)."""
+        sub = f.sub
+        entry = self.ledger.get(sub.name)
+        owner = entry is not None and entry.job == sub.job
+        meta = self.store.meta(sub.job) if state else {}
+        detail = orjson.loads(meta.get("detail", "{}"))
+        if state == DONE:
+            self.finished += 1
+            if owner:
+                self.ledger.update(sub.name, state=DONE)
+            seconds = max(float(meta.get("finished", time.time())) - sub.started, 1e-6)
+            log.info(
+                "file=%s event=finished records=%d seconds=%.2f rate=%.1f/s output=%s",
+                display_name(sub.name),
+                sub.records,
+                seconds,
+                sub.records / seconds,
+                detail.get("output"),
+            )
+        elif state == FAILED and owner:
+            self.failed.fail(sub.path, detail.pop("error", "unknown error"), job=sub.job, **detail)
+        elif state == SUPERSEDED and owner:
+            log.info(
+                "file=%s job=%s superseded (%s); taking the file again",
+                display_name(sub.name),
+                sub.job,
+                detail.get("error"),
+            )
+            self.add(self.submitter.consider(sub.path))
+        elif state is None:
+            log.warning(
+                "file=%s job=%s vanished from Redis; submitting again",
+                display_name(sub.name),
+                sub.job,
+            )
+            if owner:
+                self.ledger.update(sub.name, state=SUPERSEDED)
+            self.add(self.submitter.consider(sub.path))
+
+
+def _ranges(indexes: list[int]) -> str:
+    """``0-3, 7, 9-10`` for a report (a file may miss thousands of chunks)."""
+    out: list[str] = []
+    for i in indexes:
+        if out and int(out[-1].split("-")[-1]) == i - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{i}"
+        else:
+            out.append(str(i))
+    return ", ".join(out) or "none"

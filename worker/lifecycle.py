@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import WorkerTerminate
 from celery.signals import (
@@ -31,16 +31,19 @@ from emotions.errors import EmotionsError
 from emotions.settings import log_settings
 from worker.celery import get_settings
 
+if TYPE_CHECKING:
+    from worker.model import ModelHolder
+
 log = logging.getLogger(__name__)
 
-_holder: Any = None  # the ModelHolder of this process, when it consumes the inference queue
+_holder: ModelHolder | None = None  # this process's model, when it consumes inference
 _serves_inference = True
 # Set by a pool child whose model load failed; shared memory created before the fork, so the
 # main process can exit non-zero (a supervisor then sees a failure, not a clean stop).
 _child_failed = multiprocessing.Value("b", 0)
 
 
-def holder() -> Any:
+def holder() -> ModelHolder:
     """The process's model holder, created on first use (``-P solo``/``threads`` pools)."""
     global _holder
     if _holder is None:

@@ -12,10 +12,13 @@ import logging
 import os
 import re
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emotions.errors import ConfigurationError, ModelLoadError
 from emotions.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.inference import Engine
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ class ModelHolder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state = State.EMPTY
-        self._engine: Any = None
+        self._engine: Engine | None = None
 
     @property
     def ready(self) -> bool:
@@ -102,11 +105,12 @@ class ModelHolder:
         return self.state is State.READY
 
     @property
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         """The inference engine; loads and warms up the model on first use."""
         if not self.ready:
             self.load()
             self.warm_up()
+        assert self._engine is not None
         return self._engine
 
     def load(self) -> None:
@@ -155,7 +159,7 @@ class ModelHolder:
 
     def warm_up(self) -> None:
         """Run one small batch so kernels and allocator pools exist before the first chunk."""
-        if self.state is State.EMPTY:
+        if self._engine is None:
             raise RuntimeError("warm_up() before load()")
         # Short and maximum-length inputs, so the first real chunk meets no cold code path.
         self._engine.classify(["warm up", "😊", "warm up " * self._engine.max_length])

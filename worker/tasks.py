@@ -1,25 +1,36 @@
 """The two tasks: classify a chunk (``inference`` queue) and assemble a file (``results``).
 
-Retries are decided by type: :class:`~emotions.errors.PermanentError` fails at once, anything
-else (CUDA errors, out of memory, lost connections) is retried with exponential back-off up
-to ``EMOTIONS_MAX_RETRIES``. When a chunk fails for good its job is marked failed with the
-chunk and the cause, so the producer can move the file aside; no partial output is written.
+Thin on purpose: each calls a plain function (:func:`worker.chunk.classify`,
+:func:`worker.assembly.assemble`) with this process's engine and job store, and decides only
+what Celery must be told: retry, hand back, or fail. The retry policy is
+:mod:`emotions.retries`.
+
+Every way a task can end without success records its outcome through Celery's own failure
+hook (:meth:`ChunkTask.on_failure`), which Celery calls for any exception the task raises,
+for a retry that could not be published, and, in the worker's main process, for the hard
+time limit. A pool child that dies is requeued (``task_reject_on_worker_lost``) and counted
+by the job store's start counter; anything lost beyond that is healed by the producer's
+supervisor.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import time
 from typing import Any
 
-from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, QUEUED
+from celery import Task
+from celery.exceptions import Reject
+
+from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE
 from emotions.errors import ModelMismatchError, OutputWriteError, PermanentError
-from emotions.files import write_atomic
 from emotions.jobs import JobStore, connect
 from emotions.messages import send_assembly
-from emotions.output import PartMissing, json_array, output_path, render
+from emotions.modelid import model_identity
+from emotions.retries import compute_backoff, may_retry
+from worker.assembly import assemble
 from worker.celery import app, get_settings
+from worker.chunk import ASSEMBLE, check_model, classify
 from worker.lifecycle import holder
 
 log = logging.getLogger(__name__)
@@ -32,65 +43,97 @@ def store() -> JobStore:
     return JobStore(connect(settings.backend_url), settings.result_ttl)
 
 
-def backoff(retries: int) -> int:
-    """Seconds before retry number ``retries + 1``: 1, 2, 4, ... capped by the setting."""
-    return int(min(get_settings().retry_backoff_max, 2**retries))
+@functools.cache
+def own_model() -> str:
+    """The identity of the model this worker holds (or would load)."""
+    return model_identity(get_settings().model)
 
 
-@app.task(name=CLASSIFY_TASK, bind=True)
-def classify_chunk(self: Any, job: str, index: int, records: list[list[Any]], model: str,
-                   name: str) -> int:  # fmt: skip
-    """Label one chunk of ``[id, comment]`` records and store its output records."""
+class ChunkTask(Task):
+    """Records the failure of a chunk in its job, whatever path the failure took."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        job, index, texts, _model, name = args
+        error = {
+            "error": f"{type(exc).__name__}: {exc}",
+            "chunk": index,
+            "file": name,
+            "comments": len(texts),
+            "retries": self.request.retries,
+        }
+        try:
+            store().fail(job, error)
+        except Exception as e:  # Redis gone too: the producer's supervisor ends the job
+            log.error("file=%s chunk=%d cannot record its failure: %r", name, index, e)
+        log.error("file=%s chunk=%d failed for good: %s", name, index, error["error"])
+
+
+class AssemblyTask(Task):
+    """Records the failure of an assembly in its job."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        job, name = args
+        try:
+            store().fail(job, {"error": f"{type(exc).__name__}: {exc}", "file": name})
+        except Exception as e:
+            log.error("file=%s cannot record the assembly's failure: %r", name, e)
+
+
+@app.task(name=CLASSIFY_TASK, bind=True, base=ChunkTask)
+def classify_chunk(
+    self: ChunkTask, job: str, index: int, texts: list[str], model: str, name: str
+) -> int:
+    """Label one chunk of comment texts and store the labels under its index."""
     settings = get_settings()
-    started = time.perf_counter()
-    if store().meta(job).get("state") != QUEUED:
-        log.info("file=%s chunk=%d skipped: job superseded, failed or expired", name, index)
-        return 0
     try:
-        if model != settings.model:
-            raise ModelMismatchError(
-                f"chunk was queued for model {model!r} but this worker holds {settings.model!r}; "
-                "give producer and workers the same EMOTIONS_MODEL"
-            )
-        labels = holder().engine.classify([text for _, text in records])
-        outcome = store().store_part(job, index, render(records, labels))
-    except Exception as e:
-        if not isinstance(e, PermanentError) and self.request.retries < settings.max_retries:
-            log.warning("file=%s chunk=%d retry=%d error=%r", name, index, self.request.retries, e)
-            raise self.retry(exc=e, countdown=backoff(self.request.retries)) from e
-        error = {"error": f"{type(e).__name__}: {e}", "chunk": index, "file": name,
-                 "retries": self.request.retries}  # fmt: skip
-        store().fail(job, error)
-        log.error("file=%s chunk=%d failed for good: %r", name, index, e)
+        check_model(model, own_model())
+        outcome = classify(
+            holder().engine,
+            store(),
+            job=job,
+            index=index,
+            texts=texts,
+            name=name,
+            max_retries=settings.max_retries,
+        )
+    except ModelMismatchError as e:
+        hand_back(self, e)
+    except PermanentError:
         raise
-    if outcome == 1:
+    except Exception as e:
+        if not may_retry(self.request.retries, settings.max_retries):
+            raise
+        log.warning("file=%s chunk=%d retry=%d error=%r", name, index, self.request.retries, e)
+        countdown = compute_backoff(self.request.retries, settings.retry_backoff_max)
+        raise self.retry(exc=e, countdown=countdown, max_retries=settings.max_retries) from e
+    if outcome == ASSEMBLE:
         send_assembly(app, job, name)
-    seconds = time.perf_counter() - started
-    log.info(
-        "file=%s chunk=%d records=%d seconds=%.3f rate=%.1f/s%s",
-        name, index, len(records), seconds, len(records) / max(seconds, 1e-9),
-        " (job no longer active, result dropped)" if outcome == -1 else "",
-    )  # fmt: skip
-    return len(records)
+    return len(texts)
 
 
-@app.task(name=ASSEMBLE_TASK, bind=True)
-def assemble_file(self: Any, job: str, name: str) -> str:
-    """Write ``<output>/<stem>.json`` from every chunk's records, atomically, once."""
+def hand_back(task: Task, error: ModelMismatchError) -> None:
+    """Give the chunk back to the queue and stop taking chunks: this worker has another model.
+
+    Failing the chunk would fail every file of a fleet because of one misconfigured worker;
+    taking chunks and handing them back would spin. So the worker stops consuming the
+    inference queue (other workers take the chunk) and says so at ERROR level.
+    """
+    log.error("%s; this worker stops taking chunks from the %r queue", error, INFERENCE_QUEUE)
+    hostname = task.request.hostname
+    if hostname:
+        task.app.control.cancel_consumer(INFERENCE_QUEUE, destination=[hostname])
+    raise Reject(str(error), requeue=True)
+
+
+@app.task(name=ASSEMBLE_TASK, bind=True, base=AssemblyTask, max_retries=None)
+def assemble_file(self: AssemblyTask, job: str, name: str) -> str:
+    """Write the file's output from the input and the stored labels, atomically, once."""
     settings = get_settings()
-    meta = store().meta(job)
-    if meta.get("state") != QUEUED:
-        return f"skipped: job is {meta.get('state', 'expired')}"
-    path = output_path(settings.output_dir, name)
     try:
-        write_atomic(path, json_array(store().parts(job, int(meta["total"]))))
-    except PartMissing:
-        return "skipped: job ended during assembly"
+        return assemble(store(), settings, job)
     except OutputWriteError as e:
-        # Chunk results stay in Redis; retry until the disk has room again.
+        # Labels stay in Redis; retried while the job is queued (the producer's supervisor
+        # fails it after a few stall periods without progress).
         log.error("file=%s cannot write output, will retry: %s", name, e)
-        raise self.retry(exc=e, countdown=backoff(self.request.retries), max_retries=None) from e
-    store().finish(job, str(path))
-    log.info("file=%s written=%s records=%s chunks=%s", name, path, meta.get("records"),
-             meta["total"])  # fmt: skip
-    return str(path)
+        countdown = compute_backoff(self.request.retries, settings.retry_backoff_max)
+        raise self.retry(exc=e, countdown=countdown) from e

@@ -24,8 +24,19 @@ pytestmark = pytest.mark.slow  # needs the openssl command (Debian's openssl) fo
 
 USER, PASSWORD = "emotions", "Acl-pass-7f3c91"
 # The ACL rules the operations doc gives, word for word.
-ACL = ["--user", "default", "off",
-       "--user", USER, "on", f">{PASSWORD}", "~*", "&*", "+@all", "-@dangerous"]  # fmt: skip
+ACL = [
+    "--user",
+    "default",
+    "off",
+    "--user",
+    USER,
+    "on",
+    f">{PASSWORD}",
+    "~*",
+    "&*",
+    "+@all",
+    "-@dangerous",
+]
 
 
 def make_certificates(folder: Path) -> Path:
@@ -35,14 +46,51 @@ def make_certificates(folder: Path) -> Path:
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.crt", "-days", "1", "-subj", "/CN=emotions-test-ca")  # fmt: skip
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "redis.key", "-out", "redis.csr",
-            "-subj", "/CN=127.0.0.1")  # fmt: skip
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=emotions-test-ca",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "redis.key",
+        "-out",
+        "redis.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
     (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl("x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "redis.crt", "-days", "1",
-            "-extfile", "san.cnf")  # fmt: skip
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "redis.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "redis.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "san.cnf",
+    )
     return folder / "ca.crt"
 
 
@@ -55,18 +103,40 @@ class LockedRedis(RedisServer):
 
     @property
     def url(self) -> str:
-        return (f"rediss://{USER}:{PASSWORD}@127.0.0.1:{self.port}/0"
-                f"?ssl_cert_reqs=required&ssl_ca_certs={self.certs / 'ca.crt'}")  # fmt: skip
+        return (
+            f"rediss://{USER}:{PASSWORD}@127.0.0.1:{self.port}/0"
+            f"?ssl_cert_reqs=required&ssl_ca_certs={self.certs / 'ca.crt'}"
+        )
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed"
-        cmd = [binary, "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
-               "--tls-cert-file", str(self.certs / "redis.crt"),
-               "--tls-key-file", str(self.certs / "redis.key"),
-               "--tls-ca-cert-file", str(self.certs / "ca.crt"), "--tls-auth-clients", "no",
-               "--dir", str(self.dir), "--appendonly", "yes", "--save", "",
-               "--maxmemory-policy", "noeviction", *ACL]  # fmt: skip
+        cmd = [
+            binary,
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(self.certs / "redis.crt"),
+            "--tls-key-file",
+            str(self.certs / "redis.key"),
+            "--tls-ca-cert-file",
+            str(self.certs / "ca.crt"),
+            "--tls-auth-clients",
+            "no",
+            "--dir",
+            str(self.dir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+            *ACL,
+        ]
         self.proc = spawn(cmd, self.dir / "redis.log")
         wait_for(self._pings, 10, f"redis-server to accept TLS connections\n{self.dir}/redis.log")
 
@@ -85,8 +155,14 @@ def locked(tmp_path: Path, bert_model: Path) -> Iterator[Stack]:
 def test_only_the_acl_user_over_tls_gets_in_and_it_cannot_flush(locked: Stack) -> None:
     client = locked.redis.client()
     assert client.ping()
-    for command in (("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "*"), ("KEYS", "*"),
-                    ("ACL", "LIST"), ("REPLICAOF", "NO", "ONE")):  # fmt: skip
+    for command in (
+        ("FLUSHALL",),
+        ("FLUSHDB",),
+        ("CONFIG", "GET", "*"),
+        ("KEYS", "*"),
+        ("ACL", "LIST"),
+        ("REPLICAOF", "NO", "ONE"),
+    ):
         with pytest.raises(redis.exceptions.NoPermissionError):
             client.execute_command(*command)
     no_retry = Retry(NoBackoff(), 0)
@@ -115,8 +191,12 @@ def test_pipeline_runs_on_the_locked_down_redis(locked: Stack) -> None:
     # Remote control (what Flower's /api/workers uses) goes through the same user and TLS.
     ping = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "worker", "inspect", "ping", "-t", "3"],
-        cwd=ROOT, env=locked.env(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=locked.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
 
     # The password travels in the URL and never into a log.

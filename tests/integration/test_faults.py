@@ -59,8 +59,12 @@ def test_pool_child_sigkilled_mid_chunk(stack: Stack) -> None:
 
 def test_whole_worker_sigkilled_and_restarted(stack: Stack) -> None:
     marker = started_marker(stack)
-    env = {"EMOTIONS_VISIBILITY_TIMEOUT": "8", "EMOTIONS_TASK_TIME_LIMIT": "6",
-           "FAULT_STARTED_DIR": str(marker), "FAULT_SLOW_SECONDS": "2"}  # fmt: skip
+    env = {
+        "EMOTIONS_VISIBILITY_TIMEOUT": "8",
+        "EMOTIONS_TASK_TIME_LIMIT": "6",
+        "FAULT_STARTED_DIR": str(marker),
+        "FAULT_SLOW_SECONDS": "2",
+    }
     worker = stack.start_worker("w1", faulty=True, **env)
     expected = comments(20, "w")
     write_json(stack.input / "w.json", expected)
@@ -97,8 +101,9 @@ def test_producer_sigkilled_and_restarted(stack: Stack) -> None:
 def test_redis_restarted_while_chunks_queued_and_running(stack: Stack) -> None:
     marker = started_marker(stack)
     env = {"EMOTIONS_VISIBILITY_TIMEOUT": "10", "EMOTIONS_TASK_TIME_LIMIT": "8"}
-    stack.start_worker("w1", faulty=True, FAULT_STARTED_DIR=str(marker),
-                       FAULT_SLOW_SECONDS="1", **env)  # fmt: skip
+    stack.start_worker(
+        "w1", faulty=True, FAULT_STARTED_DIR=str(marker), FAULT_SLOW_SECONDS="1", **env
+    )
     files = {s: comments(16, s) for s in ("r1", "r2", "r3")}
     for stem, records in files.items():
         write_json(stack.input / f"{stem}.json", records)
@@ -130,8 +135,13 @@ def test_chunk_failing_for_good_fails_only_its_file(stack: Stack) -> None:
 
 def test_cuda_oom_is_retried_in_halves(stack: Stack) -> None:
     marker = started_marker(stack)
-    stack.start_worker("w1", faulty=True, FAULT_STARTED_DIR=str(marker), FAULT_OOM_ABOVE="1",
-                       EMOTIONS_CHUNK_SIZE="40")  # fmt: skip
+    stack.start_worker(
+        "w1",
+        faulty=True,
+        FAULT_STARTED_DIR=str(marker),
+        FAULT_OOM_ABOVE="1",
+        EMOTIONS_CHUNK_SIZE="40",
+    )
     expected = comments(40, "o")
     write_json(stack.input / "o.json", expected)
     reference = stack.root / "reference"
@@ -164,8 +174,11 @@ def test_file_rewritten_while_queued_keeps_only_last_content(stack: Stack) -> No
     first_start(marker)
     newer = comments(10, "new")
     write_json(stack.input / "f.json", newer)  # atomic rename over the queued file
-    wait_for(lambda: b'"done"' in (stack.redis.client().hget(LEDGER_KEY, "f.json") or b""), 90,
-             "the ledger to record the file as done")  # fmt: skip
+    wait_for(
+        lambda: b'"done"' in (stack.redis.client().hget(LEDGER_KEY, "f.json") or b""),
+        90,
+        "the ledger to record the file as done",
+    )
     assert_exactly_once(stack, "f", newer)
     assert "event=superseded" in stack.log("producer")
     # The same content dropped in again is not redone.
@@ -200,8 +213,9 @@ def test_redis_memory_returns_to_baseline(stack: Stack) -> None:
     baseline = int(client.info("memory")["used_memory"])
     text = "a fairly long comment that takes real space in Redis while it is in flight " * 3
     for i in range(5):
-        write_json(stack.input / f"m{i}.json",
-                   [{"id": f"m{i}-{j}", "comment": text} for j in range(300)])  # fmt: skip
+        write_json(
+            stack.input / f"m{i}.json", [{"id": f"m{i}-{j}", "comment": text} for j in range(300)]
+        )
     assert stack.run_producer("--once").returncode == 0  # ~330 kB of comments went through
     assert not client.keys("emotions:job:*:parts") and not client.keys("emotions:job:*:done")
     # Left: six small job records (with a TTL) and six ledger entries; no comment text.

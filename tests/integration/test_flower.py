@@ -56,8 +56,18 @@ def flower(stack: Stack) -> Iterator[Flower]:
     """``celery -A worker flower`` as docker/compose.yaml runs it (basic auth from
     ``FLOWER_BASIC_AUTH``), on a free port."""
     port = free_port()
-    cmd = [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}",
-           "--address=127.0.0.1", "--persistent=False", "--enable_events=False"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "flower",
+        f"--port={port}",
+        "--address=127.0.0.1",
+        "--persistent=False",
+        "--enable_events=False",
+    ]
     env = stack.env(FLOWER_BASIC_AUTH=f"{USER}:{PASSWORD}")
     proc = spawn(cmd, stack.root / "logs" / "flower.log", env=env)
     stack.procs.append(proc)
@@ -86,8 +96,11 @@ def test_flower_api_shows_every_chunk_and_assembly_with_its_file(
         )
     stack.start_worker("w1")
     # Flower sees the worker through the worker's own heartbeats before any file is sent.
-    wait_for(lambda: b'flower_worker_online{worker="w1@' in flower.get("/metrics")[1], 30,
-             "flower to receive the worker's events")  # fmt: skip
+    wait_for(
+        lambda: b'flower_worker_online{worker="w1@' in flower.get("/metrics")[1],
+        30,
+        "flower to receive the worker's events",
+    )
 
     done = stack.run_producer("--once")
     assert done.returncode == 0, done.stderr
@@ -145,8 +158,12 @@ def test_flower_api_lists_the_worker_and_serves_metrics(stack: Stack, flower: Fl
     wait_for(lambda: _succeeded(flower.get("/metrics")[1].decode()), 20, "succeeded-task metrics")
     metrics = flower.get("/metrics")[1].decode()
     assert re.search(r'^flower_worker_online\{worker="w1@[^"]+"\} 1\.0$', metrics, re.M), metrics
-    assert re.search(rf'^flower_task_runtime_seconds_count\{{task="{CLASSIFY_TASK}",'
-                     r'worker="w1@[^"]+"\} 1\.0$', metrics, re.M), metrics  # fmt: skip
+    assert re.search(
+        rf'^flower_task_runtime_seconds_count\{{task="{CLASSIFY_TASK}",'
+        r'worker="w1@[^"]+"\} 1\.0$',
+        metrics,
+        re.M,
+    ), metrics
 
 
 def test_flower_refuses_the_api_without_credentials(stack: Stack, flower: Flower) -> None:

@@ -63,12 +63,31 @@ def test_split_queues_with_a_results_worker_without_torch(stack: Stack) -> None:
     for name in ("gpu0", "gpu1"):
         stack.start_worker(name, "-Q", "inference", faulty=True, FAULT_SLOW_SECONDS="0.1")
     log = stack.root / "logs" / "results.log"
-    cmd = [sys.executable, "-c", NO_TORCH, "-A", "worker", "worker", "-c", "1", "-Q", "results",
-           "-n", "results@%h", "-l", "info", "--without-gossip", "--without-mingle"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-c",
+        NO_TORCH,
+        "-A",
+        "worker",
+        "worker",
+        "-c",
+        "1",
+        "-Q",
+        "results",
+        "-n",
+        "results@%h",
+        "-l",
+        "info",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     results = spawn(cmd, log, env=stack.env())
     stack.procs.append(results)
-    wait_for(lambda: results.poll() is not None or b" ready." in log.read_bytes(), 60,
-             "the results worker")  # fmt: skip
+    wait_for(
+        lambda: results.poll() is not None or b" ready." in log.read_bytes(),
+        60,
+        "the results worker",
+    )
     assert results.poll() is None, stack.log("results")
     write_json(stack.input / "a.json", comments("a"))
     write_json(stack.input / "b.json", comments("b")[:30])

@@ -34,10 +34,14 @@ def test_pickled_message_is_rejected_not_executed(stack: Stack) -> None:
     pwned = stack.root / "pwned"
     sender = Celery(broker=stack.redis.url)
     sender.conf.accept_content = ["json", "pickle"]  # an attacker's client, not ours
-    sender.send_task(CLASSIFY_TASK, args=[Exploit(pwned)], queue=INFERENCE_QUEUE,
-                     serializer="pickle")  # fmt: skip
-    wait_for(lambda: "ContentDisallowed" in stack.log("w1") or "disallowed" in stack.log("w1"), 30,
-             "the worker to refuse the pickled message")  # fmt: skip
+    sender.send_task(
+        CLASSIFY_TASK, args=[Exploit(pwned)], queue=INFERENCE_QUEUE, serializer="pickle"
+    )
+    wait_for(
+        lambda: "ContentDisallowed" in stack.log("w1") or "disallowed" in stack.log("w1"),
+        30,
+        "the worker to refuse the pickled message",
+    )
     assert not pwned.exists()
     # The worker is still healthy and serves JSON messages.
     write_json(stack.input / "after.json", [{"id": "1", "comment": "still working"}])

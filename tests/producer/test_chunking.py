@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-
 from producer.chunking import chunks
-from producer.formats import Record
+
+from emotions.formats import Record
 
 
 def records(n: int) -> list[Record]:

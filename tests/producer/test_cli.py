@@ -31,9 +31,25 @@ def test_defaults() -> None:
 
 
 def test_every_flag() -> None:
-    a = parse_args(["--once", "--poll", "--no-progress", "--input-dir", "in",
-                    "--output-dir", "out", "--failed-dir", "bad", "--broker-url",
-                    "redis://h:1/2", "--model", "some/model", "--chunk-size", "64"])  # fmt: skip
+    a = parse_args(
+        [
+            "--once",
+            "--poll",
+            "--no-progress",
+            "--input-dir",
+            "in",
+            "--output-dir",
+            "out",
+            "--failed-dir",
+            "bad",
+            "--broker-url",
+            "redis://h:1/2",
+            "--model",
+            "some/model",
+            "--chunk-size",
+            "64",
+        ]
+    )
     assert (a.once, a.poll, a.no_progress) == (True, True, True)
     assert (a.input_dir, a.output_dir, a.failed_dir) == ("in", "out", "bad")
     assert (a.broker_url, a.model, a.chunk_size) == ("redis://h:1/2", "some/model", 64)
@@ -63,9 +79,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
 
 @pytest.mark.parametrize(
     ("var", "value"),
-    [("EMOTIONS_BATCH_SIZE", "abc"), ("EMOTIONS_BROKER_URL", "http://x"),
-     ("EMOTIONS_SETTLE_SECONDS", "-1")],
-)  # fmt: skip
+    [
+        ("EMOTIONS_BATCH_SIZE", "abc"),
+        ("EMOTIONS_BROKER_URL", "http://x"),
+        ("EMOTIONS_SETTLE_SECONDS", "-1"),
+    ],
+)
 def test_invalid_setting_exits_2_naming_the_variable(
     clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], var: str, value: str
 ) -> None:
@@ -107,9 +126,13 @@ def producer(
     env: dict[str, str], *args: str, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "producer", *args], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=timeout,
-    )  # fmt: skip
+        [sys.executable, "-m", "producer", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
@@ -207,8 +230,14 @@ def test_producer_never_imports_torch(redis_server: RedisServer, tmp_path: Path)
         print("OK")
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "OK"
     client = redis_server.client()

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from emotions.errors import InputError, InputTooLargeError, PermanentError
-from producer.formats import Record, iter_records
-from producer.formats.detect import Format, detect
+from emotions.formats import Record, iter_records
+from emotions.formats.detect import Format, detect
 
 ARABIC = "هذا الفيديو رائع جدا"
 EMOJI = "😂😂🔥 best part 3:14 👍🏽"

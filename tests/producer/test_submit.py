@@ -70,9 +70,12 @@ class Rig:
 
     def submitter(self, url: str, **overrides: Any) -> Submitter:
         settings = load_settings(
-            broker_url=url, input_dir=self.input, output_dir=self.output,
-            failed_dir=self.failed, **{"model": "m", "chunk_size": 2, **overrides},
-        )  # fmt: skip
+            broker_url=url,
+            input_dir=self.input,
+            output_dir=self.output,
+            failed_dir=self.failed,
+            **{"model": "m", "chunk_size": 2, **overrides},
+        )
         app = make_app(settings)
         self.apps.append(app)
         return Submitter(
@@ -153,8 +156,12 @@ def test_new_file_becomes_a_job_with_ordered_chunks(rig: Rig, sub: Submitter) ->
 
     entry = rig.ledger.get(NAME)
     assert entry is not None
-    assert (entry.job, entry.digest, entry.model, entry.state) == (got.job, sha256(path), "m",
-                                                                   QUEUED)  # fmt: skip
+    assert (entry.job, entry.digest, entry.model, entry.state) == (
+        got.job,
+        sha256(path),
+        "m",
+        QUEUED,
+    )
     assert (entry.size, entry.mtime, entry.records) == (st.st_size, st.st_mtime, 5)
 
     meta = rig.store.meta(got.job)
@@ -202,8 +209,12 @@ def test_changed_content_supersedes_the_job_in_flight(rig: Rig, sub: Submitter) 
     assert rig.store.store_part(old.job, 1, b"[]") == -1  # late chunks of the old job are inert
     entry = rig.ledger.get(NAME)
     assert entry is not None
-    assert (entry.job, entry.digest, entry.state, entry.records) == (new.job, sha256(path),
-                                                                     QUEUED, 3)  # fmt: skip
+    assert (entry.job, entry.digest, entry.state, entry.records) == (
+        new.job,
+        sha256(path),
+        QUEUED,
+        3,
+    )
     args = rig.chunk_args()
     assert [a[0] for a in args] == [old.job] * 3 + [new.job] * 2
     assert [p for a in args[3:] for p in a[2]] == pairs(newer)
@@ -291,8 +302,12 @@ def test_done_with_another_model_is_resubmitted(
     assert again.job != first.job
     entry = rig.ledger.get(NAME)
     assert entry is not None
-    assert (entry.job, entry.model, entry.state, entry.digest) == (again.job, "m2", QUEUED,
-                                                                   sha256(path))  # fmt: skip
+    assert (entry.job, entry.model, entry.state, entry.digest) == (
+        again.job,
+        "m2",
+        QUEUED,
+        sha256(path),
+    )
     assert rig.store.meta(again.job)["model"] == "m2"
     new_args = [a for a in rig.chunk_args() if a[0] == again.job]
     assert [a[3] for a in new_args] == ["m2", "m2"]
@@ -402,8 +417,13 @@ def test_each_failure_is_counted(rig: Rig, sub: Submitter) -> None:
         assert sub.consider(rig.input / name) is None
     assert sub.failed.count == 3
     assert sorted(p.name for p in rig.failed.iterdir()) == [
-        "a.json", "a.json.error.json", "b.csv", "b.csv.error.json", "c.json", "c.json.error.json"
-    ]  # fmt: skip
+        "a.json",
+        "a.json.error.json",
+        "b.csv",
+        "b.csv.error.json",
+        "c.json",
+        "c.json.error.json",
+    ]
     assert rig.chunk_args() == []
 
 

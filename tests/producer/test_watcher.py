@@ -21,18 +21,38 @@ FAST = 0.1  # settle time for the observer tests
 
 @pytest.mark.parametrize(
     "name",
-    [".x", ".hidden.json", "x.tmp", "x.json.tmp", "x.part", "x.json.part", "x.crdownload",
-     "~x", "~$book.csv", "."],
-)  # fmt: skip
+    [
+        ".x",
+        ".hidden.json",
+        "x.tmp",
+        "x.json.tmp",
+        "x.part",
+        "x.json.part",
+        "x.crdownload",
+        "~x",
+        "~$book.csv",
+        ".",
+    ],
+)
 def test_ignored_names(name: str) -> None:
     assert ignored(name)
 
 
 @pytest.mark.parametrize(
     "name",
-    ["x.json", "comments.jsonl", "a.csv", "x.partial", "x.tmp.json", "a~b.json", "x.part.json",
-     "x", "x.crdownload.json", "ünïcode 😂.json"],
-)  # fmt: skip
+    [
+        "x.json",
+        "comments.jsonl",
+        "a.csv",
+        "x.partial",
+        "x.tmp.json",
+        "a~b.json",
+        "x.part.json",
+        "x",
+        "x.crdownload.json",
+        "ünïcode 😂.json",
+    ],
+)
 def test_normal_names_are_not_ignored(name: str) -> None:
     assert not ignored(name)
 

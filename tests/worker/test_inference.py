@@ -280,8 +280,12 @@ def test_no_worker_code_calls_softmax() -> None:
 
 
 def test_labels_for_maps_indexes_unchanged() -> None:
-    assert labels_for(np.array([27, 0, 5, 0]), LABELS) == ["neutral", "admiration", "caring",
-                                                           "admiration"]  # fmt: skip
+    assert labels_for(np.array([27, 0, 5, 0]), LABELS) == [
+        "neutral",
+        "admiration",
+        "caring",
+        "admiration",
+    ]
 
 
 def test_labels_come_back_in_input_order_after_sorting() -> None:
@@ -389,8 +393,7 @@ def test_other_errors_are_not_retried_in_halves() -> None:
         calls.append(int(inputs["input_ids"].shape[0]))
         raise RuntimeError("device-side assert triggered")
 
-    eng = Engine(CharTokenizer(), broken, LABELS, torch.device("cpu"), batch_size=8,
-                 max_length=64)  # fmt: skip
+    eng = Engine(CharTokenizer(), broken, LABELS, torch.device("cpu"), batch_size=8, max_length=64)
     with pytest.raises(RuntimeError, match="device-side assert"):
         eng.classify([comment(1, 2)] * 5)
     assert calls == [5]

@@ -28,8 +28,19 @@ TURKISH = "Çok üzgünüm, bu gerçekten kötü."
 ENGLISH = "This video made my day, thank you so much!"
 EMOJI = "😂😂😂🔥❤️"
 HUGE = ("Bu video harika, çok teşekkürler! " * 3000)[:100_000]  # a 100 kB comment
-SHORT = [ARABIC, FRENCH, SPANISH, DUTCH, TURKISH, ENGLISH, EMOJI, "", *SEED_SENTENCES, "ok",
-         "wow!!! 🔥 " * 12]  # fmt: skip
+SHORT = [
+    ARABIC,
+    FRENCH,
+    SPANISH,
+    DUTCH,
+    TURKISH,
+    ENGLISH,
+    EMOJI,
+    "",
+    *SEED_SENTENCES,
+    "ok",
+    "wow!!! 🔥 " * 12,
+]
 COMMENTS = [*SHORT[:8], HUGE, *SHORT[8:], "a " * 300]  # with the 100 kB one and a long one
 
 
@@ -83,8 +94,14 @@ def pipeline_labels(model: Path, texts: list[str]) -> list[str]:
     """Top-1 labels of the reference: transformers' own text-classification pipeline."""
     from transformers import pipeline
 
-    pipe = pipeline("text-classification", model=str(model), tokenizer=str(model), top_k=1,
-                    function_to_apply="sigmoid", device="cpu")  # fmt: skip
+    pipe = pipeline(
+        "text-classification",
+        model=str(model),
+        tokenizer=str(model),
+        top_k=1,
+        function_to_apply="sigmoid",
+        device="cpu",
+    )
     out = pipe(texts, truncation=True, max_length=512, batch_size=1)
     return [(row[0] if isinstance(row, list) else row)["label"] for row in out]
 
@@ -207,8 +224,12 @@ def test_warns_when_labels_are_generic(
     any_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     generic = {str(i): f"LABEL_{i}" for i in range(28)}
-    other = variant(any_model, tmp_path / "generic", id2label=generic,
-                    label2id={v: int(k) for k, v in generic.items()})  # fmt: skip
+    other = variant(
+        any_model,
+        tmp_path / "generic",
+        id2label=generic,
+        label2id={v: int(k) for k, v in generic.items()},
+    )
     with caplog.at_level(logging.WARNING, logger="worker.model"):
         h = loaded(other)
     assert any("LABEL_0" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
@@ -369,8 +390,9 @@ def test_preflight_with_a_broken_model_dir_raises_model_load_error(
     assert no_network == []
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "bad-config", "no-weights",
-                                  "corrupt-weights"])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind", ["missing", "empty", "bad-config", "no-weights", "corrupt-weights"]
+)
 def test_load_of_a_broken_model_dir_raises_model_load_error(
     kind: str, bert_model: Path, tmp_path: Path
 ) -> None:

@@ -175,8 +175,12 @@ def test_settings_are_read_when_built_not_at_import(monkeypatch: pytest.MonkeyPa
 
 
 def test_celery_config_for_ml_workers() -> None:
-    s = load_settings(visibility_timeout=1234, task_time_limit=600, model_load_timeout=900,
-                      broker_url="redis://:pw@h:6379/0")  # fmt: skip
+    s = load_settings(
+        visibility_timeout=1234,
+        task_time_limit=600,
+        model_load_timeout=900,
+        broker_url="redis://:pw@h:6379/0",
+    )
     conf = celery_config(s)
     assert conf["accept_content"] == ["json"]
     assert conf["result_accept_content"] == ["json"]
@@ -204,8 +208,14 @@ def test_celery_config_follows_the_result_backend_setting() -> None:
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("EMOTIONS_")}
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**base, **env},
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_app_reads_settings_from_the_environment_and_imports_no_torch() -> None:
@@ -226,8 +236,15 @@ def test_app_reads_settings_from_the_environment_and_imports_no_torch() -> None:
     proc = _python(code, EMOTIONS_VISIBILITY_TIMEOUT="4321", EMOTIONS_BROKER_URL="redis://x:1/0")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out == {"torch": False, "transformers": False, "accept": ["json"], "vt": 4321,
-                   "acks_late": True, "prefetch": 1, "events": True}  # fmt: skip
+    assert out == {
+        "torch": False,
+        "transformers": False,
+        "accept": ["json"],
+        "vt": 4321,
+        "acks_late": True,
+        "prefetch": 1,
+        "events": True,
+    }
 
 
 def test_producer_imports_neither_torch_nor_the_workers_app() -> None:
@@ -239,7 +256,7 @@ def test_producer_imports_neither_torch_nor_the_workers_app() -> None:
         "for name in names: importlib.import_module(name)\n"
         "bad = sorted(m for m in sys.modules\n"
         "             if m.split('.')[0] in {'torch', 'transformers', 'tokenizers', 'worker'})\n"
-        "assert 'producer.cli' in names and 'producer.formats' in names, names\n"
+        "assert 'producer.cli' in names and 'emotions.formats' in names, names\n"
         "print(len(names), bad)\n"
     )
     proc = _python(code)

@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from producer.formats.delimited import csv_records
-from producer.formats.detect import Format, detect
-from producer.formats.json_document import document_records
-from producer.formats.json_lines import json_lines_records
-from producer.formats.records import ID_FIELDS, LIMIT_SETTING, TEXT_FIELDS, Record, RecordMaker
+from emotions.formats.delimited import csv_records
+from emotions.formats.detect import Format, detect
+from emotions.formats.json_document import document_records
+from emotions.formats.json_lines import json_lines_records
+from emotions.formats.records import ID_FIELDS, LIMIT_SETTING, TEXT_FIELDS, Record, RecordMaker
 
 __all__ = [
     "ID_FIELDS",

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from emotions.errors import InputError
-from producer.formats.records import (
+from emotions.formats.records import (
     TEXT_FIELDS,
     At,
     Record,

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Final
 
 from emotions.errors import InputError, InputTooLargeError
-from producer.formats.detect import not_utf8_error
-from producer.formats.records import (
+from emotions.formats.detect import not_utf8_error
+from emotions.formats.records import (
     ID_FIELDS,
     LIMIT_SETTING,
     TEXT_FIELDS,

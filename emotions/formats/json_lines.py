@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 
 from emotions.errors import InputError
-from producer.formats.detect import BOM, not_utf8_error
-from producer.formats.json_document import element_records
-from producer.formats.records import At, Record, RecordMaker
+from emotions.formats.detect import BOM, not_utf8_error
+from emotions.formats.json_document import element_records
+from emotions.formats.records import At, Record, RecordMaker
 
 
 def json_lines_records(path: Path, maker: RecordMaker) -> Iterator[Record]:

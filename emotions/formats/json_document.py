@@ -14,9 +14,9 @@ from typing import Any, Final
 import orjson
 
 from emotions.errors import InputError
-from producer.formats import youtube_api
-from producer.formats.detect import BOM, not_utf8_error
-from producer.formats.records import (
+from emotions.formats import youtube_api
+from emotions.formats.detect import BOM, not_utf8_error
+from emotions.formats.records import (
     TEXT_FIELDS,
     At,
     Record,

@@ -1,0 +1,99 @@
+"""Labelling one chunk: the plain function behind the ``classify_chunk`` task.
+
+It takes the engine and the job store as arguments, so tests and tools call it without
+Celery. Order matters: the model is checked before the start is counted (a worker holding
+another model hands the chunk back without using up its starts), the start is counted before
+any work (so a chunk that kills its worker every time is noticed), and the labels are stored
+in one script that also says whether this was the file's last chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from emotions.constants import LOST_WORKER_STARTS
+from emotions.errors import ModelMismatchError, PermanentError
+from emotions.jobs import ALREADY, GIVE_UP, GO, SKIP, JobStore
+
+if TYPE_CHECKING:
+    from worker.inference import Engine
+
+log = logging.getLogger(__name__)
+
+LABELS_DIFFER = -3  # store_part: another chunk of this job was labelled by another model
+ASSEMBLE = 1  # store_part: this was the last chunk; the caller queues the assembly
+
+
+def max_starts(max_retries: int) -> int:
+    """How often a chunk may be begun: once, once per retry, and a few lost workers more."""
+    return max_retries + 1 + LOST_WORKER_STARTS
+
+
+def check_model(wanted: str, held: str) -> None:
+    """Refuse a chunk queued for another model than the one this worker holds."""
+    if wanted != held:
+        raise ModelMismatchError(
+            f"this chunk was queued for model {wanted} but this worker holds {held}; give "
+            "producer and workers the same EMOTIONS_MODEL"
+        )
+
+
+def classify(
+    engine: Engine,
+    store: JobStore,
+    *,
+    job: str,
+    index: int,
+    texts: Sequence[str],
+    name: str,
+    max_retries: int,
+) -> int:
+    """Label ``texts`` and store them as chunk ``index`` of ``job``.
+
+    Returns the store's outcome (:data:`ASSEMBLE`: queue the assembly), or the begin outcome
+    when no work was done (:data:`~emotions.jobs.SKIP`, ``ALREADY``, ``GIVE_UP``).
+    """
+    limit = max_starts(max_retries)
+    detail = {
+        "error": f"chunk {index} ({len(texts)} comments) was begun {limit + 1} times without "
+        "finishing: its worker died each time (out of memory? a GPU fault?)",
+        "chunk": index,
+        "file": name,
+    }
+    begun = store.begin(job, index, limit, detail)
+    if begun != GO:
+        why = {
+            SKIP: "job ended or expired",
+            ALREADY: "already stored (a redelivered copy)",
+            GIVE_UP: "begun too often; the file is failed",
+        }[begun]
+        log.log(
+            logging.ERROR if begun == GIVE_UP else logging.INFO,
+            "file=%s chunk=%d skipped: %s",
+            name,
+            index,
+            why,
+        )
+        return begun
+    started = time.perf_counter()
+    indices = engine.classify_indices(texts)
+    outcome = store.store_part(job, index, indices.tolist(), engine.labels)
+    if outcome == LABELS_DIFFER:
+        raise PermanentError(
+            f"chunk {index} was labelled with other labels than the file's earlier chunks: two "
+            "workers hold different models; give every worker the same EMOTIONS_MODEL"
+        )
+    seconds = time.perf_counter() - started
+    log.info(
+        "file=%s chunk=%d records=%d seconds=%.3f rate=%.1f/s%s",
+        name,
+        index,
+        len(texts),
+        seconds,
+        len(texts) / max(seconds, 1e-9),
+        " (job ended; dropped)" if outcome < 0 else "",
+    )
+    return outcome
