@@ -1,9 +1,12 @@
-"""emotions.files: user-supplied names never escape the output/failed folders, and an output file
-is either the old one or the complete new one, never a partial one, with no temp file left."""
+"""emotions.files: user-supplied names never escape the output/failed folders, long names are
+shortened by bytes (so that temporary and report names still fit in 255 bytes) and stay
+distinct, and an output file is either the old one or the complete new one, never a partial
+one, with no temp file left."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -11,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from emotions.constants import NAME_BYTES
 from emotions.errors import OutputWriteError, TransientError
-from emotions.files import inside, report_path, safe_name, write_atomic
-from emotions.output import output_path
+from emotions.files import file_digest, inside, report_path, safe_name, shorten, write_atomic
+from emotions.output import output_name
 
 HOSTILE = [
     "../../x.json",
@@ -62,7 +66,7 @@ def test_safe_name_is_one_visible_component(name: str) -> None:
     assert safe and not safe.startswith(".")
     assert "/" not in safe and "\\" not in safe
     assert not any(ord(c) < 32 or ord(c) == 127 for c in safe)
-    assert len(safe) <= 200
+    assert len(safe.encode("utf-8", "surrogateescape")) <= NAME_BYTES
     assert safe not in {".", ".."}
 
 
@@ -71,20 +75,27 @@ def test_output_and_report_paths_stay_inside_their_folders(name: str, tmp_path: 
     out, failed = tmp_path / "output", tmp_path / "failed"
     out.mkdir()
     failed.mkdir()
-    o = output_path(out, name)
+    o = inside(out, output_name(name))
     r = report_path(failed, name)
     assert o.parent == out.resolve() and r.parent == failed.resolve()
     assert o.suffix == ".json" and r.name.endswith(".error.json")
     assert not o.name.startswith(".") and not r.name.startswith(".")
 
 
-def test_output_path_is_the_stem_plus_json(tmp_path: Path) -> None:
-    assert output_path(tmp_path, "comments.jsonl") == tmp_path.resolve() / "comments.json"
-    assert output_path(tmp_path, "a.b.csv") == tmp_path.resolve() / "a.b.json"
-    assert output_path(tmp_path, "comments.json") == tmp_path.resolve() / "comments.json"
-    assert output_path(tmp_path, "../../x.json") == tmp_path.resolve() / "x.json"
-    assert output_path(tmp_path, "..") == tmp_path.resolve() / "_.json"
-    assert output_path(tmp_path, ".json") == tmp_path.resolve() / "json.json"
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("comments.jsonl", "comments.json"),
+        ("a.b.csv", "a.b.json"),
+        ("comments.json", "comments.json"),
+        ("../../x.json", "x.json"),
+        ("..", "_.json"),
+        (".json", "json.json"),
+        ("noext", "noext.json"),
+    ],
+)
+def test_output_name_is_the_stem_plus_json(name: str, expected: str) -> None:
+    assert output_name(name) == expected
 
 
 def test_report_path_keeps_the_full_input_name(tmp_path: Path) -> None:
@@ -101,7 +112,7 @@ def test_a_symlink_in_the_output_folder_cannot_redirect_the_write(tmp_path: Path
     victim.write_text("precious")
     (out / "evil.json").symlink_to(victim)
     with pytest.raises(OutputWriteError):
-        output_path(out, "evil.json")
+        inside(out, output_name("evil.csv"))
     with pytest.raises(OutputWriteError):
         inside(out, "evil.json")
     assert victim.read_text() == "precious"
@@ -238,3 +249,99 @@ def test_output_file_permissions_follow_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     mode = stat.S_IMODE((tmp_path / "comments.json").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o644
+
+
+# --- long names: shortened by bytes, distinct, and still writable ---------------------------
+
+JAPANESE = "日本語のコメント" * 13 + ".json"  # 317 bytes: no filesystem takes it as is
+ARABIC = "تعليقات" * 22 + ".json"  # 313 bytes
+
+
+def nbytes(name: str) -> int:
+    return len(name.encode("utf-8", "surrogateescape"))
+
+
+@pytest.mark.parametrize("name", [JAPANESE, ARABIC])
+def test_a_long_multibyte_name_is_cut_at_a_character_boundary(name: str) -> None:
+    assert nbytes(name) > 300
+    safe = safe_name(name)
+    assert nbytes(safe) <= NAME_BYTES
+    assert safe.endswith(".json")
+    assert "\ufffd" not in safe and safe.encode("utf-8")  # whole characters only
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    assert safe.endswith(f"~{digest}.json")
+    assert name.startswith(safe.removesuffix(f"~{digest}.json"))
+    out = output_name(name)
+    assert nbytes(out) <= NAME_BYTES and out.endswith(".json")
+
+
+@pytest.mark.parametrize("name", [JAPANESE, ARABIC])
+def test_a_long_name_gives_temporary_and_report_names_that_fit(name: str, tmp_path: Path) -> None:
+    """The temporary file is ``.<name>.<random>.tmp`` and the report ``<name>.error.json``:
+    both must stay under the 255 bytes a Linux file name may have, on a real filesystem."""
+    target = inside(tmp_path, output_name(name))
+    temps: list[str] = []
+
+    def pieces() -> Iterator[bytes]:
+        temps.extend(n for n in os.listdir(tmp_path) if n.startswith("."))
+        yield b"[]\n"
+
+    write_atomic(target, pieces())
+    assert target.read_bytes() == b"[]\n"
+    assert len(temps) == 1 and 200 < nbytes(temps[0]) < 255
+    report = report_path(tmp_path, name)
+    assert nbytes(report.name) < 255
+    write_atomic(report, [b"{}"])
+    assert sorted(os.listdir(tmp_path)) == sorted([target.name, report.name])
+
+
+def test_long_names_sharing_a_prefix_stay_distinct() -> None:
+    prefix = "日本語のコメント" * 13
+    names = [f"{prefix}{tail}" for tail in ("a.json", "b.json", "a.csv", "a")]
+    assert len({safe_name(n) for n in names}) == len(names)
+    assert len({output_name(n) for n in names[:2]}) == 2
+    assert all(nbytes(safe_name(n)) <= NAME_BYTES for n in names)
+
+
+def test_a_long_name_that_is_not_utf8_is_shortened_and_writable(tmp_path: Path) -> None:
+    """Linux names are bytes: Latin-1 ones arrive as surrogate escapes."""
+    name = os.fsdecode(b"caf\xe9-" * 80 + b".json")
+    safe = safe_name(name)
+    assert nbytes(safe) <= NAME_BYTES and safe.endswith(".json")
+    assert safe != safe_name(os.fsdecode(b"caf\xe9-" * 81 + b".json"))
+    write_atomic(inside(tmp_path, safe), [b"[]"])
+    assert os.listdir(tmp_path) == [safe]
+
+
+@pytest.mark.parametrize(
+    ("name", "limit", "expected"),
+    [
+        ("short.json", 20, "short.json"),
+        ("exactly10!", 10, "exactly10!"),
+        ("x" * 30, 20, "x" * 11 + "~" + hashlib.sha256(b"x" * 30).hexdigest()[:8]),
+        (
+            "y" * 30 + ".csv",
+            24,
+            "y" * 11 + "~" + hashlib.sha256(b"y" * 30 + b".csv").hexdigest()[:8] + ".csv",
+        ),
+    ],
+)
+def test_shorten(name: str, limit: int, expected: str) -> None:
+    assert shorten(name, limit) == expected
+    assert nbytes(shorten(name, limit)) <= limit
+
+
+def test_shorten_treats_a_long_suffix_as_part_of_the_name() -> None:
+    name = "report." + "z" * 40
+    short = shorten(name, 30)
+    assert nbytes(short) <= 30
+    assert short.startswith("report.zzz") and "." not in short[7:]
+
+
+def test_file_digest_reads_in_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    data = os.urandom(3 * (1 << 20) + 17)  # more than one block, not a multiple of it
+    path.write_bytes(data)
+    assert file_digest(path) == hashlib.sha256(data).hexdigest()
+    (tmp_path / "empty").write_bytes(b"")
+    assert file_digest(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()

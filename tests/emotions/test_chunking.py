@@ -1,0 +1,138 @@
+"""emotions.chunking.chunks: chunks close at a count of comments or at a size in bytes of UTF-8,
+whichever comes first; order is kept; a lone huge comment makes a chunk of one; and a file cut
+twice is cut the same way (the assembly relies on it to pair labels with records)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from emotions.chunking import chunks
+from emotions.formats import Record, iter_records
+
+BIG = 1 << 30  # a byte bound that never closes a chunk
+
+
+def records(n: int, text: str = "comment {i}") -> list[Record]:
+    return [Record(f"id{i}", text.format(i=i)) for i in range(n)]
+
+
+def sizes(got: list[list[Record]]) -> list[int]:
+    return [len(c) for c in got]
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "expected"),
+    [
+        (6, 2, [2, 2, 2]),
+        (7, 3, [3, 3, 1]),
+        (1, 256, [1]),
+        (5, 1, [1, 1, 1, 1, 1]),
+        (4, 4, [4]),
+        (5, 4, [4, 1]),
+    ],
+)
+def test_chunk_sizes_by_count_with_partial_last(n: int, size: int, expected: list[int]) -> None:
+    assert sizes(list(chunks(records(n), size, BIG))) == expected
+
+
+def test_records_keep_file_order_across_chunks() -> None:
+    got = list(chunks(records(7), 3, BIG))
+    assert [r for c in got for r in c] == records(7)
+    assert [[r.id for r in c] for c in got] == [
+        ["id0", "id1", "id2"],
+        ["id3", "id4", "id5"],
+        ["id6"],
+    ]
+
+
+def test_empty_input_gives_no_chunk() -> None:
+    assert list(chunks([], 3, BIG)) == []
+    assert list(chunks(iter(()), 1, 1)) == []
+
+
+@pytest.mark.parametrize(
+    ("lengths", "max_bytes", "expected"),
+    [
+        ([4] * 6, 10, [2, 2, 2]),  # 4 + 4 fits in 10, a third would not
+        ([4] * 6, 8, [2, 2, 2]),  # exactly at the bound still fits
+        ([4] * 6, 7, [1] * 6),
+        ([3, 3, 100, 3, 3], 10, [2, 1, 2]),  # the huge one alone, the others around it
+        ([100], 10, [1]),  # a lone comment beyond the bound still makes a chunk
+        ([0] * 5, 1, [5]),  # empty comments cost nothing but still count
+    ],
+)
+def test_chunks_close_at_a_size_in_bytes(
+    lengths: list[int], max_bytes: int, expected: list[int]
+) -> None:
+    recs = [Record(i, "x" * n) for i, n in enumerate(lengths)]
+    got = list(chunks(recs, 1000, max_bytes))
+    assert sizes(got) == expected
+    assert [r for c in got for r in c] == recs
+
+
+def test_bytes_are_counted_in_utf8_not_characters() -> None:
+    """Two emoji are 2 characters but 8 bytes: a bound in characters would let 4 in."""
+    recs = [Record(i, "😂😂") for i in range(6)]
+    assert sizes(list(chunks(recs, 100, 16))) == [2, 2, 2]
+    arabic = [Record(i, "هذا") for i in range(4)]  # 3 characters, 6 bytes
+    assert sizes(list(chunks(arabic, 100, 12))) == [2, 2]
+
+
+def test_whichever_bound_comes_first() -> None:
+    recs = records(10, "abcd")
+    assert sizes(list(chunks(recs, 3, 100))) == [3, 3, 3, 1]  # the count
+    assert sizes(list(chunks(recs, 100, 8))) == [2, 2, 2, 2, 2]  # the bytes
+
+
+def test_a_lone_surrogate_is_counted_not_fatal() -> None:
+    """JSON may carry ``\\ud800``; it cannot be encoded strictly but must still be cut."""
+    recs = [Record(0, "\ud800"), Record(1, "\ud800"), Record(2, "a")]
+    assert sizes(list(chunks(recs, 100, 6))) == [2, 1]
+
+
+def test_chunks_are_lazy_and_consume_only_what_they_yield() -> None:
+    pulled: list[int] = []
+
+    def source() -> Iterator[Record]:
+        for i in range(100):
+            pulled.append(i)
+            yield Record(str(i), "c")
+
+    it = chunks(source(), 4, BIG)
+    assert pulled == []  # nothing read before the first chunk is asked for
+    first = next(it)
+    assert [r.id for r in first] == ["0", "1", "2", "3"]
+    assert len(pulled) <= 5  # a file of a million records is not read into memory
+    assert sum(len(c) for c in it) == 96
+
+
+def test_a_generator_error_surfaces_after_earlier_chunks() -> None:
+    def source() -> Iterator[Record]:
+        yield from records(3)
+        raise ValueError("bad line")
+
+    it = chunks(source(), 2, BIG)
+    assert next(it) == records(2)
+    with pytest.raises(ValueError, match="bad line"):
+        next(it)
+
+
+def test_a_file_read_twice_is_cut_identically(tmp_path: Path) -> None:
+    """The producer cuts the file to send texts, the assembly cuts it again for the ids: a
+    heavy-tailed mix of lengths and scripts must give the same chunks both times."""
+    texts = [("😂" * (i % 7)) + "هذا " * (i % 3) + "x" * ((i * 37) % 200) for i in range(300)]
+    texts[:50] = [f"ok {i}" for i in range(50)]  # short ones: cut by the count
+    texts[150] = "y" * 5000  # far beyond the byte bound
+    path = tmp_path / "mix.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps({"id": i, "text": t}) for i, t in enumerate(texts)))
+    first = list(chunks(iter_records(path), 16, 1024))
+    second = list(chunks(iter_records(path), 16, 1024))
+    assert first == second
+    assert [r.comment for c in first for r in c] == texts
+    assert any(len(c) == 1 and c[0].comment == texts[150] for c in first)
+    assert any(len(c) < 16 for c in first[:-1])  # the byte bound did cut
+    assert max(len(c) for c in first) == 16

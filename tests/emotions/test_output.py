@@ -1,0 +1,113 @@
+"""emotions.output: which name an output gets (and the one used when that name is taken), and
+the exact bytes of the output file: records rendered one chunk at a time, ids kept exactly
+(integers beyond 64 bits included), spliced into one JSON array."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from emotions.constants import NAME_BYTES
+from emotions.formats import Record
+from emotions.output import alternative_name, json_array, output_name, render
+
+
+def nbytes(name: str) -> int:
+    return len(name.encode("utf-8", "surrogateescape"))
+
+
+def test_alternative_name_adds_a_hash_of_the_whole_input_name() -> None:
+    digest = hashlib.sha256(b"a.csv").hexdigest()[:8]
+    assert output_name("a.csv") == output_name("a.json") == "a.json"
+    assert alternative_name("a.csv") == f"a~{digest}.json"
+    assert alternative_name("a.csv") != alternative_name("a.json")
+    assert alternative_name("a.csv") != output_name("a.csv")
+
+
+def test_alternative_name_of_a_long_name_fits_and_stays_distinct() -> None:
+    prefix = "日本語" * 80
+    a, b = alternative_name(prefix + "a.csv"), alternative_name(prefix + "b.csv")
+    assert a != b
+    assert nbytes(a) <= NAME_BYTES and nbytes(b) <= NAME_BYTES
+    assert a.endswith(".json") and b.endswith(".json")
+
+
+def test_render_writes_exactly_id_comment_emotion() -> None:
+    records = [Record("a1", "I love it 😂"), Record(7, "هذا رائع"), Record("x", "")]
+    raw = render(records, ["joy", "admiration", "neutral"])
+    lines = raw.split(b",\n")
+    assert len(lines) == 3
+    assert [json.loads(line) for line in lines] == [
+        {"id": "a1", "comment": "I love it 😂", "emotion": "joy"},
+        {"id": 7, "comment": "هذا رائع", "emotion": "admiration"},
+        {"id": "x", "comment": "", "emotion": "neutral"},
+    ]
+    assert list(json.loads(lines[0])) == ["id", "comment", "emotion"]  # in that order
+    assert "هذا رائع".encode() in raw and b"\\u" not in raw  # non-ASCII written as is
+
+
+def test_render_refuses_a_label_count_that_does_not_match() -> None:
+    with pytest.raises(ValueError):
+        render([Record(1, "a"), Record(2, "b")], ["joy"])
+
+
+@pytest.mark.parametrize(
+    "rid",
+    [2**64, 2**70 + 1, -(2**65) - 3, 12345678901234567890123, [1, 2**80], {"k": 2**99}],
+)
+def test_an_integer_id_beyond_64_bits_comes_out_exactly(rid: object) -> None:
+    records = [Record("before", "a"), Record(rid, 'هذا 😂 "quoted"\n'), Record(2**63 - 1, "c")]
+    body = b"".join(json_array([render(records, ["joy", "neutral", "anger"])]))
+    out = json.loads(body)
+    assert [r["id"] for r in out] == ["before", rid, 2**63 - 1]
+    assert out[1]["comment"] == 'هذا 😂 "quoted"\n'
+    assert "هذا 😂".encode() in body
+    # As digits, never as a float: a parser that keeps numbers as decimals sees an integer.
+    exact = json.loads(body, parse_float=Decimal)
+    assert exact[1]["id"] == rid
+
+
+def test_a_float_id_stays_a_float() -> None:
+    body = b"".join(json_array([render([Record(1.5, "a")], ["joy"])]))
+    assert json.loads(body) == [{"id": 1.5, "comment": "a", "emotion": "joy"}]
+
+
+def test_json_array_splices_chunks_in_order() -> None:
+    first = render([Record(1, "a"), Record(2, "b")], ["joy", "anger"])
+    second = render([Record(3, "c")], ["neutral"])
+    body = b"".join(json_array([first, second]))
+    assert body == b"[\n" + first + b",\n" + second + b"\n]\n"
+    assert [r["id"] for r in json.loads(body)] == [1, 2, 3]
+    assert len(body.split(b"\n")) == 6  # "[", one line per record, "]", end of file
+
+
+def test_json_array_of_nothing_is_an_empty_array() -> None:
+    assert b"".join(json_array([])) == b"[\n]\n"
+    assert b"".join(json_array([b"", b""])) == b"[\n]\n"
+    assert json.loads(b"".join(json_array([]))) == []
+
+
+def test_json_array_skips_empty_parts_without_a_stray_comma() -> None:
+    part = render([Record(1, "a")], ["joy"])
+    body = b"".join(json_array([b"", part, b"", part, b""]))
+    assert json.loads(body) == [{"id": 1, "comment": "a", "emotion": "joy"}] * 2
+
+
+def test_json_array_is_a_stream() -> None:
+    """The output is written piece by piece: nothing forces the parts into memory at once."""
+    produced: list[int] = []
+
+    def parts() -> Iterator[bytes]:
+        for i in range(3):
+            produced.append(i)
+            yield render([Record(i, "x")], ["joy"])
+
+    stream = json_array(parts())
+    assert next(stream) == b"[\n"
+    assert produced == []
+    next(stream)
+    assert produced == [0]
