@@ -23,6 +23,12 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it
 
 
+def display_name(name: str) -> str:
+    """A file name fit for messages, logs and JSON: bytes that are not UTF-8 (Linux names
+    need not be) shown as ``\\xNN`` instead of Python's unencodable surrogate escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def safe_name(name: str) -> str:
     """A single, visible path component derived from ``name`` (never empty, never hidden).
 

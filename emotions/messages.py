@@ -13,11 +13,7 @@ from __future__ import annotations
 from celery import Celery
 
 from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
-
-
-def display_name(name: str) -> str:
-    """A file name fit for messages and logs: bytes that are not UTF-8 shown as ``\\xNN``."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+from emotions.files import display_name
 
 
 def send_chunk(app: Celery, job: str, index: int, texts: list[str], model: str, name: str) -> None:

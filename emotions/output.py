@@ -6,7 +6,8 @@ the input gave them, the label exactly as the model's config names it. Non-ASCII
 written as is (UTF-8). Chunks are rendered one at a time and streamed into the file, so a
 file of any size is written in bounded memory.
 
-Naming rule: the output of ``<stem>.<ext>`` is ``<stem>.json``. A stem longer than the name
+Naming rule: the output of ``<stem>.<ext>`` is ``<stem>.json`` (bytes of a name that are not
+UTF-8 are written ``_xNN``, so output names are always valid UTF-8). A stem longer than the name
 limit is cut (by bytes, at a character boundary) and followed by ``~`` and 8 hex digits of
 the SHA-256 of the whole input name. If that output name already belongs to another input
 file (``a.json`` and ``a.csv``), the later one gets ``<stem>~<hash>.json`` instead; which
@@ -24,13 +25,14 @@ from pathlib import Path
 import orjson
 
 from emotions.constants import NAME_BYTES, NAME_HASH_CHARS, OUTPUT_SUFFIX
-from emotions.files import safe_name, shorten
+from emotions.files import display_name, safe_name, shorten
 from emotions.formats import Record
 
 
 def output_name(input_name: str) -> str:
     """The normal output name of ``input_name``: ``<stem>.json``, shortened if need be."""
-    stem = Path(safe_name(input_name)).stem.lstrip(".") or "_"
+    visible = display_name(input_name).replace("\\", "_")  # \xNN -> _xNN
+    stem = Path(safe_name(visible)).stem.lstrip(".") or "_"
     return shorten(stem, NAME_BYTES - len(OUTPUT_SUFFIX)) + OUTPUT_SUFFIX
 
 

@@ -7,17 +7,24 @@ sees exactly what a user would: real pool children, real acks, real redelivery.
 - ``FAULT_FAIL_TEXT``: a chunk containing this text raises a CUDA-like RuntimeError, always
 - ``FAULT_OOM_ABOVE``: a forward pass over more rows than this raises torch.OutOfMemoryError
   (``0``: every pass, down to a single comment)
+- ``FAULT_KILL_TEXT``: a chunk containing this text SIGKILLs the pool child running it, every
+  time (as the kernel's OOM killer would)
+- ``FAULT_STUCK_SECONDS``: every chunk hangs this long and the soft time limit cannot stop it
+  (as with a call stuck in C code), so only the hard time limit ends it
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from celery.exceptions import SoftTimeLimitExceeded
 
 from worker.celery import app
 from worker.inference import Engine
@@ -45,6 +52,14 @@ def classify_indices(self: Engine, texts: Any) -> Any:
         Path(started, f"{os.getpid()}-{time.monotonic_ns()}").touch()
     if (fail := os.environ.get("FAULT_FAIL_TEXT")) and any(fail in t for t in texts):
         raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
+    if (kill := os.environ.get("FAULT_KILL_TEXT")) and any(kill in t for t in texts):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if stuck := float(os.environ.get("FAULT_STUCK_SECONDS", "0")):
+        deadline = time.monotonic() + stuck
+        while time.monotonic() < deadline:
+            # C code does not see the soft limit's exception either.
+            with contextlib.suppress(SoftTimeLimitExceeded):
+                time.sleep(max(0.0, deadline - time.monotonic()))
     time.sleep(float(os.environ.get("FAULT_SLOW_SECONDS", "0")))
     return _classify(self, texts)
 

@@ -23,8 +23,8 @@ from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 from tqdm import tqdm
 
+from emotions.files import display_name
 from emotions.jobs import JobStore, connect
-from emotions.messages import display_name
 from emotions.settings import Settings
 from producer.failed import FailedFolder
 from producer.feeder import Feeder
@@ -102,6 +102,7 @@ class Producer:
         try:
             left = self.take(candidates)
             if time.monotonic() >= self._next_poll:
+                self.store.r.ping()  # says "Redis is down" even with nothing in flight
                 self.tracker.poll()
                 self.tracker.feed()
                 self._next_poll = time.monotonic() + POLL_SECONDS

@@ -22,8 +22,7 @@ import orjson
 
 from emotions.constants import ERROR_SUFFIX, FAILED
 from emotions.errors import EmotionsError
-from emotions.files import inside, safe_name, write_atomic
-from emotions.messages import display_name
+from emotions.files import display_name, inside, safe_name, write_atomic
 from emotions.settings import Settings
 from producer.ledger import Entry, Ledger
 

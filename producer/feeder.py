@@ -19,9 +19,10 @@ from celery import Celery
 
 from emotions.chunking import chunks
 from emotions.errors import InputError
+from emotions.files import display_name
 from emotions.formats import Record, iter_records
 from emotions.jobs import JobStore
-from emotions.messages import display_name, send_assembly, send_chunk
+from emotions.messages import send_assembly, send_chunk
 from emotions.modelid import model_identity
 from emotions.settings import Settings
 from producer.submit import Submitted

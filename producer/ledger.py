@@ -20,7 +20,7 @@ import orjson
 import redis
 
 from emotions.constants import LEDGER_KEY, OUTPUTS_KEY
-from emotions.messages import display_name
+from emotions.files import display_name
 from emotions.output import alternative_name, output_name
 
 

@@ -24,10 +24,9 @@ from pathlib import Path
 from emotions.chunking import chunks
 from emotions.constants import DONE, FAILED, QUEUED
 from emotions.errors import EmotionsError, InputError, InputTooLargeError
-from emotions.files import file_digest, inside
+from emotions.files import display_name, file_digest, inside
 from emotions.formats import iter_records
 from emotions.jobs import JobStore
-from emotions.messages import display_name
 from emotions.modelid import model_identity
 from emotions.settings import Settings
 from producer.failed import FailedFolder
@@ -234,7 +233,13 @@ class Submitter:
     def _check_path(self, path: Path) -> None:
         """Refuse what could read outside the input folder (symlinks pointing elsewhere)."""
         root = self.settings.input_dir.resolve()
-        if path.is_symlink() and root not in path.resolve().parents:
+        try:
+            target = path.resolve()
+        except (RuntimeError, OSError) as e:  # Python 3.11 raises RuntimeError on a loop
+            raise InputError(
+                f"the file is a symbolic link that cannot be followed ({e}); copy the file in"
+            ) from e
+        if path.is_symlink() and root not in target.parents:
             raise InputError(
                 "the file is a symbolic link to outside the input folder; copy the file in instead"
             )

@@ -32,8 +32,8 @@ from emotions.constants import (
     SUPERSEDED,
     TOUCH_SECONDS,
 )
+from emotions.files import display_name
 from emotions.jobs import JobStore
-from emotions.messages import display_name
 from emotions.settings import Settings
 from producer.failed import FailedFolder
 from producer.feeder import Feeder, Follow

@@ -24,6 +24,7 @@ from emotions.formats.records import (
     first_key,
     kind_of,
     list_names,
+    loads,
 )
 
 UNKNOWN_SHAPE: Final = (
@@ -37,7 +38,7 @@ def document_records(path: Path, maker: RecordMaker) -> Iterator[Record]:
     raw = path.read_bytes()
     start = len(BOM) if raw.startswith(BOM) else 0
     try:
-        document = orjson.loads(memoryview(raw)[start:])
+        document = loads(memoryview(raw)[start:])
     except orjson.JSONDecodeError as e:
         try:
             raw.decode("utf-8")

@@ -15,7 +15,7 @@ import orjson
 from emotions.errors import InputError
 from emotions.formats.detect import BOM, not_utf8_error
 from emotions.formats.json_document import element_records
-from emotions.formats.records import At, Record, RecordMaker
+from emotions.formats.records import At, Record, RecordMaker, loads
 
 
 def json_lines_records(path: Path, maker: RecordMaker) -> Iterator[Record]:
@@ -32,7 +32,7 @@ def json_lines_records(path: Path, maker: RecordMaker) -> Iterator[Record]:
             if not line.strip():
                 continue
             try:
-                value = orjson.loads(line)
+                value = loads(line)
             except orjson.JSONDecodeError as e:
                 raise _line_error(path.name, number, line, e) from e
             yield from element_records(value, maker, where.numbered("line", number))
