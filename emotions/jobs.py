@@ -107,8 +107,8 @@ return 1
 # already computed: a worker's calls retry with back-off for about three minutes.
 _PATIENT_RETRY = Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=40)
 # The producer and ``status`` must say "Redis is down" within seconds and stay stoppable.
-_BRIEF_RETRY = Retry(ExponentialBackoff(cap=0.5, base=0.1), retries=2)
-_BRIEF_TIMEOUT: Final = 3.0
+_QUICK_RETRY = Retry(ExponentialBackoff(cap=0.5, base=0.1), retries=2)
+_QUICK_TIMEOUT: Final = 3.0
 
 
 def connect(url: str, *, patient: bool = True) -> redis.Redis:
@@ -120,11 +120,11 @@ def connect(url: str, *, patient: bool = True) -> redis.Redis:
     brief: dict[str, Any] = (
         {}
         if patient
-        else {"socket_connect_timeout": _BRIEF_TIMEOUT, "socket_timeout": _BRIEF_TIMEOUT}
+        else {"socket_connect_timeout": _QUICK_TIMEOUT, "socket_timeout": _QUICK_TIMEOUT}
     )
     return redis.Redis.from_url(
         url,
-        retry=_PATIENT_RETRY if patient else _BRIEF_RETRY,
+        retry=_PATIENT_RETRY if patient else _QUICK_RETRY,
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         health_check_interval=10,
         encoding_errors="surrogateescape",
