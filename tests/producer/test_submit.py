@@ -1,212 +1,180 @@
-"""producer.submit.Submitter against a real redis-server and real files: what is enqueued (the
-chunk messages as they sit in Redis), what the ledger and the job store say, and how each
-restart/crash/rewrite situation is resolved. No worker runs: the queues are read directly."""
+"""producer.submit.Submitter against a real redis-server and real files: whether a file becomes
+a job, what the job and the ledger then say, and how each restart, rewrite, rename and bad file
+is resolved. The submitter sends no chunk (the feeder does): the queues must stay empty."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import redis
-from celery import Celery
 
-from emotions.celeryconfig import make_app
-from emotions.constants import (
-    ASSEMBLE_TASK,
-    CLASSIFY_TASK,
-    DONE,
-    FAILED,
-    INFERENCE_QUEUE,
-    QUEUED,
-    RESULTS_QUEUE,
-    SUPERSEDED,
-    done_key,
-    parts_key,
-)
-from emotions.jobs import JobStore
-from emotions.settings import load_settings
-from harness.stack import RedisServer
-from producer.failed import FailedFolder
-from producer.ledger import Entry, Ledger
+from emotions.constants import DONE, FAILED, QUEUED, SUPERSEDED, parts_key, starts_key
+from emotions.modelid import model_identity
+from producer.ledger import Entry
 from producer.submit import Submitted, Submitter
-
-NAME = "comments.json"
-
-
-def comments(n: int, tag: str = "c") -> list[dict[str, Any]]:
-    return [{"id": f"{tag}{i}", "comment": f"{tag} comment {i} 😂"} for i in range(n)]
-
-
-def pairs(records: list[dict[str, Any]]) -> list[list[Any]]:
-    return [[r["id"], r["comment"]] for r in records]
-
-
-@dataclass
-class Rig:
-    root: Path
-    client: redis.Redis
-    store: JobStore
-    ledger: Ledger
-    apps: list[Celery]
-
-    @property
-    def input(self) -> Path:
-        return self.root / "input"
-
-    @property
-    def output(self) -> Path:
-        return self.root / "output"
-
-    @property
-    def failed(self) -> Path:
-        return self.root / "failed"
-
-    def submitter(self, url: str, **overrides: Any) -> Submitter:
-        settings = load_settings(
-            broker_url=url,
-            input_dir=self.input,
-            output_dir=self.output,
-            failed_dir=self.failed,
-            **{"model": "m", "chunk_size": 2, **overrides},
-        )
-        app = make_app(settings)
-        self.apps.append(app)
-        return Submitter(
-            settings, app, self.store, self.ledger, FailedFolder(settings, self.ledger)
-        )
-
-    def write(self, records: list[dict[str, Any]], name: str = NAME) -> Path:
-        path = self.input / name
-        path.write_bytes(orjson.dumps(records))
-        return path
-
-    def messages(self, queue: str) -> list[dict[str, Any]]:
-        """The task messages waiting in ``queue``, oldest first (kombu LPUSHes, BRPOPs)."""
-        out = []
-        for raw in reversed(self.client.lrange(queue, 0, -1)):
-            envelope = orjson.loads(raw)
-            assert envelope["content-type"] == "application/json"
-            assert envelope["properties"]["body_encoding"] == "base64"
-            args, kwargs, _embed = orjson.loads(base64.b64decode(envelope["body"]))
-            assert kwargs == {}
-            out.append({"task": envelope["headers"]["task"], "args": args})
-        return out
-
-    def chunk_args(self) -> list[list[Any]]:
-        msgs = self.messages(INFERENCE_QUEUE)
-        assert {m["task"] for m in msgs} <= {CLASSIFY_TASK}
-        return [m["args"] for m in msgs]
+from tests.producer.rig import LABELS, NAME, Rig, comments
 
 
 @pytest.fixture
-def rig(
-    tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Rig]:
-    for key in list(os.environ):
-        if key.startswith("EMOTIONS_"):
-            monkeypatch.delenv(key)
-    for sub in ("input", "output", "failed"):
-        (tmp_path / sub).mkdir()
-    client = redis_server.client()
-    r = Rig(tmp_path, client, JobStore(client, 3600), Ledger(client), [])
-    yield r
-    for app in r.apps:
-        app.close()
-    client.close()
-
-
-@pytest.fixture
-def sub(rig: Rig, redis_server: RedisServer) -> Submitter:
-    return rig.submitter(redis_server.url)
+def sub(rig: Rig) -> Submitter:
+    return rig.submitter()
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def output_of(rig: Rig, name: str = NAME) -> Path:
-    return rig.output / (Path(name).stem + ".json")
-
-
 def mark_done(rig: Rig, job: str, name: str = NAME) -> None:
     """What a finished job leaves behind: the output file, the job done, the ledger done."""
-    output_of(rig, name).write_bytes(b"[]")
-    assert rig.store.finish(job, str(output_of(rig, name)))
+    entry = rig.ledger.get(name)
+    assert entry is not None and entry.output
+    (rig.output / entry.output).write_bytes(b"[]")
+    assert rig.store.finish(job, str(rig.output / entry.output))
     assert rig.ledger.update(name, state=DONE) is not None
 
 
-# --- a new file ---------------------------------------------------------------------------
+def nothing_queued(rig: Rig) -> bool:
+    return rig.chunk_args() == [] and rig.assemblies() == []
 
 
-def test_new_file_becomes_a_job_with_ordered_chunks(rig: Rig, sub: Submitter) -> None:
-    records = comments(5)
-    path = rig.write(records)
+def report(rig: Rig, name: str) -> dict[str, Any]:
+    return orjson.loads((rig.failed / f"{name}.error.json").read_bytes())
+
+
+# --- a new file -----------------------------------------------------------------------------
+
+
+def test_new_file_becomes_a_job(rig: Rig, sub: Submitter) -> None:
+    path = rig.write(comments(5))
     st = path.stat()
     got = sub.consider(path)
     assert isinstance(got, Submitted)
-    assert (got.name, got.path, got.records, got.chunks) == (NAME, path, 5, 3)
+    assert (got.name, got.path, got.records, got.chunks, got.sent) == (NAME, path, 5, 3, 0)
     assert (got.size, got.mtime) == (st.st_size, st.st_mtime)
+    assert (got.chunk_size, got.chunk_bytes) == (2, sub.settings.chunk_bytes)
+    assert got.digest == sha256(path)
 
     entry = rig.ledger.get(NAME)
     assert entry is not None
-    assert (entry.job, entry.digest, entry.model, entry.state) == (
-        got.job,
-        sha256(path),
-        "m",
-        QUEUED,
+    assert (entry.job, entry.digest, entry.model, entry.state) == (got.job, got.digest, "m", QUEUED)
+    assert (entry.size, entry.mtime, entry.records, entry.output) == (
+        st.st_size,
+        st.st_mtime,
+        5,
+        "comments.json",
     )
-    assert (entry.size, entry.mtime, entry.records) == (st.st_size, st.st_mtime, 5)
 
     meta = rig.store.meta(got.job)
     assert meta["state"] == QUEUED
-    assert (meta["name"], meta["model"], meta["digest"]) == (NAME, "m", sha256(path))
-    assert (meta["total"], meta["records"], meta["submitted"]) == ("3", "5", "1")
-
-    args = rig.chunk_args()
-    assert [a[:2] for a in args] == [[got.job, 0], [got.job, 1], [got.job, 2]]
-    assert all(a[3:] == ["m", NAME] for a in args)
-    assert [len(a[2]) for a in args] == [2, 2, 1]
-    assert [pair for a in args for pair in a[2]] == pairs(records)
-    assert rig.messages(RESULTS_QUEUE) == []  # nothing is done yet: no assembly
+    assert (meta["name"], meta["output"], meta["digest"]) == (NAME, "comments.json", got.digest)
+    assert meta["model"] == model_identity("m") == "hub:m@main"
+    assert meta["path"].encode("utf-8", "surrogateescape") == os.fsencode(path.resolve())
+    assert (meta["total"], meta["records"], meta["sent"]) == ("3", "5", "0")
+    assert (meta["chunk_size"], meta["chunk_bytes"]) == ("2", str(sub.settings.chunk_bytes))
+    assert rig.jobs() == {got.job}
+    assert nothing_queued(rig)  # the feeder sends chunks, a window at a time
     assert sub.failed.count == 0
 
 
-def test_same_file_again_while_in_flight_is_not_enqueued_again(rig: Rig, sub: Submitter) -> None:
+def test_chunks_are_counted_by_bytes_too(rig: Rig) -> None:
+    sub = rig.submitter(chunk_size=100, chunk_bytes=1024)
+    records = [{"id": i, "comment": "x" * 600} for i in range(4)]
+    got = sub.consider(rig.write(records))
+    assert got is not None
+    assert (got.records, got.chunks, got.chunk_bytes) == (4, 4, 1024)
+
+
+def test_an_empty_file_is_a_job_of_no_chunk(rig: Rig, sub: Submitter) -> None:
+    got = sub.consider(rig.write([]))
+    assert got is not None
+    assert (got.records, got.chunks) == (0, 0)
+    assert rig.store.meta(got.job)["total"] == "0"
+
+
+def test_a_bad_record_at_the_end_fails_the_file_before_any_job(rig: Rig, sub: Submitter) -> None:
+    """The whole file is read before its job exists: no GPU time for a file that will fail."""
+    path = rig.input / "late.jsonl"
+    lines = [orjson.dumps(c) for c in comments(50)] + [b'{"id": "bad", "comment": ']
+    path.write_bytes(b"\n".join(lines))
+    assert sub.consider(path) is None
+    assert rig.jobs() == set()
+    assert nothing_queued(rig)
+    assert "line 51" in report(rig, "late.jsonl")["error"]
+    assert (rig.failed / "late.jsonl").exists() and not path.exists()
+
+
+def test_a_non_utf8_name_is_submitted_and_kept_exactly(rig: Rig, sub: Submitter) -> None:
+    raw = b"caf\xe9.json"
+    path = rig.input / os.fsdecode(raw)
+    path.write_bytes(orjson.dumps(comments(2)))
+    got = sub.consider(path)
+    assert got is not None
+    meta = rig.store.meta(got.job)
+    assert meta["path"].encode("utf-8", "surrogateescape") == os.fsencode(path.resolve())
+    assert meta["name"] == "caf\\xe9.json"
+    assert meta["output"].encode("utf-8")  # output names are valid UTF-8
+    entry = rig.ledger.get(path.name)
+    assert entry is not None and entry.job == got.job
+
+
+# --- files in flight -------------------------------------------------------------------------
+
+
+def test_same_file_again_while_in_flight_is_not_submitted_again(rig: Rig, sub: Submitter) -> None:
     path = rig.write(comments(5))
     first = sub.consider(path)
     assert first is not None
-    assert rig.store.store_part(first.job, 0, b'[{"id":"c0"}]') == 0  # one chunk done
+    rig.store.mark_sent(first.job, 2)
+    rig.store.begin(first.job, 0, 5, {})
+    rig.store.store_part(first.job, 0, [0, 1], LABELS)  # one chunk done
     entry = rig.ledger.get(NAME)
     again = sub.consider(path)
     assert again is not None
     assert again.job == first.job
-    assert (again.records, again.chunks) == (5, 3)
-    assert len(rig.chunk_args()) == 3
-    assert rig.messages(RESULTS_QUEUE) == []  # 1 of 3 done: no assembly yet
+    assert (again.records, again.chunks, again.sent) == (5, 3, 2)  # resumes where it stood
+    assert rig.jobs() == {first.job}
     assert rig.ledger.get(NAME) == entry
     assert rig.store.meta(first.job)["state"] == QUEUED
+    assert rig.store.stored(first.job) == {0}
+    assert nothing_queued(rig)
+
+
+def test_a_restarted_producer_resumes_with_the_jobs_own_cut(rig: Rig, sub: Submitter) -> None:
+    """Settings may change across a restart; a job's chunks are cut as when it was created,
+    or labels would be paired with the wrong records."""
+    path = rig.write(comments(5))
+    first = sub.consider(path)
+    assert first is not None
+    rig.store.mark_sent(first.job, 1)
+    restarted = rig.submitter(chunk_size=4, chunk_bytes=4096)
+    again = restarted.consider(path)
+    assert again is not None
+    assert again.job == first.job
+    assert (again.sent, again.chunks, again.chunk_size, again.chunk_bytes) == (
+        1,
+        3,
+        2,
+        sub.settings.chunk_bytes,
+    )
 
 
 def test_changed_content_supersedes_the_job_in_flight(rig: Rig, sub: Submitter) -> None:
     path = rig.write(comments(5, "old"))
     old = sub.consider(path)
     assert old is not None
-    rig.store.store_part(old.job, 0, b"[]")
-    newer = comments(3, "new")
-    rig.write(newer)
+    rig.store.begin(old.job, 0, 5, {})
+    rig.store.store_part(old.job, 0, [0, 0], LABELS)
+    rig.write(comments(3, "new"))
     new = sub.consider(path)
     assert new is not None
     assert new.job != old.job
     assert rig.store.meta(old.job)["state"] == SUPERSEDED
-    assert not rig.client.exists(parts_key(old.job), done_key(old.job))
-    assert rig.store.store_part(old.job, 1, b"[]") == -1  # late chunks of the old job are inert
+    assert not rig.client.exists(parts_key(old.job), starts_key(old.job))  # freed at once
+    assert rig.store.store_part(old.job, 1, [0, 0], LABELS) == -1  # late chunks are inert
     entry = rig.ledger.get(NAME)
     assert entry is not None
     assert (entry.job, entry.digest, entry.state, entry.records) == (
@@ -215,15 +183,72 @@ def test_changed_content_supersedes_the_job_in_flight(rig: Rig, sub: Submitter) 
         QUEUED,
         3,
     )
-    args = rig.chunk_args()
-    assert [a[0] for a in args] == [old.job] * 3 + [new.job] * 2
-    assert [p for a in args[3:] for p in a[2]] == pairs(newer)
+    assert entry.output == "comments.json"  # the same file keeps its output name
+    assert (new.records, new.chunks, new.sent) == (3, 2, 0)
 
 
-# --- finished files -----------------------------------------------------------------------
+def test_a_job_lost_from_redis_is_submitted_again(rig: Rig, sub: Submitter) -> None:
+    """A Redis without its append-only file forgets jobs; the ledger still says queued."""
+    path = rig.write(comments(3))
+    first = sub.consider(path)
+    assert first is not None
+    rig.client.delete(*rig.client.keys("emotions:job:*"))
+    again = sub.consider(path)
+    assert again is not None
+    assert again.job != first.job
+    assert rig.ledger.get(NAME).job == again.job  # type: ignore[union-attr]
 
 
-def test_done_unchanged_with_output_is_skipped_without_hashing(rig: Rig, sub: Submitter) -> None:
+def test_a_job_that_ended_while_the_producer_was_away_is_followed(rig: Rig, sub: Submitter) -> None:
+    """Its end must be settled by the tracker (ledger done, or failed folder), not redone."""
+    path = rig.write(comments(2))
+    first = sub.consider(path)
+    assert first is not None
+    assert rig.store.finish(first.job, "somewhere")
+    again = rig.submitter().consider(path)
+    assert again is not None
+    assert again.job == first.job
+    assert rig.jobs() == {first.job}
+
+
+def test_a_file_renamed_in_flight_keeps_its_job(rig: Rig, sub: Submitter) -> None:
+    old = rig.write(comments(5))
+    first = sub.consider(old)
+    assert first is not None
+    rig.store.mark_sent(first.job, 3)
+    new = old.with_name("renamed.json")
+    old.rename(new)
+    again = sub.consider(new)
+    assert again is not None
+    assert again.job == first.job
+    assert (again.name, again.path, again.sent) == ("renamed.json", new, 3)
+    assert rig.ledger.get(NAME) is None
+    entry = rig.ledger.get("renamed.json")
+    assert entry is not None and (entry.job, entry.state) == (first.job, QUEUED)
+    meta = rig.store.meta(first.job)
+    assert meta["name"] == "renamed.json"
+    assert meta["path"].encode() == os.fsencode(new.resolve())  # the assembly reads it there
+    assert rig.jobs() == {first.job}
+
+
+def test_a_copy_of_a_file_in_flight_is_its_own_job(rig: Rig, sub: Submitter) -> None:
+    original = rig.write(comments(3))
+    first = sub.consider(original)
+    assert first is not None
+    copy = rig.write(comments(3), "copy.json")
+    assert copy.read_bytes() == original.read_bytes()
+    second = sub.consider(copy)
+    assert second is not None
+    assert second.job != first.job
+    assert rig.store.meta(first.job)["path"].encode() == os.fsencode(original.resolve())
+    assert rig.ledger.get(NAME).job == first.job  # type: ignore[union-attr]
+    assert rig.ledger.get("copy.json").output == "copy.json"  # type: ignore[union-attr]
+
+
+# --- finished files ---------------------------------------------------------------------------
+
+
+def test_done_unchanged_is_skipped_without_hashing(rig: Rig, sub: Submitter) -> None:
     path = rig.write(comments(5))
     first = sub.consider(path)
     assert first is not None
@@ -233,12 +258,12 @@ def test_done_unchanged_with_output_is_skipped_without_hashing(rig: Rig, sub: Su
     st = path.stat()
     data = path.read_bytes()
     path.write_bytes(data.replace(b"c0", b"X0"))
+    assert path.read_bytes() != data
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert path.stat().st_size == st.st_size
     assert sub.consider(path) is None
-    assert len(rig.chunk_args()) == 3
     assert rig.ledger.get(NAME) == entry
-    assert rig.messages(RESULTS_QUEUE) == []
+    assert rig.jobs() == {first.job}
 
 
 def test_done_touched_but_same_content_is_skipped_and_ledger_refreshed(
@@ -254,16 +279,15 @@ def test_done_touched_but_same_content_is_skipped_and_ledger_refreshed(
     entry = rig.ledger.get(NAME)
     assert entry is not None
     assert (entry.state, entry.job, entry.mtime) == (DONE, first.job, path.stat().st_mtime)
-    assert len(rig.chunk_args()) == 3
+    assert rig.jobs() == {first.job}
 
 
-def test_done_then_rewritten_with_new_content_is_resubmitted(rig: Rig, sub: Submitter) -> None:
+def test_done_then_rewritten_with_new_content_is_submitted(rig: Rig, sub: Submitter) -> None:
     path = rig.write(comments(3, "v1"))
     first = sub.consider(path)
     assert first is not None
     mark_done(rig, first.job)
-    newer = comments(3, "v2")
-    rig.write(newer)
+    rig.write(comments(3, "v2"))
     again = sub.consider(path)
     assert again is not None
     assert again.job != first.job
@@ -271,50 +295,53 @@ def test_done_then_rewritten_with_new_content_is_resubmitted(rig: Rig, sub: Subm
     entry = rig.ledger.get(NAME)
     assert entry is not None
     assert (entry.job, entry.digest, entry.state) == (again.job, sha256(path), QUEUED)
-    assert [p for a in rig.chunk_args() if a[0] == again.job for p in a[2]] == pairs(newer)
+    assert entry.output == "comments.json"
 
 
-def test_done_but_output_deleted_is_resubmitted(rig: Rig, sub: Submitter) -> None:
+def test_done_but_output_deleted_is_redone(rig: Rig, sub: Submitter) -> None:
     path = rig.write(comments(3))
     first = sub.consider(path)
     assert first is not None
     mark_done(rig, first.job)
-    output_of(rig).unlink()
+    (rig.output / "comments.json").unlink()
     again = sub.consider(path)
     assert again is not None
     assert again.job != first.job
     entry = rig.ledger.get(NAME)
     assert entry is not None
-    assert (entry.job, entry.state) == (again.job, QUEUED)
-    assert [a[0] for a in rig.chunk_args()] == [first.job] * 2 + [again.job] * 2
+    assert (entry.job, entry.state, entry.output) == (again.job, QUEUED, "comments.json")
 
 
-def test_done_with_another_model_is_resubmitted(
-    rig: Rig, sub: Submitter, redis_server: RedisServer
-) -> None:
+def test_done_with_another_model_is_redone(rig: Rig, sub: Submitter) -> None:
     path = rig.write(comments(3))
     first = sub.consider(path)
     assert first is not None
     mark_done(rig, first.job)
-    switched = rig.submitter(redis_server.url, model="m2")
-    again = switched.consider(path)
+    again = rig.submitter(model="owner/other").consider(path)
     assert again is not None
     assert again.job != first.job
     entry = rig.ledger.get(NAME)
     assert entry is not None
-    assert (entry.job, entry.model, entry.state, entry.digest) == (
-        again.job,
-        "m2",
-        QUEUED,
-        sha256(path),
-    )
-    assert rig.store.meta(again.job)["model"] == "m2"
-    new_args = [a for a in rig.chunk_args() if a[0] == again.job]
-    assert [a[3] for a in new_args] == ["m2", "m2"]
+    assert (entry.job, entry.model, entry.state) == (again.job, "owner/other", QUEUED)
+    assert rig.store.meta(again.job)["model"] == "hub:owner/other@main"
     # and the first model's producer, back again, redoes it for its own model
     back = sub.consider(path)
     assert back is not None
-    assert back.job != again.job
+    assert back.job not in (first.job, again.job)
+    assert rig.store.meta(again.job)["state"] == SUPERSEDED
+
+
+def test_done_with_the_same_model_spelled_otherwise_is_skipped(rig: Rig, tmp_path: Path) -> None:
+    """``/models/bert`` and ``/models/bert/`` are one model: a restart with the other spelling
+    must not redo every finished file."""
+    folder = tmp_path / "models" / "bert"
+    folder.mkdir(parents=True)
+    path = rig.write(comments(3))
+    first = rig.submitter(model=str(folder)).consider(path)
+    assert first is not None
+    mark_done(rig, first.job)
+    assert rig.submitter(model=f"{folder}/").consider(path) is None
+    assert rig.jobs() == {first.job}
 
 
 def test_failed_file_dropped_in_again_is_retried(rig: Rig, sub: Submitter) -> None:
@@ -322,93 +349,53 @@ def test_failed_file_dropped_in_again_is_retried(rig: Rig, sub: Submitter) -> No
     bad.write_bytes(b"{not json")
     assert sub.consider(bad) is None
     assert rig.ledger.get(NAME).state == FAILED  # type: ignore[union-attr]
+    assert not bad.exists()
     path = rig.write(comments(3))
     got = sub.consider(path)
     assert got is not None
     assert rig.ledger.get(NAME).state == QUEUED  # type: ignore[union-attr]
-    assert len(rig.chunk_args()) == 2
+    assert rig.jobs() == {got.job}
 
 
-# --- crashes --------------------------------------------------------------------------------
-
-
-def test_producer_crashed_mid_enqueue_starts_over(rig: Rig, sub: Submitter) -> None:
-    path = rig.write(comments(5))
-    st = path.stat()
-    digest = sha256(path)
-    rig.store.create("crashed", name=NAME, model="m", digest=digest)
-    rig.ledger.put(NAME, Entry("crashed", digest, "m", QUEUED, st.st_size, st.st_mtime))
-    # a chunk it managed to send before dying, already run by a worker
-    assert rig.store.store_part("crashed", 0, b"[]") == 0
-    got = sub.consider(path)
-    assert got is not None
-    assert got.job != "crashed"
-    assert rig.store.meta("crashed")["state"] == SUPERSEDED
-    assert rig.store.meta(got.job)["submitted"] == "1"
-    args = rig.chunk_args()
-    assert [a[:2] for a in args] == [[got.job, 0], [got.job, 1], [got.job, 2]]
+def test_a_failed_file_that_could_not_be_moved_is_not_taken_until_it_changes(
+    rig: Rig, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"")
+    sub = rig.submitter(failed_dir=blocker / "failed")
+    bad = rig.input / NAME
+    bad.write_bytes(b"{not json")
+    assert sub.consider(bad) is None
+    assert bad.exists()  # it could not go anywhere
     entry = rig.ledger.get(NAME)
-    assert entry is not None
-    assert (entry.job, entry.records) == (got.job, 5)
+    assert entry is not None and entry.state == FAILED
+    assert sub.consider(bad) is None
+    assert sub.failed.count == 1  # not failed (nor parsed) again
+    bad.write_bytes(orjson.dumps(comments(2)))
+    assert sub.consider(bad) is not None
 
 
-def test_all_chunks_done_but_no_assembly_sends_the_assembly(rig: Rig, sub: Submitter) -> None:
-    path = rig.write(comments(4))
-    st = path.stat()
-    digest = sha256(path)
-    rig.store.create("lost", name=NAME, model="m", digest=digest)
-    rig.ledger.put(NAME, Entry("lost", digest, "m", QUEUED, st.st_size, st.st_mtime, 4))
-    assert rig.store.store_part("lost", 0, b"[]") == 0
-    assert rig.store.store_part("lost", 1, b"[]") == 0
-    assert rig.store.set_total("lost", 2, 4) == 1  # ...and the producer died right here
-    assert rig.messages(RESULTS_QUEUE) == []
-    got = sub.consider(path)
-    assert got is not None
-    assert (got.job, got.records, got.chunks) == ("lost", 4, 2)
-    assert rig.messages(RESULTS_QUEUE) == [{"task": ASSEMBLE_TASK, "args": ["lost", NAME]}]
-    assert rig.chunk_args() == []  # nothing re-run
-    assert rig.store.meta("lost")["state"] == QUEUED
-
-
-def test_job_ended_while_producer_was_away_is_tracked_not_redone(rig: Rig, sub: Submitter) -> None:
-    path = rig.write(comments(2))
-    st = path.stat()
-    digest = sha256(path)
-    rig.store.create("ended", name=NAME, model="m", digest=digest)
-    rig.ledger.put(NAME, Entry("ended", digest, "m", QUEUED, st.st_size, st.st_mtime, 2))
-    rig.store.set_total("ended", 1, 2)
-    assert rig.store.finish("ended", "somewhere")
-    got = sub.consider(path)
-    assert got is not None
-    assert got.job == "ended"
-    assert rig.chunk_args() == []
-    assert rig.messages(RESULTS_QUEUE) == []
-
-
-# --- files that fail --------------------------------------------------------------------------
-
-
-def report(rig: Rig, name: str) -> dict[str, Any]:
-    return orjson.loads((rig.failed / f"{name}.error.json").read_bytes())
+# --- files that fail ------------------------------------------------------------------------------
 
 
 def test_invalid_file_goes_to_failed_folder_with_report(rig: Rig, sub: Submitter) -> None:
     path = rig.input / "bad.json"
-    path.write_bytes(b'[{"id": "1", "comment": "ok"}, {"id": ')
+    data = b'[{"id": "1", "comment": "ok"}, {"id": '
+    path.write_bytes(data)
     assert sub.consider(path) is None
     assert not path.exists()
-    assert (rig.failed / "bad.json").read_bytes() == b'[{"id": "1", "comment": "ok"}, {"id": '
+    assert (rig.failed / "bad.json").read_bytes() == data
     rep = report(rig, "bad.json")
     assert rep["file"] == "bad.json"
     assert "bad.json" in rep["error"]
     assert rep["model"] == "m"
+    assert rep["failed_at"].endswith("Z")
     entry = rig.ledger.get("bad.json")
     assert entry is not None
-    assert entry.state == FAILED
-    assert entry.error == rep["error"]
-    assert rig.store.meta(entry.job)["state"] == FAILED  # chunks already sent are inert
+    assert (entry.state, entry.error) == (FAILED, rep["error"])
     assert sub.failed.count == 1
-    assert sorted(p.name for p in rig.output.iterdir()) == []
+    assert list(rig.output.iterdir()) == []
+    assert rig.jobs() == set()
 
 
 def test_each_failure_is_counted(rig: Rig, sub: Submitter) -> None:
@@ -424,11 +411,11 @@ def test_each_failure_is_counted(rig: Rig, sub: Submitter) -> None:
         "c.json",
         "c.json.error.json",
     ]
-    assert rig.chunk_args() == []
+    assert rig.jobs() == set()
 
 
-def test_too_big_file_fails_naming_the_setting(rig: Rig, redis_server: RedisServer) -> None:
-    small = rig.submitter(redis_server.url, max_file_bytes=50)
+def test_too_big_file_fails_naming_the_setting(rig: Rig) -> None:
+    small = rig.submitter(max_file_bytes=50)
     path = rig.write(comments(5))
     size = path.stat().st_size
     assert size > 50
@@ -439,11 +426,13 @@ def test_too_big_file_fails_naming_the_setting(rig: Rig, redis_server: RedisServ
     assert (rig.failed / NAME).exists()
     assert not path.exists()
     assert small.failed.count == 1
-    assert rig.chunk_args() == []
+    assert rig.jobs() == set()
 
 
-def test_symlink_to_outside_fails_and_target_is_untouched(rig: Rig, sub: Submitter) -> None:
-    outside = rig.root / "private"
+def test_symlink_to_outside_fails_and_target_is_untouched(
+    rig: Rig, sub: Submitter, tmp_path: Path
+) -> None:
+    outside = tmp_path / "private"
     outside.mkdir()
     target = outside / "secret.json"
     target.write_bytes(orjson.dumps(comments(3)))
@@ -456,9 +445,18 @@ def test_symlink_to_outside_fails_and_target_is_untouched(rig: Rig, sub: Submitt
     assert sorted(p.name for p in outside.iterdir()) == ["secret.json"]
     moved = rig.failed / "link.json"
     assert moved.is_symlink()  # the link was moved aside, not what it points to
-    assert not link.is_symlink()
-    assert rig.chunk_args() == []
+    assert not os.path.lexists(link)
+    assert rig.jobs() == set()
     assert sub.failed.count == 1
+
+
+def test_symlink_inside_the_folder_is_taken(rig: Rig, sub: Submitter) -> None:
+    target = rig.write(comments(3), "real.json")
+    link = rig.input / "alias.json"
+    link.symlink_to(target)
+    got = sub.consider(link)
+    assert got is not None and got.records == 3
+    assert sub.failed.count == 0
 
 
 def test_file_vanishing_before_it_is_read_is_no_failure(rig: Rig, sub: Submitter) -> None:
@@ -470,4 +468,34 @@ def test_file_vanishing_before_it_is_read_is_no_failure(rig: Rig, sub: Submitter
     assert sub.failed.count == 0
     assert list(rig.failed.iterdir()) == []
     assert rig.ledger.get(NAME) is None
-    assert rig.chunk_args() == []
+    assert rig.jobs() == set()
+
+
+def test_a_ledger_entry_for_content_never_submitted_is_superseded(rig: Rig, sub: Submitter) -> None:
+    """A producer that died between creating a job and recording it leaves a ledger entry
+    whose job is queued: newer content replaces it, and its chunks become inert."""
+    path = rig.write(comments(4))
+    st = path.stat()
+    rig.store.create("crashed", name=NAME, total=2, records=4)
+    rig.ledger.put(NAME, Entry("crashed", "other", "m", QUEUED, st.st_size - 1, st.st_mtime))
+    got = sub.consider(path)
+    assert got is not None and got.job != "crashed"
+    assert rig.store.meta("crashed")["state"] == SUPERSEDED
+    assert rig.store.begin("crashed", 0, 5, {}) == -1
+
+
+def test_a_copy_of_a_file_with_a_non_utf8_name_is_its_own_job(rig: Rig, sub: Submitter) -> None:
+    """The original is still there, under a name that is not UTF-8: the copy must not take
+    its job (nor its output name)."""
+    original = rig.write(comments(3), os.fsdecode(b"caf\xe9.json"))
+    first = sub.consider(original)
+    assert first is not None
+    copy = rig.write(comments(3), "copy.json")
+    assert copy.read_bytes() == original.read_bytes()
+    second = sub.consider(copy)
+    assert second is not None
+    assert second.job != first.job
+    assert rig.store.meta(first.job)["path"].encode("utf-8", "surrogateescape") == os.fsencode(
+        original.resolve()
+    )
+    assert rig.ledger.get(original.name).job == first.job  # type: ignore[union-attr]

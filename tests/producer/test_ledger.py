@@ -1,0 +1,133 @@
+"""producer.ledger.Ledger against a real redis-server: entries survive a restart, two inputs
+never share an output name (and keep theirs across a restart), a renamed file's entry and
+output claim follow it, and pruning forgets files gone from the folder but not those still
+followed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import redis
+
+from emotions.constants import DONE, FAILED, LEDGER_KEY, OUTPUTS_KEY, QUEUED
+from producer.ledger import Entry, Ledger
+from tests.producer.rig import Rig
+
+
+def entry(job: str = "j1", state: str = QUEUED, output: str = "") -> Entry:
+    return Entry(job, "digest", "m", state, 10, 1.5, 3, output=output)
+
+
+def restarted(rig: Rig) -> Ledger:
+    """A new Ledger on a new connection: what a restarted producer reads."""
+    return Ledger(redis.Redis.from_url(rig.url))
+
+
+def test_entries_round_trip_and_survive_a_restart(rig: Rig) -> None:
+    put = rig.ledger.put("a.json", entry())
+    assert put.updated > 0
+    again = restarted(rig)
+    assert again.get("a.json") == put
+    assert again.get("missing.json") is None
+    assert again.all() == {"a.json": put}
+    again.r.close()
+
+
+def test_update_changes_fields_of_an_existing_entry_only(rig: Rig) -> None:
+    rig.ledger.put("a.json", entry())
+    updated = rig.ledger.update("a.json", state=DONE, size=11)
+    assert updated is not None and (updated.state, updated.size, updated.job) == (DONE, 11, "j1")
+    assert rig.ledger.get("a.json") == updated
+    assert rig.ledger.update("missing.json", state=FAILED) is None
+    assert rig.ledger.get("missing.json") is None
+
+
+def test_same_content_and_unchanged_on_disk() -> None:
+    e = entry()
+    assert e.same_content("digest", "m")
+    assert not e.same_content("digest", "other")
+    assert not e.same_content("other", "m")
+    assert e.unchanged_on_disk(10, 1.5)
+    assert not e.unchanged_on_disk(10, 1.6)
+    assert not e.unchanged_on_disk(11, 1.5)
+
+
+def test_two_inputs_with_one_stem_get_distinct_outputs_for_good(rig: Rig) -> None:
+    first = rig.ledger.claim_output("a.json")
+    second = rig.ledger.claim_output("a.csv")
+    assert first == "a.json"
+    assert second == f"a~{hashlib.sha256(b'a.csv').hexdigest()[:8]}.json"
+    # The same answers again, and after a restart, in whichever order the files come back.
+    assert rig.ledger.claim_output("a.csv") == second
+    again = restarted(rig)
+    assert again.claim_output("a.csv") == second
+    assert again.claim_output("a.json") == first
+    assert rig.client.hgetall(OUTPUTS_KEY) == {b"a.json": b"a.json", second.encode(): b"a.csv"}
+    again.r.close()
+
+
+def test_a_third_input_with_the_same_stem_gets_its_own_name(rig: Rig) -> None:
+    names = [rig.ledger.claim_output(n) for n in ("a.json", "a.csv", "a.jsonl", "a")]
+    assert len(set(names)) == 4
+    assert all(n.endswith(".json") for n in names)
+
+
+def test_a_non_utf8_input_name_claims_a_utf8_output(rig: Rig) -> None:
+    name = os.fsdecode(b"caf\xe9.csv")
+    out = rig.ledger.claim_output(name)
+    assert out.encode("utf-8")
+    assert rig.ledger.claim_output(name) == out == "caf_xe9.json"
+
+
+def test_move_carries_the_entry_and_its_output_claim(rig: Rig) -> None:
+    out = rig.ledger.claim_output("old.json")
+    rig.ledger.put("old.json", entry(output=out))
+    moved = rig.ledger.move("old.json", "new.json", entry(output=out))
+    assert rig.ledger.get("old.json") is None
+    assert rig.ledger.get("new.json") == moved
+    assert rig.client.hget(OUTPUTS_KEY, out) == b"new.json"
+    # The claim goes with the new name: the old name, reused by another file, gets another.
+    assert rig.ledger.claim_output("old.json") != out
+
+
+def test_prune_forgets_files_gone_from_the_folder_with_their_claims(rig: Rig) -> None:
+    for name in ("present.json", "gone.json", "followed.json"):
+        rig.ledger.put(name, entry(job=name, output=rig.ledger.claim_output(name)))
+    removed = rig.ledger.prune(present={"present.json"}, keep={"followed.json"})
+    assert removed == 1
+    assert set(rig.ledger.all()) == {"present.json", "followed.json"}
+    assert rig.client.hgetall(OUTPUTS_KEY) == {
+        b"present.json": b"present.json",
+        b"followed.json": b"followed.json",
+    }
+    # The released output name is free again for whichever input comes next.
+    assert rig.ledger.claim_output("gone.csv") == "gone.json"
+
+
+def test_prune_releases_every_claim_of_a_gone_file(rig: Rig) -> None:
+    rig.ledger.claim_output("a.json")
+    alt = rig.ledger.claim_output("a.csv")
+    rig.ledger.put("a.csv", entry(output=alt))
+    rig.ledger.put("a.json", entry(output="a.json"))
+    assert rig.ledger.prune(present={"a.json"}, keep=set()) == 1
+    assert rig.client.hgetall(OUTPUTS_KEY) == {b"a.json": b"a.json"}
+
+
+def test_prune_with_nothing_gone_changes_nothing(rig: Rig) -> None:
+    rig.ledger.put("a.json", entry(output=rig.ledger.claim_output("a.json")))
+    before = (rig.client.hgetall(LEDGER_KEY), rig.client.hgetall(OUTPUTS_KEY))
+    assert rig.ledger.prune(present={"a.json", "unrelated.json"}, keep=set()) == 0
+    assert (rig.client.hgetall(LEDGER_KEY), rig.client.hgetall(OUTPUTS_KEY)) == before
+    again = restarted(rig)
+    assert again.prune(present=set(), keep=set()) == 1
+    again.r.close()
+
+
+def test_prune_keeps_a_present_file_whose_name_is_not_utf8(rig: Rig) -> None:
+    name = os.fsdecode(b"caf\xe9.json")
+    rig.ledger.put(name, entry(output=rig.ledger.claim_output(name)))
+    assert rig.ledger.prune(present={name}, keep=set()) == 0
+    assert rig.ledger.get(name) is not None
+    assert rig.ledger.prune(present=set(), keep=set()) == 1
+    assert rig.client.hlen(OUTPUTS_KEY) == 0
