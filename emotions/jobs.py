@@ -93,10 +93,14 @@ return 0
 
 # KEYS[1] job hash, KEYS[2] parts, KEYS[3] starts, KEYS[4] assembly guard.
 # ARGV[1] new state, ARGV[2] detail (JSON), ARGV[3] now, ARGV[4] TTL of the ended record.
-# Moves a queued job to a final state and frees its results at once; 0 if it had ended.
+# Moves a queued job to a final state and frees its results at once; 0 if it had ended. The
+# ended record keeps only what the producer reads after the end (name, total, records,
+# model, state, detail, times): thousands of finished files cost a few hundred bytes each.
 _END = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'detail', ARGV[2], 'finished', ARGV[3])
+redis.call('HDEL', KEYS[1], 'labels', 'path', 'digest', 'output', 'chunk_size', 'chunk_bytes',
+  'sent')
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
@@ -189,9 +193,9 @@ class JobStore:
         args: list[int | bytes] = [index, encode_labels(indices), self.ttl, orjson.dumps(labels)]
         return int(self._store(keys=keys, args=args))
 
-    def rename(self, job: str, name: str, path: bytes) -> None:
-        """Point a job at its input's new name and path (the file was renamed in flight)."""
-        self.r.hset(job_key(job), mapping={"name": name, "path": path})
+    def rename(self, job: str, name: str, path: bytes, output: str) -> None:
+        """Point a job at its input's new name, path and output (renamed in flight)."""
+        self.r.hset(job_key(job), mapping={"name": name, "path": path, "output": output})
 
     def mark_sent(self, job: str, sent: int) -> None:
         """Record how many chunks the producer has queued so far (it resumes from there)."""

@@ -36,7 +36,10 @@ from producer.watcher import Candidates, start_observer, takeable
 log = logging.getLogger("producer")
 TICK = 0.2  # seconds between checks of settled files and job states
 POLL_SECONDS = 1.0  # seconds between reads of the followed jobs' progress
-DOWN_WARN_SECONDS = 5.0  # while Redis is down, say so this often
+DOWN_WARN_SECONDS = 5.0
+# Taking a file reads it whole once; with a large backlog, feeding the workers must not wait
+# until every file has been read, so each turn of the loop takes files for at most this long.
+TAKE_SECONDS = 1.0  # while Redis is down, say so this often
 # Redis restarting: from our own client, or from kombu when publishing a chunk.
 BROKER_DOWN = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
@@ -72,15 +75,17 @@ class Producer:
         self._next_poll = 0.0
 
     def take(self, paths: list[Path]) -> list[Path]:
-        """Submit each path that needs work (Redis errors propagate: the caller retries all).
+        """Submit each path that needs work; the paths left for the next turn (Redis errors
+        propagate: the caller retries them all).
 
         A problem with one file never stops the others: an unexpected error fails that file
         with a report (the failed folder's ledger entry keeps it from being taken again until
         it changes), and the loop goes on.
         """
+        deadline = time.monotonic() + TAKE_SECONDS
         for index, path in enumerate(paths):
-            if self.stopping:
-                return paths[index:]
+            if self.stopping or time.monotonic() > deadline:
+                return paths[index:]  # the rest next turn: jobs in flight are fed meanwhile
             try:
                 if not self.tracker.tracking(path):  # in flight and unchanged: nothing to do
                     self.tracker.add(self.submitter.consider(path))

@@ -40,6 +40,7 @@ class Follow:
     last_change: float = 0.0  # monotonic time of the last progress (or of a heal)
     heals: int = 0
     touched: float = 0.0
+    ended: bool = False  # ended by this producer (the poll must read it even if never fed)
     reader: Iterator[list[Record]] | None = field(default=None, repr=False)
 
     @property
@@ -69,7 +70,7 @@ class Feeder:
             try:
                 n = self._send(f, room)
             except (InputError, OSError) as e:  # the file changed or vanished while queued
-                f.reader = None
+                f.reader, f.ended = None, True
                 reason = f"the input file changed while it was queued: {e}"
                 self.store.supersede(f.sub.job, reason)
                 log.warning("file=%s job=%s %s", display_name(f.sub.name), f.sub.job, reason)

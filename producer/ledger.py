@@ -73,14 +73,14 @@ class Ledger:
         entry = self.get(name)
         return self.put(name, replace(entry, **changes)) if entry else None
 
-    def move(self, old: str, new: str, entry: Entry) -> Entry:
-        """The file ``old`` was renamed to ``new``: its entry (and output claim) follow it."""
+    def forget(self, name: str) -> None:
+        """Remove a file's entry and release its output name claim."""
+        entry = self.get(name)
         pipe = self.r.pipeline()
-        pipe.hdel(LEDGER_KEY, old)
-        if entry.output:
-            pipe.hset(OUTPUTS_KEY, entry.output, ledger_key(new))
+        pipe.hdel(LEDGER_KEY, ledger_key(name))
+        if entry and entry.output:
+            pipe.hdel(OUTPUTS_KEY, entry.output)
         pipe.execute()
-        return self.put(new, entry)
 
     def all(self) -> dict[str, Entry]:
         raw: dict[bytes, bytes] = self.r.hgetall(LEDGER_KEY)  # type: ignore[assignment]

@@ -80,11 +80,7 @@ class Submitter:
             if entry and entry.unchanged_on_disk(stat.st_size, stat.st_mtime):
                 if entry.state == FAILED:
                     return None  # its report or move failed; retried once the file changes
-                if (
-                    entry.state == DONE
-                    and entry.model == self.settings.model
-                    and self._output_exists(entry)
-                ):
+                if entry.state == DONE and entry.model == self.model and self._output_exists(entry):
                     return None  # finished, and not touched since: no need to hash it again
             digest = file_digest(path)
         except InputError as e:
@@ -93,7 +89,7 @@ class Submitter:
         except FileNotFoundError:
             return None  # gone before we got to it (renamed or deleted): its new name will come
         size, mtime = stat.st_size, stat.st_mtime
-        if entry and entry.same_content(digest, self.settings.model):
+        if entry and entry.same_content(digest, self.model):
             handled, resumed = self._resume(path, entry, size, mtime)
             if handled:
                 return resumed
@@ -140,36 +136,46 @@ class Submitter:
     def _followed(
         self, path: Path, job: str, meta: dict[str, str], size: int, mtime: float
     ) -> Submitted:
+        """A job already in Redis, to follow; an ended job's record keeps no digest or
+        chunking (it is only followed to its end)."""
+        total = int(meta["total"])
         return Submitted(
             job,
             path.name,
             path,
-            meta["digest"],
+            meta.get("digest", ""),
             int(meta.get("records", 0)),
-            int(meta["total"]),
+            total,
             time.time(),
             size,
             mtime,
-            int(meta.get("sent", 0)),
-            int(meta["chunk_size"]),
-            int(meta["chunk_bytes"]),
+            int(meta.get("sent", total)),
+            int(meta.get("chunk_size", self.settings.chunk_size)),
+            int(meta.get("chunk_bytes", self.settings.chunk_bytes)),
         )
 
     def _adopt_renamed(self, path: Path, digest: str, size: int, mtime: float) -> Submitted | None:
         """A new name whose content is a job in flight under a name that is gone: a rename.
-        The job (and its output name) moves to the new name instead of starting over."""
-        for old, entry in self.ledger.all().items():
-            if (
-                entry.state != QUEUED
-                or not entry.same_content(digest, self.settings.model)
-                or (path.parent / old).exists()
-            ):
-                continue
+        The job moves to the new name (and its output to the new name's) instead of starting
+        over, so a file renamed in flight gives one output, named after its new name."""
+        candidates = {
+            old: entry
+            for old, entry in self.ledger.all().items()
+            if entry.state == QUEUED and entry.same_content(digest, self.model)
+        }
+        if not candidates:
+            return None
+        present = {display_name(p.name) for p in path.parent.iterdir()}
+        for old, entry in candidates.items():
             meta = self.store.meta(entry.job)
-            if meta.get("state") != QUEUED or "total" not in meta:
+            if old in present or meta.get("state") != QUEUED or "total" not in meta:
                 continue
-            self.store.rename(entry.job, display_name(path.name), os.fsencode(path.resolve()))
-            self.ledger.move(old, path.name, replace(entry, size=size, mtime=mtime))
+            self.ledger.forget(old)
+            output = self.ledger.claim_output(path.name)
+            self.store.rename(
+                entry.job, display_name(path.name), os.fsencode(path.resolve()), output
+            )
+            self.ledger.put(path.name, replace(entry, size=size, mtime=mtime, output=output))
             log.info(
                 "file=%s event=renamed from=%s job=%s", display_name(path.name), old, entry.job
             )
@@ -206,7 +212,7 @@ class Submitter:
             records=records,
         )
         self.ledger.put(
-            name, Entry(job, digest, settings.model, QUEUED, size, mtime, records, output=output)
+            name, Entry(job, digest, self.model, QUEUED, size, mtime, records, output=output)
         )
         log.info(
             "file=%s event=enqueued job=%s records=%d chunks=%d",

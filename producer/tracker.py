@@ -64,13 +64,19 @@ class Tracker:
         self.failed = failed
         self.queue_depth = queue_depth
         self.jobs: dict[str, Follow] = {}
+        self._by_path: dict[Path, Follow] = {}  # the newest job of each input path
         self.finished = 0
 
     def add(self, submitted: Submitted | None) -> None:
         if submitted is None:
             return
+        replaced = self._by_path.get(submitted.path)
+        if replaced is not None and replaced.sub.job != submitted.job:
+            # The submitter superseded it: nothing of it will be written, stop following it.
+            self.jobs.pop(replaced.sub.job, None)
         f = Follow(submitted, submitted.sent, last_change=time.monotonic())
         self.jobs[submitted.job] = f
+        self._by_path[submitted.path] = f
         if submitted.chunks == 0:  # an empty file: nothing to label, write "[]" at once
             self.feeder.send_assembly(f)
 
@@ -80,10 +86,8 @@ class Tracker:
             st = path.stat()
         except OSError:
             return False
-        return any(
-            f.sub.path == path and f.sub.size == st.st_size and f.sub.mtime == st.st_mtime
-            for f in self.jobs.values()
-        )
+        f = self._by_path.get(path)
+        return f is not None and (f.sub.size, f.sub.mtime) == (st.st_size, st.st_mtime)
 
     def chunks(self) -> tuple[int, int]:
         """(chunks done, chunks in all) over the followed jobs, for progress bars."""
@@ -96,28 +100,36 @@ class Tracker:
         self.feeder.feed(list(self.jobs.values()))
 
     def poll(self) -> None:
-        """Read every followed job once: settle those that ended, heal those that stall."""
-        if not self.jobs:
+        """Read the followed jobs in flight: settle those that ended, heal those that stall.
+
+        Jobs not fed yet (a backlog of thousands of files) can only end by this producer's
+        own hand, so they are not read, only kept alive (their TTL refreshed now and then).
+        """
+        now = time.monotonic()
+        active = [(j, f) for j, f in self.jobs.items() if f.sent or f.ended or not f.sub.chunks]
+        for job, f in self.jobs.items():
+            if now - f.touched >= TOUCH_SECONDS:
+                self.store.touch(job)
+                f.touched = now
+        if not active:
             return
         pipe = self.store.r.pipeline()
-        for job in self.jobs:
+        for job, _ in active:
             self.store.queue_meta(pipe, job)
         replies = pipe.execute()
-        now = time.monotonic()
         states = zip(replies[::2], replies[1::2], strict=True)
-        for (job, f), (raw, stored) in zip(list(self.jobs.items()), states, strict=True):
+        for (job, f), (raw, stored) in zip(active, states, strict=True):
             state = raw.decode() if raw else None
             if state != QUEUED:
                 del self.jobs[job]
+                if self._by_path.get(f.sub.path) is f:
+                    del self._by_path[f.sub.path]
                 self._settle(f, state)
                 continue
             if int(stored) != f.stored:
                 f.stored, f.last_change, f.heals = int(stored), now, 0
             elif now - f.last_change >= self.settings.stall_after:
                 self._supervise(f, now)
-            if now - f.touched >= TOUCH_SECONDS:
-                self.store.touch(job)
-                f.touched = now
 
     def _supervise(self, f: Follow, now: float) -> None:
         """No progress for the stall time: wait (work queued), heal, or fail the file."""

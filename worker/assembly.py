@@ -75,7 +75,7 @@ def _pieces(
     store: JobStore, settings: Settings, job: str, meta: dict[str, str], path: Path
 ) -> Iterator[bytes]:
     """Each chunk's rendered records, pairing the re-read input with the stored labels."""
-    labels: list[str] = orjson.loads(meta["labels"])
+    labels: list[str] = orjson.loads(meta.get("labels", "[]"))  # none stored: no chunks
     total = int(meta["total"])
     records = iter_records(path, max_comment_chars=settings.max_comment_chars)
     pairs = zip_longest(

@@ -90,7 +90,7 @@ def test_create_sets_queued_metadata_with_ttl(store: JobStore, client: redis.Red
 def test_meta_keeps_a_non_utf8_path(store: JobStore) -> None:
     """Linux names need not be UTF-8: the path the assembly re-reads must come back exactly."""
     raw = b"/data/input/caf\xe9.json"
-    store.rename(JOB, "caf\\xe9.json", raw)
+    store.rename(JOB, "caf\\xe9.json", raw, "caf_xe9.json")
     meta = store.meta(JOB)
     assert meta["path"].encode("utf-8", "surrogateescape") == raw
     assert meta["name"] == "caf\\xe9.json"
@@ -339,7 +339,7 @@ def test_every_key_has_a_ttl(store: JobStore, client: redis.Redis) -> None:
     store.mark_sent(JOB, TOTAL)
     for i in range(TOTAL):
         run_chunk(store, i)
-    store.rename(JOB, "renamed.json", b"/in/renamed.json")
+    store.rename(JOB, "renamed.json", b"/in/renamed.json", "renamed.json")
     for key in keys_of(JOB):
         assert client.exists(key), key
         assert 0 < client.ttl(key) <= TTL, key

@@ -147,11 +147,10 @@ def test_status_shows_chunks_of_files_in_flight(redis_server: RedisServer, tmp_p
     client = redis_server.client()
     try:
         store, ledger = JobStore(client, 3600), Ledger(client)
-        store.create("j1", name="a.json", model="m", digest="d")
+        store.create("j1", name="a.json", model="m", digest="d", total=3, records=5)
         ledger.put("a.json", Entry("j1", "d", "m", QUEUED, 10, 1.0, records=5))
-        assert store.set_total("j1", 3, 5) == 0
-        assert store.store_part("j1", 1, b"[]") == 0
-        store.create("j2", name="b.json", model="m", digest="d2")  # still being enqueued
+        assert store.store_part("j1", 1, [0, 27], ["l"] * 28) == 0
+        store.create("j2", name="b.json", model="m", digest="d2")  # an unknown chunk count
         ledger.put("b.json", Entry("j2", "d2", "m", QUEUED, 10, 1.0))
         ledger.put("c.json", Entry("j3", "d3", "m", FAILED, 10, 1.0, error="bad"))
     finally:
@@ -222,7 +221,7 @@ def test_producer_never_imports_torch(redis_server: RedisServer, tmp_path: Path)
         assert main(["status"]) == 0
         settings = load_settings()
         p = Producer(settings, make_app(settings))
-        assert p.take([settings.input_dir / "a.json"]) == []
+        assert p.step([settings.input_dir / "a.json"]) == []  # taken, then the window fed
         assert len(p.tracker.jobs) == 1
         heavy = sorted(m for m in ("torch", "transformers", "tokenizers", "worker")
                        if m in sys.modules)

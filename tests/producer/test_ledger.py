@@ -80,15 +80,14 @@ def test_a_non_utf8_input_name_claims_a_utf8_output(rig: Rig) -> None:
     assert rig.ledger.claim_output(name) == out == "caf_xe9.json"
 
 
-def test_move_carries_the_entry_and_its_output_claim(rig: Rig) -> None:
+def test_forget_removes_the_entry_and_releases_its_output_claim(rig: Rig) -> None:
     out = rig.ledger.claim_output("old.json")
     rig.ledger.put("old.json", entry(output=out))
-    moved = rig.ledger.move("old.json", "new.json", entry(output=out))
+    rig.ledger.forget("old.json")
     assert rig.ledger.get("old.json") is None
-    assert rig.ledger.get("new.json") == moved
-    assert rig.client.hget(OUTPUTS_KEY, out) == b"new.json"
-    # The claim goes with the new name: the old name, reused by another file, gets another.
-    assert rig.ledger.claim_output("old.json") != out
+    assert rig.client.hget(OUTPUTS_KEY, out) is None
+    # The name is free again: another input with the same stem may take it.
+    assert rig.ledger.claim_output("old.csv") == out
 
 
 def test_prune_forgets_files_gone_from_the_folder_with_their_claims(rig: Rig) -> None:

@@ -60,7 +60,12 @@ def test_new_file_becomes_a_job(rig: Rig, sub: Submitter) -> None:
 
     entry = rig.ledger.get(NAME)
     assert entry is not None
-    assert (entry.job, entry.digest, entry.model, entry.state) == (got.job, got.digest, "m", QUEUED)
+    assert (entry.job, entry.digest, entry.model, entry.state) == (
+        got.job,
+        got.digest,
+        "hub:m@main",
+        QUEUED,
+    )
     assert (entry.size, entry.mtime, entry.records, entry.output) == (
         st.st_size,
         st.st_mtime,
@@ -322,7 +327,7 @@ def test_done_with_another_model_is_redone(rig: Rig, sub: Submitter) -> None:
     assert again.job != first.job
     entry = rig.ledger.get(NAME)
     assert entry is not None
-    assert (entry.job, entry.model, entry.state) == (again.job, "owner/other", QUEUED)
+    assert (entry.job, entry.model, entry.state) == (again.job, "hub:owner/other@main", QUEUED)
     assert rig.store.meta(again.job)["model"] == "hub:owner/other@main"
     # and the first model's producer, back again, redoes it for its own model
     back = sub.consider(path)
