@@ -19,12 +19,13 @@ from pathlib import Path
 from celery import Celery
 
 from emotions.constants import DONE, FAILED, QUEUED
-from emotions.errors import EmotionsError, InputError, InputTooLargeError
+from emotions.errors import EmotionsError, IncompleteInputError, InputError, InputTooLargeError
 from emotions.jobs import JobStore
 from emotions.messages import send_assembly, send_chunk
 from emotions.output import output_path
 from emotions.settings import Settings
 from producer.chunking import chunks
+from producer.completion import Incomplete
 from producer.failed import FailedFolder
 from producer.formats import iter_records
 from producer.ledger import Entry, Ledger
@@ -143,6 +144,9 @@ class Submitter:
             ):  # fmt: skip
                 send_chunk(self.app, job, count - 1, chunk, model, name)
                 records += len(chunk)
+        except IncompleteInputError as e:  # cut short: withdraw the job, the caller defers the file
+            self.store.supersede(job)
+            raise Incomplete(path, str(e)) from e
         except (InputError, OSError) as e:
             self.store.fail(job, {"error": str(e)})
             self.failed.fail(path, str(e))

@@ -33,6 +33,7 @@ from emotions.constants import (
 from emotions.jobs import JobStore
 from emotions.settings import load_settings
 from harness.stack import RedisServer
+from producer.completion import Incomplete
 from producer.failed import FailedFolder
 from producer.ledger import Entry, Ledger
 from producer.submit import Submitted, Submitter
@@ -379,10 +380,10 @@ def report(rig: Rig, name: str) -> dict[str, Any]:
 
 def test_invalid_file_goes_to_failed_folder_with_report(rig: Rig, sub: Submitter) -> None:
     path = rig.input / "bad.json"
-    path.write_bytes(b'[{"id": "1", "comment": "ok"}, {"id": ')
+    path.write_bytes(b'[{"id": "1", "comment": "ok"}, {"id": "2" "comment": "no comma"}]')
     assert sub.consider(path) is None
     assert not path.exists()
-    assert (rig.failed / "bad.json").read_bytes() == b'[{"id": "1", "comment": "ok"}, {"id": '
+    assert (rig.failed / "bad.json").read_bytes().endswith(b'"no comma"}]')
     rep = report(rig, "bad.json")
     assert rep["file"] == "bad.json"
     assert "bad.json" in rep["error"]
@@ -397,7 +398,7 @@ def test_invalid_file_goes_to_failed_folder_with_report(rig: Rig, sub: Submitter
 
 
 def test_each_failure_is_counted(rig: Rig, sub: Submitter) -> None:
-    for name, data in (("a.json", b"nope"), ("b.csv", b"\x00\x01\x02"), ("c.json", b"")):
+    for name, data in (("a.json", b"nope"), ("b.csv", b"\x00\x01\x02"), ("c.json", b"[1 2]")):
         (rig.input / name).write_bytes(data)
         assert sub.consider(rig.input / name) is None
     assert sub.failed.count == 3
@@ -405,6 +406,27 @@ def test_each_failure_is_counted(rig: Rig, sub: Submitter) -> None:
         "a.json", "a.json.error.json", "b.csv", "b.csv.error.json", "c.json", "c.json.error.json"
     ]  # fmt: skip
     assert rig.chunk_args() == []
+
+
+def test_cut_short_file_is_withdrawn_not_failed(rig: Rig, sub: Submitter) -> None:
+    """A JSON Lines file whose last line is unfinished: the chunks already streamed out are
+    withdrawn (their job superseded), the file stays where it is, and once complete it is
+    submitted afresh with every record."""
+    path = rig.input / "live.jsonl"
+    lines = [orjson.dumps({"cid": f"c{i}", "text": f"t{i}"}) + b"\n" for i in range(6)]
+    path.write_bytes(b"".join(lines[:5]) + lines[5][:7])
+    with pytest.raises(Incomplete) as info:
+        sub.consider(path)
+    assert info.value.path == path
+    assert "live.jsonl line 6: the last line is an unfinished record" in info.value.reason
+    entry = rig.ledger.get("live.jsonl")
+    assert entry is not None
+    assert rig.store.meta(entry.job)["state"] == SUPERSEDED
+    assert len(rig.chunk_args()) == 2  # sent before the cut was reached: now inert
+    assert path.exists() and not list(rig.failed.iterdir()) and sub.failed.count == 0
+    path.write_bytes(b"".join(lines))
+    again = sub.consider(path)
+    assert again is not None and again.job != entry.job and again.records == 6
 
 
 def test_too_big_file_fails_naming_the_setting(rig: Rig, redis_server: RedisServer) -> None:
