@@ -127,8 +127,10 @@ class Producer:
         if self.candidates.defer(cut.path, cut.reason):
             log.warning(
                 "file=%s event=incomplete %s; reading it again once unchanged for %g s",
-                name, cut.reason, wait,
-            )  # fmt: skip
+                name,
+                cut.reason,
+                wait,
+            )
             return
         self.failed.fail(cut.path, truncated_report(cut.reason, wait), truncated=True)
 

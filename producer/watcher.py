@@ -147,8 +147,9 @@ class Candidates(FileSystemEventHandler):
                         log.warning(
                             "file=%s event=still-open written to but not closed, and unchanged "
                             "for %.0f s (EMOTIONS_OPEN_FILE_SECONDS): taking it as it is",
-                            path.name, now - entry.since,
-                        )  # fmt: skip
+                            path.name,
+                            now - entry.since,
+                        )
         return sorted(ready)
 
     def defer(self, path: Path, reason: str) -> bool:
