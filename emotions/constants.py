@@ -66,3 +66,8 @@ LOST_WORKER_STARTS: Final = 2
 MAX_HEALS: Final = 3
 # How often the producer refreshes the TTL of the jobs it follows, in seconds.
 TOUCH_SECONDS: Final = 60.0
+
+# When a file in the input folder counts as complete (producer/completion.py), in seconds.
+DEFAULT_SETTLE_SECONDS: Final = 1.0  # unchanged this long after a close, a move in, or a scan
+DEFAULT_OPEN_FILE_SECONDS: Final = 3600.0  # written since its last close: waited for this long
+DEFAULT_INCOMPLETE_SECONDS: Final = 300.0  # read as cut short: read again after this long

@@ -40,3 +40,11 @@ class InputError(PermanentError):
 
 class InputTooLargeError(InputError):
     """An input file or a single comment exceeds a configured size limit."""
+
+
+class IncompleteInputError(InputError):
+    """The data ends in the middle of a record (or before the first one).
+
+    Usually the file is still being written (a downloader pausing between pages); the producer
+    reads it again later and fails it only if it stays cut short, unchanged, for a long time.
+    """

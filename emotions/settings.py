@@ -15,7 +15,13 @@ from kombu.utils.url import maybe_sanitize_url
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from emotions.constants import DEFAULT_BROKER_URL, DEFAULT_MODEL
+from emotions.constants import (
+    DEFAULT_BROKER_URL,
+    DEFAULT_INCOMPLETE_SECONDS,
+    DEFAULT_MODEL,
+    DEFAULT_OPEN_FILE_SECONDS,
+    DEFAULT_SETTLE_SECONDS,
+)
 from emotions.errors import ConfigurationError
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -57,7 +63,11 @@ class Settings(BaseSettings):
     input_dir: Path = Path("data/input")
     output_dir: Path = Path("data/output")
     failed_dir: Path = Path("data/failed")
-    settle_seconds: float = Field(1.0, ge=0)
+    settle_seconds: float = Field(DEFAULT_SETTLE_SECONDS, ge=0)
+    # A file written since its last close (inotify) waits for the close, up to this long still.
+    open_file_seconds: float = Field(DEFAULT_OPEN_FILE_SECONDS, gt=0)
+    # A file that reads as cut short is read again once unchanged this long, then failed.
+    incomplete_seconds: float = Field(DEFAULT_INCOMPLETE_SECONDS, ge=0)
     rescan_seconds: float = Field(30.0, gt=0)
     max_file_bytes: int = Field(1024**3, ge=1)
     max_comment_chars: int = Field(1_000_000, ge=1)

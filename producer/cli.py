@@ -80,5 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     if args.once:
-        return producer.run_once(progress=not args.no_progress and sys.stderr.isatty())
+        return producer.run_once(
+            progress=not args.no_progress and sys.stderr.isatty(), poll=args.poll
+        )
     return producer.run_daemon(args.poll)

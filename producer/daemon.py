@@ -1,8 +1,10 @@
-"""The producer's loop: take settled files, submit them, feed and follow their jobs.
+"""The producer's loop: take complete files, submit them, feed and follow their jobs.
 
-``Producer`` wires settings, Redis, the ledger, the submitter, the feeder, the tracker and the
-failed folder together; :meth:`Producer.run_daemon` watches the folder until a signal,
-:meth:`Producer.run_once` processes what is there and waits for it.
+``Producer`` wires settings, Redis, the ledger, the submitter, the feeder, the tracker, the
+failed folder and the folder's candidates together; :meth:`Producer.run_daemon` watches the
+folder until a signal, :meth:`Producer.run_once` processes what is there and waits for it.
+Both take a file only when :mod:`producer.completion` says it is complete, and hand a file
+that reads as cut short back to the candidates instead of failing it.
 
 The loop never dies on a file: a problem with one file becomes a report in the failed folder,
 an unexpected error is logged with the file's name and the loop goes on, and Redis being down
@@ -26,12 +28,13 @@ from tqdm import tqdm
 from emotions.files import display_name
 from emotions.jobs import JobStore, connect
 from emotions.settings import Settings
+from producer.completion import Incomplete, truncated_report
 from producer.failed import FailedFolder
 from producer.feeder import Feeder
 from producer.ledger import Ledger
 from producer.submit import Submitter
 from producer.tracker import Tracker
-from producer.watcher import Candidates, start_observer, takeable
+from producer.watcher import Candidates, start_observer
 
 log = logging.getLogger("producer")
 TICK = 0.2  # seconds between checks of settled files and job states
@@ -69,6 +72,12 @@ class Producer:
             self.failed,
             lambda q: int(broker.llen(q)),
         )
+        self.candidates = Candidates(
+            settings.input_dir,
+            settings.settle_seconds,
+            settings.open_file_seconds,
+            settings.incomplete_seconds,
+        )
         self.stopping = False
         self._down_since: float | None = None
         self._down_warned = 0.0
@@ -89,6 +98,8 @@ class Producer:
             try:
                 if not self.tracker.tracking(path):  # in flight and unchanged: nothing to do
                     self.tracker.add(self.submitter.consider(path))
+            except Incomplete as e:
+                self._incomplete(e)
             except BROKER_DOWN:
                 raise
             except Exception as e:
@@ -113,6 +124,9 @@ class Producer:
                 self._next_poll = time.monotonic() + POLL_SECONDS
             self._up()
             return left
+        except Incomplete as e:  # a job vanished from Redis and its file now reads cut short
+            self._incomplete(e)
+            return candidates
         except BROKER_DOWN as e:
             self._down(e)
             return candidates
@@ -148,18 +162,34 @@ class Producer:
         while not self.stopping and time.monotonic() < deadline:
             time.sleep(min(TICK, deadline - time.monotonic()))
 
-    def run_once(self, progress: bool) -> int:
-        """Process the folder's files, wait for every job, 0 if all succeeded."""
-        folder = self.settings.input_dir
-        paths = sorted(p for p in folder.iterdir() if takeable(p)) if folder.is_dir() else []
+    def run_once(self, progress: bool, poll: bool = False) -> int:
+        """Process the files in the folder now, each once complete; wait for every job.
+
+        0 if all succeeded. Files that appear later are left to the daemon; a file present at
+        the start but still being written is waited for, by the same rules as the daemon's.
+        """
+        if not self.settings.input_dir.is_dir():
+            log.info("once: no input folder %s", self.settings.input_dir)
+            return 0
+        observer = start_observer(self.candidates, poll)
+        self.candidates.scan()
+        wanted = self.candidates.pending()
         bar = tqdm(total=0, unit="chunk", disable=not progress, file=sys.stderr)
-        while (paths or self.tracker.jobs) and not self.stopping:
-            paths = self.step(paths)
-            if progress:
-                bar.n, bar.total = self.tracker.chunks()
-                bar.refresh()
-            self.sleep(TICK)
-        bar.close()
+        left: list[Path] = []
+        try:
+            while not self.stopping and (
+                left or self.tracker.jobs or wanted & self.candidates.pending()
+            ):
+                ready = [path for path in self.candidates.settled() if path in wanted]
+                left = self.step(left + ready)
+                if progress:
+                    bar.n, bar.total = self.tracker.chunks()
+                    bar.refresh()
+                self.sleep(TICK)
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+            bar.close()
         failed = self.failed.count
         log.info("once: %d file(s) finished, %d failed", self.tracker.finished, failed)
         return 1 if failed or self.stopping else 0
@@ -167,17 +197,16 @@ class Producer:
     def run_daemon(self, poll: bool) -> int:
         """Watch the folder until SIGTERM/SIGINT."""
         self.settings.input_dir.mkdir(parents=True, exist_ok=True)
-        candidates = Candidates(self.settings.input_dir, self.settings.settle_seconds)
-        observer = start_observer(candidates, poll)
-        candidates.scan()
+        observer = start_observer(self.candidates, poll)
+        self.candidates.scan()
         log.info("watching %s (%s)", self.settings.input_dir, "polling" if poll else "events")
         next_scan = time.monotonic() + self.settings.rescan_seconds
-        retry: list[Path] = []
+        left: list[Path] = []
         try:
             while not self.stopping:
-                retry = self.step(retry + candidates.settled())
+                left = self.step(left + self.candidates.settled())
                 if time.monotonic() >= next_scan:
-                    candidates.scan()
+                    self.candidates.scan()
                     self._prune()
                     next_scan = time.monotonic() + self.settings.rescan_seconds
                 self.sleep(TICK)
@@ -185,6 +214,19 @@ class Producer:
             observer.stop()
             observer.join(timeout=5)
         return 0
+
+    def _incomplete(self, cut: Incomplete) -> None:
+        """A file read as cut short: read it again later, or fail it if it stayed so."""
+        name, wait = display_name(cut.path.name), self.settings.incomplete_seconds
+        if self.candidates.defer(cut.path, cut.reason):
+            log.warning(
+                "file=%s event=incomplete %s; reading it again once unchanged for %g s",
+                name,
+                cut.reason,
+                wait,
+            )
+            return
+        self.failed.fail(cut.path, truncated_report(cut.reason, wait), truncated=True)
 
     def _prune(self) -> None:
         """Forget ledger entries of files that left the input folder (bounded ledger)."""

@@ -23,12 +23,18 @@ from pathlib import Path
 
 from emotions.chunking import chunks
 from emotions.constants import DONE, FAILED, QUEUED
-from emotions.errors import EmotionsError, InputError, InputTooLargeError
+from emotions.errors import (
+    EmotionsError,
+    IncompleteInputError,
+    InputError,
+    InputTooLargeError,
+)
 from emotions.files import display_name, file_digest, inside
 from emotions.formats import iter_records
 from emotions.jobs import JobStore
 from emotions.modelid import model_identity
 from emotions.settings import Settings
+from producer.completion import Incomplete
 from producer.failed import FailedFolder
 from producer.ledger import Entry, Ledger
 
@@ -192,6 +198,8 @@ class Submitter:
             for chunk in chunks(stream, settings.chunk_size, settings.chunk_bytes):
                 total += 1
                 records += len(chunk)
+        except IncompleteInputError as e:  # cut short: no job yet; the caller defers the file
+            raise Incomplete(path, str(e)) from e
         except (InputError, OSError) as e:
             if isinstance(e, FileNotFoundError):
                 return None

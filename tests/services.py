@@ -10,6 +10,7 @@ from harness.stack import RedisServer, Stack
 TEST_ENV = {
     "EMOTIONS_CHUNK_SIZE": "8",
     "EMOTIONS_SETTLE_SECONDS": "0.3",
+    "EMOTIONS_INCOMPLETE_SECONDS": "3",
     "EMOTIONS_RESCAN_SECONDS": "2",
     "EMOTIONS_RETRY_BACKOFF_MAX": "1",
 }

@@ -4,6 +4,10 @@ delimiters, doubled quotes and line breaks).
 
 Streamed row by row with the ``csv`` module, never read whole. Every cell is a string, so ids
 stay strings exactly as written; an empty id cell means "no id" (the position is used).
+
+Two endings mean a row is still being written, not malformed, and are reported as incomplete:
+a quoted field still open at the end of the data, and a last row with fewer fields than the
+header and no line break after it.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
-from emotions.errors import InputError, InputTooLargeError
-from emotions.formats.detect import not_utf8_error
+from emotions.errors import IncompleteInputError, InputError, InputTooLargeError
+from emotions.formats.detect import STILL_WRITING, not_utf8_error
 from emotions.formats.records import (
     ID_FIELDS,
     LIMIT_SETTING,
@@ -29,6 +33,29 @@ from emotions.formats.records import (
 
 DELIMITERS: Final = (",", ";", "\t")
 _QUOTED: Final = re.compile(r'"[^"]*"')
+_LINE_BREAKS: Final = ("\n", "\r")
+# What the csv module says (with strict=True) when the data ends inside a quoted field.
+_OPEN_QUOTE_AT_END: Final = "unexpected end of data"
+
+
+class _Lines:
+    """A text stream's lines, remembering whether the latest one ended with a line break.
+
+    Only the file's last line can lack one, so a row that comes up short on such a line is the
+    writer's unfinished last row.
+    """
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.unterminated = False
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.unterminated = not line.endswith(_LINE_BREAKS)
+        return line
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -88,21 +115,31 @@ def _rows(name: str, stream: Iterator[str], maker: RecordMaker) -> Iterator[Reco
     while first and not first.strip():
         skipped, first = skipped + 1, next(stream, "")
     delimiter = sniff_delimiter(first)
-    reader = csv.reader(itertools.chain([first], stream), delimiter=delimiter, strict=True)
+    lines = _Lines(itertools.chain([first], stream))
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    end = 0
     try:
         columns = [column.strip() for column in next(reader, [])]
         text_index = find_column(columns, TEXT_FIELDS)
         if text_index is None:
-            raise InputError(
+            message = (
                 f"{name}: no text column: expected one of {', '.join(TEXT_FIELDS)}; found "
                 f"columns: {list_names(columns)} (read with delimiter {delimiter!r})"
             )
+            if lines.unterminated:  # the header itself is not finished
+                raise IncompleteInputError(f"{message}; no line break after it: {STILL_WRITING}")
+            raise InputError(message)
         id_index = find_column(columns, ID_FIELDS)
         width, end = len(columns), reader.line_num
         for row in reader:
             start, end = skipped + end + 1, reader.line_num
             if not row or (width > 1 and len(row) == 1 and not row[0].strip()):
                 continue  # a blank line
+            if len(row) < width and lines.unterminated:
+                raise IncompleteInputError(
+                    f"{name} line {start}: the last row has {len(row)} of the header's {width} "
+                    f"fields and no line break after it: an unfinished row; {STILL_WRITING}"
+                )
             if len(row) < width or any(cell.strip() for cell in row[width:]):
                 raise InputError(
                     f"{name} line {start}: {len(row)} fields, but the header has {width}; does a "
@@ -117,6 +154,12 @@ def _rows(name: str, stream: Iterator[str], maker: RecordMaker) -> Iterator[Reco
             )
     except csv.Error as e:
         line = skipped + reader.line_num
+        if str(e) == _OPEN_QUOTE_AT_END:
+            raise IncompleteInputError(
+                f"{name} line {skipped + end + 1}: a quoted field starting in this row is still "
+                f"open at the end of the file: {STILL_WRITING} (or a double quote in that row "
+                "lacks its closing quote)"
+            ) from e
         if "field larger than field limit" in str(e):
             raise InputTooLargeError(
                 f"{name} line {line}: a field is longer than {maker.max_comment_chars:,} "

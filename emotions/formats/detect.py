@@ -2,7 +2,9 @@
 
 youtube-comment-downloader's JSON Lines is routinely saved as ``.json`` and CSV exports come
 with any extension, so the extension alone would misread real files. Only the start of the file
-is read here; binary and non-UTF-8 files are refused before any parser sees them.
+is read here; binary and non-UTF-8 files are refused before any parser sees them. A file with
+nothing in it yet, or one that stops in the middle of a character, is reported as incomplete
+(``IncompleteInputError``): it is most likely still being written.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import BinaryIO, Final
 
 import orjson
 
-from emotions.errors import InputError
+from emotions.errors import IncompleteInputError, InputError
 
 BOM: Final = codecs.BOM_UTF8
 HEAD_BYTES: Final = 64 * 1024
@@ -22,6 +24,9 @@ WHITESPACE: Final = b" \t\r\n"
 LINES_SUFFIXES: Final = frozenset({".jsonl", ".ndjson", ".jsonlines"})
 JSON_SUFFIXES: Final = LINES_SUFFIXES | {".json"}
 SAVE_AS: Final = "save it as UTF-8 JSON, JSON Lines or CSV"
+STILL_WRITING: Final = "is it still being written, or was it cut short?"
+# UnicodeDecodeError.reason when the bytes stop inside a multi-byte character.
+_CUT_CHARACTER: Final = "unexpected end of data"
 
 # Signatures of files people drop into the folder by mistake, with what to do instead.
 _SIGNATURES: Final = (
@@ -42,11 +47,25 @@ class Format(enum.Enum):
     CSV = "csv"
 
 
+def ends_mid_character(error: UnicodeDecodeError) -> bool:
+    """Whether decoding failed only because the data stops inside a multi-byte character."""
+    return error.reason == _CUT_CHARACTER
+
+
+def cut_character_error(name: str, line: int) -> IncompleteInputError:
+    """The error for a file whose last bytes are the start of a character, not all of it."""
+    return IncompleteInputError(
+        f"{name} line {line}: the file ends in the middle of a UTF-8 character; {STILL_WRITING}"
+    )
+
+
 def not_utf8_error(
     name: str, data: bytes, error: UnicodeDecodeError, first_line: int = 1
 ) -> InputError:
     """An InputError pointing at the line of the first byte of ``data`` that is not UTF-8."""
     line = first_line + data.count(b"\n", 0, error.start)
+    if ends_mid_character(error):
+        return cut_character_error(name, line)
     byte = data[error.start]
     return InputError(
         f"{name} line {line}: not UTF-8 text (byte 0x{byte:02x} cannot be decoded): is this a "
@@ -57,7 +76,9 @@ def not_utf8_error(
 def check_text(name: str, head: bytes, complete: bool) -> None:
     """Refuse empty, binary and non-UTF-8 files from their first bytes."""
     if not head:
-        raise InputError(f"{name}: file is empty (0 bytes); expected comments as JSON or CSV")
+        raise IncompleteInputError(
+            f"{name}: file is empty (0 bytes); expected comments as JSON or CSV ({STILL_WRITING})"
+        )
     for signature, what in _SIGNATURES:
         if head.startswith(signature):
             raise InputError(f"{name}: the file is {what}")
@@ -111,7 +132,10 @@ def detect(path: Path) -> Format:
         check_text(path.name, head, complete=len(head) < HEAD_BYTES)
         first = _first_content(stream, head)
         if not first:
-            raise InputError(f"{path.name}: file is empty (only whitespace)")
+            raise IncompleteInputError(
+                f"{path.name}: file is empty (only whitespace); expected comments as JSON or CSV "
+                f"({STILL_WRITING})"
+            )
         suffix = path.suffix.lower()
         if first == b"[":
             return Format.JSON_DOCUMENT

@@ -3,6 +3,8 @@
 
 orjson has no streaming parser, so the document is read whole; the raw bytes are dropped as soon
 as they are parsed, leaving only the objects (a million-comment file is JSON Lines in practice).
+A document that stops before its end (orjson fails at the last byte) is reported as incomplete:
+a file still being written, not a malformed one.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from typing import Any, Final
 
 import orjson
 
-from emotions.errors import InputError
+from emotions.errors import IncompleteInputError, InputError
 from emotions.formats import youtube_api
-from emotions.formats.detect import BOM, not_utf8_error
+from emotions.formats.detect import BOM, STILL_WRITING, not_utf8_error
 from emotions.formats.records import (
     TEXT_FIELDS,
     At,
@@ -27,6 +29,7 @@ from emotions.formats.records import (
     loads,
 )
 
+BLANKS: Final = " \t\r\n"  # JSON's whitespace
 UNKNOWN_SHAPE: Final = (
     'unknown JSON shape: expected an array of comment objects, {"comments": [...]} or a '
     'YouTube Data API response with "items"'
@@ -41,14 +44,27 @@ def document_records(path: Path, maker: RecordMaker) -> Iterator[Record]:
         document = loads(memoryview(raw)[start:])
     except orjson.JSONDecodeError as e:
         try:
-            raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as bad:
             raise not_utf8_error(path.name, raw, bad) from e
-        raise InputError(
-            f"{path.name} line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})"
-        ) from e
+        where = f"{path.name} line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})"
+        if ends_early(e, len(text[1 if start else 0 :].rstrip(BLANKS))):
+            raise IncompleteInputError(
+                f"{where}: the document ends before it is complete; {STILL_WRITING}"
+            ) from e
+        raise InputError(where) from e
     del raw
     yield from value_records(document, maker, At(path.name))
+
+
+def ends_early(error: orjson.JSONDecodeError, length: int) -> bool:
+    """Whether the parse failed because the data ran out, not because something was wrong.
+
+    orjson says "unexpected end of data", at a position (in characters) just past the last
+    one; ``length`` is the document's length in characters without trailing blanks, so the
+    position alone decides should the wording ever change.
+    """
+    return "end of data" in error.msg or error.pos >= length
 
 
 def value_records(document: Any, maker: RecordMaker, where: At) -> Iterator[Record]:

@@ -3,6 +3,10 @@
 Streamed line by line: such files reach a million comments, and only the current line and its
 records are held at a time. Blank lines are skipped; a line may also hold a bare string, a Data
 API thread or a whole API page (people append pages to one file).
+
+A last line with no newline at its end that does not parse is a record cut short: the writer
+(youtube-comment-downloader writes page by page, through a buffer) has not finished it yet, so
+it is reported as incomplete. A bad line that does end in a newline is simply malformed.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from pathlib import Path
 
 import orjson
 
-from emotions.errors import InputError
-from emotions.formats.detect import BOM, not_utf8_error
+from emotions.errors import IncompleteInputError, InputError
+from emotions.formats.detect import BOM, STILL_WRITING, not_utf8_error
 from emotions.formats.json_document import element_records
 from emotions.formats.records import At, Record, RecordMaker, loads
 
@@ -39,7 +43,15 @@ def json_lines_records(path: Path, maker: RecordMaker) -> Iterator[Record]:
 
 
 def _line_error(name: str, number: int, line: bytes, error: orjson.JSONDecodeError) -> InputError:
-    """Why a line is not JSON, in the file's own line numbering."""
+    """Why a line is not JSON, in the file's own line numbering.
+
+    Only the last line can lack its newline; unparsable, it is a record still being written.
+    """
+    if not line.endswith(b"\n"):
+        return IncompleteInputError(
+            f"{name} line {number}: the last line is an unfinished record (no newline at its "
+            f"end, and it is not valid JSON: {error.msg}); {STILL_WRITING}"
+        )
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as bad:

@@ -47,7 +47,7 @@ def test_once_labels_every_record_in_order(stack: Stack) -> None:
 
 
 def test_bad_file_goes_to_failed_with_report_and_others_finish(stack: Stack) -> None:
-    (stack.input / "broken.json").write_text('[{"id": "x", "comment": "unterminated')
+    (stack.input / "broken.json").write_text('[{"id": "x" "comment": "no comma"}]')
     write_json(stack.input / "good.json", COMMENTS[:2])
     stack.start_worker("w1")
     done = stack.run_producer("--once")

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from emotions.errors import InputError, InputTooLargeError, PermanentError
+from emotions.errors import IncompleteInputError, InputError, InputTooLargeError, PermanentError
 from emotions.formats import Record, iter_records
 from emotions.formats.detect import Format, detect
 
@@ -244,11 +244,13 @@ def test_invalid_json_names_line_and_column(tmp_path: Path) -> None:
     assert isinstance(info.value.__cause__, orjson.JSONDecodeError)
 
 
-def test_truncated_json_is_an_input_error(tmp_path: Path) -> None:
+def test_truncated_json_is_an_incomplete_input_error(tmp_path: Path) -> None:
     path = tmp_path / "cut.json"
     path.write_text('[{"id": "a", "comment": "x"}, {"id": "b", "comm')
-    with pytest.raises(InputError, match=r"^cut\.json line 1: invalid JSON"):
+    with pytest.raises(IncompleteInputError, match=r"^cut\.json line 1: invalid JSON") as info:
         read(path)
+    assert isinstance(info.value, InputError)  # still an input error for whoever gives up
+    assert "ends before it is complete; is it still being written" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -423,9 +425,10 @@ def test_csv_short_row_and_unclosed_quote(tmp_path: Path) -> None:
     path.write_text("cid,text,votes\na,hello,1\nb,world\n")
     with pytest.raises(InputError, match=r"^c\.csv line 3: 2 fields, but the header has 3"):
         read(path)
-    path.write_text('cid,text\na,"never closed\nb,more\n')
-    with pytest.raises(InputError, match=r"^c\.csv line 3: malformed CSV"):
+    path.write_text('cid,text\na,"x"y\nb,more\n')
+    with pytest.raises(InputError, match=r"^c\.csv line 2: malformed CSV") as info:
         read(path)
+    assert not isinstance(info.value, IncompleteInputError)
 
 
 def test_csv_trailing_empty_cells_are_ignored(tmp_path: Path) -> None:
@@ -530,9 +533,11 @@ def test_top_level_comment_without_id_takes_the_thread_id(tmp_path: Path) -> Non
 
 
 def test_zero_byte_file(tmp_path: Path) -> None:
+    """Empty: maybe a mistake, maybe a downloader that created the file and is still fetching the
+    first page; incomplete, so that the producer waits before failing it."""
     path = tmp_path / "empty.json"
     path.write_bytes(b"")
-    with pytest.raises(InputError, match=r"^empty\.json: file is empty"):
+    with pytest.raises(IncompleteInputError, match=r"^empty\.json: file is empty"):
         read(path)
 
 
@@ -540,7 +545,9 @@ def test_zero_byte_file(tmp_path: Path) -> None:
 def test_whitespace_only_file(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "blank.csv"
     path.write_bytes(content)
-    with pytest.raises(InputError, match=r"^blank\.csv: file is empty \(only whitespace\)"):
+    with pytest.raises(
+        IncompleteInputError, match=r"^blank\.csv: file is empty \(only whitespace\)"
+    ):
         read(path)
 
 

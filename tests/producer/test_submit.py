@@ -14,6 +14,7 @@ import pytest
 
 from emotions.constants import DONE, FAILED, QUEUED, SUPERSEDED, parts_key, starts_key
 from emotions.modelid import model_identity
+from producer.completion import Incomplete
 from producer.ledger import Entry
 from producer.submit import Submitted, Submitter
 from tests.producer.rig import LABELS, NAME, Rig, comments
@@ -103,8 +104,8 @@ def test_an_empty_file_is_a_job_of_no_chunk(rig: Rig, sub: Submitter) -> None:
 def test_a_bad_record_at_the_end_fails_the_file_before_any_job(rig: Rig, sub: Submitter) -> None:
     """The whole file is read before its job exists: no GPU time for a file that will fail."""
     path = rig.input / "late.jsonl"
-    lines = [orjson.dumps(c) for c in comments(50)] + [b'{"id": "bad", "comment": ']
-    path.write_bytes(b"\n".join(lines))
+    lines = [orjson.dumps(c) for c in comments(50)] + [b'{"id": "bad", "comment": 1 2}']
+    path.write_bytes(b"\n".join(lines) + b"\n")  # malformed, not cut short
     assert sub.consider(path) is None
     assert rig.jobs() == set()
     assert nothing_queued(rig)
@@ -385,7 +386,7 @@ def test_a_failed_file_that_could_not_be_moved_is_not_taken_until_it_changes(
 
 def test_invalid_file_goes_to_failed_folder_with_report(rig: Rig, sub: Submitter) -> None:
     path = rig.input / "bad.json"
-    data = b'[{"id": "1", "comment": "ok"}, {"id": '
+    data = b'[{"id": "1", "comment": "ok"}, {"id": "2" "comment": "no comma"}]'
     path.write_bytes(data)
     assert sub.consider(path) is None
     assert not path.exists()
@@ -404,7 +405,7 @@ def test_invalid_file_goes_to_failed_folder_with_report(rig: Rig, sub: Submitter
 
 
 def test_each_failure_is_counted(rig: Rig, sub: Submitter) -> None:
-    for name, data in (("a.json", b"nope"), ("b.csv", b"\x00\x01\x02"), ("c.json", b"")):
+    for name, data in (("a.json", b"nope"), ("b.csv", b"\x00\x01\x02"), ("c.json", b"[1 2]")):
         (rig.input / name).write_bytes(data)
         assert sub.consider(rig.input / name) is None
     assert sub.failed.count == 3
@@ -417,6 +418,23 @@ def test_each_failure_is_counted(rig: Rig, sub: Submitter) -> None:
         "c.json.error.json",
     ]
     assert rig.jobs() == set()
+
+
+def test_cut_short_file_is_deferred_not_failed(rig: Rig, sub: Submitter) -> None:
+    """A JSON Lines file whose last line is unfinished: no job is created, nothing is sent,
+    the file stays where it is, and once complete it is submitted with every record."""
+    path = rig.input / "live.jsonl"
+    lines = [orjson.dumps({"cid": f"c{i}", "text": f"t{i}"}) + b"\n" for i in range(6)]
+    path.write_bytes(b"".join(lines[:5]) + lines[5][:7])
+    with pytest.raises(Incomplete) as info:
+        sub.consider(path)
+    assert info.value.path == path
+    assert "live.jsonl line 6: the last line is an unfinished record" in info.value.reason
+    assert rig.ledger.get("live.jsonl") is None and rig.chunk_args() == []
+    assert path.exists() and not list(rig.failed.iterdir()) and sub.failed.count == 0
+    path.write_bytes(b"".join(lines))
+    again = sub.consider(path)
+    assert again is not None and again.records == 6
 
 
 def test_too_big_file_fails_naming_the_setting(rig: Rig) -> None:

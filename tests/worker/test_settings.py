@@ -59,6 +59,8 @@ def test_environment_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         "EMOTIONS_OUTPUT_DIR": "/drive/out",
         "EMOTIONS_FAILED_DIR": "/drive/failed",
         "EMOTIONS_SETTLE_SECONDS": "2.5",
+        "EMOTIONS_OPEN_FILE_SECONDS": "7200",
+        "EMOTIONS_INCOMPLETE_SECONDS": "600",
         "EMOTIONS_LOG_LEVEL": "debug",
     }
     for k, v in env.items():
@@ -73,6 +75,7 @@ def test_environment_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.input_dir == Path("/drive/in") and isinstance(s.input_dir, Path)
     assert s.output_dir == Path("/drive/out") and s.failed_dir == Path("/drive/failed")
     assert s.settle_seconds == 2.5
+    assert (s.open_file_seconds, s.incomplete_seconds) == (7200, 600)
     assert s.log_level == "DEBUG"
 
 
@@ -98,6 +101,8 @@ def test_cli_overrides_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ("EMOTIONS_VISIBILITY_TIMEOUT", "5"),
         ("EMOTIONS_LOG_LEVEL", "loud"),
         ("EMOTIONS_SETTLE_SECONDS", "soon"),
+        ("EMOTIONS_OPEN_FILE_SECONDS", "0"),
+        ("EMOTIONS_INCOMPLETE_SECONDS", "-1"),
     ],
 )
 def test_invalid_values_name_the_variable(
