@@ -89,27 +89,10 @@ class RedisServer:
 
 
 @dataclass
-class Stack:
-    """Folders, model and Redis of one pipeline, and the processes started on them.
-
-    ``env`` holds the ``EMOTIONS_*`` settings every process gets (on top of the folders,
-    Redis and model); the tests use small chunks and short timers, the benchmark the
-    defaults. Variables of the calling environment starting with ``EMOTIONS_`` are not
-    passed on unless ``inherit`` names them, so a developer's shell cannot change a test.
-    """
+class Folders:
+    """The input, output and failed folders of one pipeline under ``root``."""
 
     root: Path
-    redis: RedisServer
-    model: Path
-    device: str = "cpu"
-    threads: int = 1
-    extra_env: dict[str, str] = field(default_factory=dict)
-    inherit: tuple[str, ...] = ()
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for sub in ("input", "output", "failed", "logs"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     @property
     def input(self) -> Path:
@@ -122,6 +105,29 @@ class Stack:
     @property
     def failed(self) -> Path:
         return self.root / "failed"
+
+
+@dataclass
+class Stack(Folders):
+    """Folders, model and Redis of one pipeline, and the processes started on them.
+
+    ``env`` holds the ``EMOTIONS_*`` settings every process gets (on top of the folders,
+    Redis and model); the tests use small chunks and short timers, the benchmark the
+    defaults. Variables of the calling environment starting with ``EMOTIONS_`` are not
+    passed on unless ``inherit`` names them, so a developer's shell cannot change a test.
+    """
+
+    redis: RedisServer
+    model: Path
+    device: str = "cpu"
+    threads: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
+    inherit: tuple[str, ...] = ()
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for sub in ("input", "output", "failed", "logs"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = {

@@ -4,6 +4,7 @@ file spans several chunks and faults are noticed within a test's time."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from harness.stack import RedisServer, Stack
 
@@ -19,3 +20,14 @@ TEST_ENV = {
 def make_stack(root: Path, redis: RedisServer, model: Path, **env: str) -> Stack:
     """A stack with the tests' settings (``env`` overrides them)."""
     return Stack(root, redis, model, extra_env={**TEST_ENV, **env})
+
+
+def comments(n: int, tag: str) -> list[dict[str, Any]]:
+    """``n`` input records with ids and texts that name their file (``tag``) and position."""
+    return [{"id": f"{tag}{i}", "comment": f"{tag} comment number {i} 🎬"} for i in range(n)]
+
+
+def assert_exactly_once(stack: Stack, stem: str, expected: list[dict[str, Any]]) -> None:
+    """The output of ``stem`` holds exactly the ``expected`` records, in order."""
+    out = stack.output_records(stem)
+    assert [(r["id"], r["comment"]) for r in out] == [(e["id"], e["comment"]) for e in expected]

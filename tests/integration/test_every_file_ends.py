@@ -21,18 +21,9 @@ import pytest
 from emotions.constants import INFERENCE_QUEUE
 from harness.procs import wait_for
 from harness.stack import RedisServer, Stack, write_json
-from tests.services import make_stack
+from tests.services import assert_exactly_once, comments, make_stack
 
 pytestmark = pytest.mark.slow
-
-
-def comments(n: int, tag: str) -> list[dict[str, Any]]:
-    return [{"id": f"{tag}{i}", "comment": f"{tag} comment number {i} 🎬"} for i in range(n)]
-
-
-def assert_exactly_once(stack: Stack, stem: str, expected: list[dict[str, Any]]) -> None:
-    out = stack.output_records(stem)
-    assert [(r["id"], r["comment"]) for r in out] == [(e["id"], e["comment"]) for e in expected]
 
 
 def report(stack: Stack, name: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -18,17 +17,9 @@ import pytest
 from emotions.constants import LEDGER_KEY
 from harness.procs import kill_group, wait_for
 from harness.stack import Stack, write_json
+from tests.services import assert_exactly_once, comments
 
 pytestmark = pytest.mark.slow
-
-
-def comments(n: int, tag: str) -> list[dict[str, Any]]:
-    return [{"id": f"{tag}{i}", "comment": f"{tag} comment number {i} 🎬"} for i in range(n)]
-
-
-def assert_exactly_once(stack: Stack, stem: str, expected: list[dict[str, Any]]) -> None:
-    out = stack.output_records(stem)
-    assert [(r["id"], r["comment"]) for r in out] == [(e["id"], e["comment"]) for e in expected]
 
 
 def started_marker(stack: Stack) -> Path:

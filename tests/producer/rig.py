@@ -20,6 +20,7 @@ from emotions.constants import CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
 from emotions.jobs import GO, JobStore
 from emotions.messages import send_assembly
 from emotions.settings import Settings, load_settings
+from harness.stack import Folders
 from producer.daemon import Producer
 from producer.failed import FailedFolder
 from producer.ledger import Ledger
@@ -34,28 +35,15 @@ def comments(n: int, tag: str = "c") -> list[dict[str, Any]]:
 
 
 @dataclass
-class Rig:
+class Rig(Folders):
     """Folders, a Redis client, and every producer (or submitter) a test builds on them."""
 
-    root: Path
     url: str
     client: redis.Redis
     store: JobStore
     ledger: Ledger
     apps: list[Celery] = field(default_factory=list)
     producers: list[Producer] = field(default_factory=list)
-
-    @property
-    def input(self) -> Path:
-        return self.root / "input"
-
-    @property
-    def output(self) -> Path:
-        return self.root / "output"
-
-    @property
-    def failed(self) -> Path:
-        return self.root / "failed"
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
