@@ -10,6 +10,10 @@ Flower and the logs show the file and chunk instead of a wall of comment text.
 
 from __future__ import annotations
 
+import base64
+from typing import Any
+
+import orjson
 from celery import Celery
 
 from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
@@ -37,3 +41,22 @@ def send_assembly(app: Celery, job: str, name: str) -> None:
         shadow=f"{ASSEMBLE_TASK}[{shown}]",
         argsrepr=repr(shown),
     )
+
+
+def waiting_for(client: Any, queue: str, job: str) -> int:
+    """How many messages of ``job`` wait in ``queue`` (not yet taken by a worker).
+
+    Reads the Redis transport's list for the queue: each entry is kombu's JSON envelope whose
+    ``body`` is the base64 of ``[args, kwargs, embed]``, and every message of this pipeline
+    has the job id as its first argument. Used only when a job looks stalled, to tell work
+    that waits for a worker from work that was lost; an entry that does not parse is skipped.
+    """
+    count = 0
+    for raw in client.lrange(queue, 0, -1):
+        try:
+            envelope = orjson.loads(raw)
+            args = orjson.loads(base64.b64decode(envelope["body"]))[0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue
+        count += bool(args) and args[0] == job
+    return count

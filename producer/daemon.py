@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from emotions.files import display_name
 from emotions.jobs import JobStore, connect
+from emotions.messages import waiting_for
 from emotions.settings import Settings
 from producer.completion import Incomplete, truncated_report
 from producer.failed import FailedFolder
@@ -70,7 +71,7 @@ class Producer:
             self.store,
             self.ledger,
             self.failed,
-            lambda q: int(broker.llen(q)),
+            lambda queue, job: waiting_for(broker, queue, job),
         )
         self.candidates = Candidates(
             settings.input_dir,

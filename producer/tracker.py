@@ -54,7 +54,7 @@ class Tracker:
         store: JobStore,
         ledger: Ledger,
         failed: FailedFolder,
-        queue_depth: Callable[[str], int],
+        waiting: Callable[[str, str], int],
     ) -> None:
         self.settings = settings
         self.submitter = submitter
@@ -62,7 +62,7 @@ class Tracker:
         self.store = store
         self.ledger = ledger
         self.failed = failed
-        self.queue_depth = queue_depth
+        self.waiting = waiting
         self.jobs: dict[str, Follow] = {}
         self._by_path: dict[Path, Follow] = {}  # the newest job of each input path
         self.finished = 0
@@ -137,12 +137,12 @@ class Tracker:
         if not complete and f.sent <= f.stored:
             return  # nothing outstanding: the window is busy with older files
         queue = RESULTS_QUEUE if complete else INFERENCE_QUEUE
-        waiting = self.queue_depth(queue)
+        waiting = self.waiting(queue, f.sub.job)
         name = display_name(f.sub.name)
         f.last_change = now
         if waiting:
             log.warning(
-                "file=%s no progress for %.0fs; %d task(s) wait in the %r queue: is a "
+                "file=%s no progress for %.0fs; %d of its task(s) wait in the %r queue: is a "
                 "worker consuming it?",
                 name,
                 self.settings.stall_after,
