@@ -1,0 +1,130 @@
+"""Stopping a worker without losing, or stalling, the chunk in hand.
+
+Supervisors stop a worker with SIGTERM and follow up with SIGKILL: honcho and systemd signal
+the whole process group at once and kill it 5 s (honcho) later; docker signals the main
+process and kills after its ``stop_grace_period``. Celery's own answer is a warm shutdown,
+which waits for the running chunk however long it takes, while its pool child, hit by the
+same group signal, dies mid-chunk (``WorkerLostError``). Either way a chunk can be left
+unacknowledged in Redis when the SIGKILL lands, and then waits out the visibility timeout
+before anyone runs it again.
+
+Here instead:
+
+- The pool child leaves its parent's process group (:func:`leave_process_group`), so a group
+  signal reaches only the main process. The pool still stops the child by its pid, as always,
+  and the kernel kills it if the main process dies (Celery sets a parent-death signal).
+- The main process, on SIGTERM or SIGINT (:class:`OrderlyStop`), stops taking chunks and
+  gives the chunk in hand ``EMOTIONS_STOP_GRACE_SECONDS`` to finish; a chunk that finishes is
+  acknowledged as usual. One still running then (or at a second signal) is handed back: its
+  unacknowledged message is pushed back onto its queue at once (kombu's Redis transport
+  restores unacknowledged messages) and the child running it is cancelled. Celery's warm
+  shutdown then has nothing left to wait for.
+
+The waiting happens in a timer of the worker's event loop, not in the signal handler, so the
+loop goes on reading the pool's results and acknowledges a chunk that finishes in time, and
+the handler itself touches no lock. SIGQUIT keeps Celery's meaning: a cold shutdown, now.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from types import FrameType
+from typing import Any
+
+from celery.platforms import EX_OK
+from celery.worker import state
+from kombu.common import ignore_errors
+
+from emotions.constants import STOP_POLL_SECONDS
+
+log = logging.getLogger(__name__)
+
+_installed: OrderlyStop | None = None
+
+
+def leave_process_group() -> None:
+    """Pool child: a process group of its own, out of reach of signals meant for the worker.
+
+    Terminal job control would stop a background group that writes to the terminal when
+    ``stty tostop`` is set; the child only ever writes its log lines there, so it ignores that.
+    """
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+
+
+class OrderlyStop:
+    """The main process's stop: the chunk in hand finishes within ``grace`` s or goes back."""
+
+    def __init__(self, worker: Any, grace: float) -> None:
+        self.worker = worker
+        self.grace = grace
+        self.deadline: float | None = None  # set by the first signal
+        self.announced = False
+        self.finished = False
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """Signal handler: record the request and nothing else (no locks, no I/O here)."""
+        now = time.monotonic()
+        if self.deadline is None:
+            self.deadline = now + self.grace
+            if not state.active_requests:
+                state.should_stop = EX_OK  # nothing in hand: Celery's warm shutdown, at once
+        else:
+            self.deadline = now  # asked again: hand the chunk back without waiting
+
+    def step(self) -> None:
+        """Event-loop timer: stop consuming, wait for the chunk in hand, else hand it back."""
+        if self.deadline is None or self.finished:
+            return
+        consumer = self.worker.consumer
+        if not self.announced:
+            self.announced = True
+            if state.active_requests:
+                log.info("stopping: no new tasks; the one in hand has %.1f s to finish", self.grace)
+            else:
+                log.info("stopping: no task in hand")
+            if consumer.task_consumer is not None:
+                ignore_errors(consumer, consumer.task_consumer.cancel)
+        if state.active_requests and time.monotonic() < self.deadline:
+            return
+        if state.active_requests:
+            self.hand_back(consumer)
+        self.finished = True
+        state.should_stop = EX_OK
+
+    def hand_back(self, consumer: Any) -> None:
+        """Put the unacknowledged chunk back on its queue, then cancel the child running it."""
+        log.warning("stopping: handing %d unfinished task(s) back to the queue",
+                    len(state.active_requests))  # fmt: skip
+        try:
+            # First, so that even a SIGKILL right after this leaves the message in the queue.
+            consumer.task_consumer.channel.qos.restore_unacked()
+        except Exception as e:  # the broker is gone: it redelivers after the visibility timeout
+            log.warning("stopping: could not hand the task back now (%s)", e)
+        # Unacknowledged and cancelled: Celery neither acknowledges nor rejects it afterwards.
+        # Celery's cancel (SIGTERM to the child, which lingers a second on its way out) rather
+        # than a SIGKILL: a child that vanished at once would be replaced, model load and all,
+        # before the worker's own shutdown begins.
+        consumer.cancel_active_requests()
+
+
+def install(worker: Any, grace: float) -> OrderlyStop | None:
+    """Replace Celery's SIGTERM/SIGINT handlers of the main process with :class:`OrderlyStop`.
+
+    Needs the event loop of the prefork pool (``worker.hub``); other pools keep Celery's own
+    handling. Installed once per process, after Celery installed its own handlers.
+    """
+    global _installed
+    if _installed is None:
+        hub = getattr(worker, "hub", None)
+        if hub is None:
+            log.info("no event loop: Celery's own shutdown applies")
+            return None
+        _installed = OrderlyStop(worker, grace)
+        hub.call_repeatedly(STOP_POLL_SECONDS, _installed.step)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _installed.on_signal)
+    return _installed
