@@ -17,8 +17,8 @@ Here instead:
   gives the chunk in hand ``EMOTIONS_STOP_GRACE_SECONDS`` to finish; a chunk that finishes is
   acknowledged as usual. One still running then (or at a second signal) is handed back: its
   unacknowledged message is pushed back onto its queue at once (kombu's Redis transport
-  restores unacknowledged messages) and the child running it is cancelled. Celery's warm
-  shutdown then has nothing left to wait for.
+  restores unacknowledged messages), the pool is closed and the child running it killed.
+  Celery's warm shutdown then has nothing left to wait for.
 
 The waiting happens in a timer of the worker's event loop, not in the signal handler, so the
 loop goes on reading the pool's results and acknowledges a chunk that finishes in time, and
@@ -96,19 +96,20 @@ class OrderlyStop:
         state.should_stop = EX_OK
 
     def hand_back(self, consumer: Any) -> None:
-        """Put the unacknowledged chunk back on its queue, then cancel the child running it."""
-        log.warning("stopping: handing %d unfinished task(s) back to the queue",
-                    len(state.active_requests))  # fmt: skip
+        """Put the unacknowledged task back on its queue, then stop the child running it."""
+        requests = [r for r in tuple(state.active_requests) if not r.acknowledged]
+        log.warning("stopping: handing %d unfinished task(s) back to the queue", len(requests))
         try:
-            # First, so that even a SIGKILL right after this leaves the message in the queue.
+            # First, so that even a SIGKILL of this process right after leaves it queued.
             consumer.task_consumer.channel.qos.restore_unacked()
         except Exception as e:  # the broker is gone: it redelivers after the visibility timeout
             log.warning("stopping: could not hand the task back now (%s)", e)
-        # Unacknowledged and cancelled: Celery neither acknowledges nor rejects it afterwards.
-        # Celery's cancel (SIGTERM to the child, which lingers a second on its way out) rather
-        # than a SIGKILL: a child that vanished at once would be replaced, model load and all,
-        # before the worker's own shutdown begins.
-        consumer.cancel_active_requests()
+        # A closed pool starts no replacement child (with a model to load) for the one killed
+        # below. SIGKILL because a child deep in tokenizers or torch would not run a Python
+        # SIGTERM handler for seconds. Cancelled requests are neither acknowledged nor rejected.
+        consumer.pool.close()
+        for request in requests:
+            request.cancel(consumer.pool, signal="SIGKILL", emit_retry=False)
 
 
 def install(worker: Any, grace: float) -> OrderlyStop | None:
