@@ -90,10 +90,14 @@ class OrderlyStop:
                 ignore_errors(consumer, consumer.task_consumer.cancel)
         if state.active_requests and time.monotonic() < self.deadline:
             return
+        self.finished = True
         if state.active_requests:
             self.hand_back(consumer)
-        self.finished = True
-        state.should_stop = EX_OK
+            # Nothing of value is left in the pool: Celery's cold shutdown skips the drain of
+            # the warm one, half a second or more that honcho's 5 s cannot spare.
+            state.should_terminate = EX_OK
+        else:
+            state.should_stop = EX_OK  # warm: the finished task's acknowledgement goes out
 
     def hand_back(self, consumer: Any) -> None:
         """Put the unacknowledged task back on its queue, then stop the child running it."""

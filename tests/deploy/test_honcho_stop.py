@@ -9,6 +9,7 @@ not after ``EMOTIONS_VISIBILITY_TIMEOUT`` (900 s here, so waiting for it fails t
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from harness.procs import free_port
 from harness.stack import RedisServer, write_json
-from tests.deploy.honcho_run import HONCHO_KILL_WAIT, Honcho, honcho_env
+from tests.deploy.honcho_run import HONCHO_KILL_WAIT, Honcho, honcho_env, http_get
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +27,15 @@ PROCESSES = ("redis", "worker", "results", "producer", "flower")
 # Chunks of long comments that take the 2-layer test model several seconds each on one CPU
 # thread (about 500 comments/s at 512 tokens), well beyond the worker's 2 s stop grace.
 CHUNK = 4000
+FLOWER_AUTH = "tester:not-a-real-password"
 LONG = " ".join(["This video made my day, thank you so much!"] * 60)
 
 
 def test_ctrl_c_mid_chunk_hands_it_back_and_redis_stops_last(
     tmp_path: Path, bert_model: Path
 ) -> None:
-    env = honcho_env(bert_model, free_port(), free_port(),
+    flower_port = free_port()
+    env = honcho_env(bert_model, free_port(), flower_port, FLOWER_BASIC_AUTH=FLOWER_AUTH,
                      EMOTIONS_CHUNK_SIZE=str(CHUNK), EMOTIONS_VISIBILITY_TIMEOUT="900")  # fmt: skip
     honcho = Honcho(tmp_path / "app", env)
     data = honcho.app_dir / "data"
@@ -44,9 +47,11 @@ def test_ctrl_c_mid_chunk_hands_it_back_and_redis_stops_last(
         honcho.wait_ready()
         (data / "input").mkdir(parents=True, exist_ok=True)
         write_json(data / "input" / "big.json", records)
-        honcho.wait(lambda: any("classify_chunk[" in line and line.endswith("received")
-                                for line in honcho.lines("worker")),
-                    60, "a chunk to reach the worker")  # fmt: skip
+        # The pool child started the chunk: its task-started event, as Flower shows it.
+        running = (f"http://127.0.0.1:{flower_port}/api/tasks"
+                   "?taskname=emotions.classify_chunk&state=STARTED")  # fmt: skip
+        honcho.wait(lambda: json.loads(http_get(running, FLOWER_AUTH)[1] or b"{}"),
+                    90, "a chunk to start")  # fmt: skip
         assert not output.exists()
         seconds = honcho.interrupt()
 
