@@ -18,11 +18,14 @@ Here instead:
   acknowledged as usual. One still running then (or at a second signal) is handed back: its
   unacknowledged message is pushed back onto its queue at once (kombu's Redis transport
   restores unacknowledged messages), the pool is closed and the child running it killed.
-  Celery's warm shutdown then has nothing left to wait for.
+  Celery's own shutdown follows: warm when nothing is left in hand, cold after a hand-back.
 
 The waiting happens in a timer of the worker's event loop, not in the signal handler, so the
 loop goes on reading the pool's results and acknowledges a chunk that finishes in time, and
-the handler itself touches no lock. SIGQUIT keeps Celery's meaning: a cold shutdown, now.
+the handler itself touches no lock. (Celery's soft shutdown, ``worker_soft_shutdown_timeout``,
+sleeps its whole timeout inside the signal handler even when the chunk finishes at once, and
+cancels the child with a SIGTERM that a child deep in tokenizers or torch only acts on
+seconds later.) SIGQUIT keeps Celery's meaning: a cold shutdown, now.
 """
 
 from __future__ import annotations
