@@ -42,6 +42,7 @@ def test_defaults() -> None:
     assert s.failed_dir == Path("data/failed")
     assert s.task_time_limit < s.visibility_timeout
     assert s.log_level == "INFO"
+    assert s.stop_grace_seconds == 2.0  # with the hand-back, inside honcho's 5 s kill timeout
 
 
 def test_environment_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,6 +60,7 @@ def test_environment_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         "EMOTIONS_OUTPUT_DIR": "/drive/out",
         "EMOTIONS_FAILED_DIR": "/drive/failed",
         "EMOTIONS_SETTLE_SECONDS": "2.5",
+        "EMOTIONS_STOP_GRACE_SECONDS": "30",
         "EMOTIONS_LOG_LEVEL": "debug",
     }
     for k, v in env.items():
@@ -73,6 +75,7 @@ def test_environment_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.input_dir == Path("/drive/in") and isinstance(s.input_dir, Path)
     assert s.output_dir == Path("/drive/out") and s.failed_dir == Path("/drive/failed")
     assert s.settle_seconds == 2.5
+    assert s.stop_grace_seconds == 30
     assert s.log_level == "DEBUG"
 
 
@@ -98,6 +101,7 @@ def test_cli_overrides_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ("EMOTIONS_VISIBILITY_TIMEOUT", "5"),
         ("EMOTIONS_LOG_LEVEL", "loud"),
         ("EMOTIONS_SETTLE_SECONDS", "soon"),
+        ("EMOTIONS_STOP_GRACE_SECONDS", "-1"),
     ],
 )
 def test_invalid_values_name_the_variable(
