@@ -89,13 +89,14 @@ def _load_model(**_: Any) -> None:
     except Exception as e:
         log.critical("model load failed in pool child %d, stopping the worker: %s", os.getpid(), e)
         _child_failed.value = 1
-        os.kill(os.getppid(), signal.SIGTERM)  # warm shutdown; _exit_status makes it 1
+        os.kill(os.getppid(), signal.SIGTERM)  # a stop; its exit status is then 1
         os._exit(1)
 
 
 @worker_shutdown.connect
 def _exit_status(sender: Any = None, **_: Any) -> None:
-    """Exit non-zero when the stop was caused by a child that could not load the model."""
+    """Exit non-zero when the stop was caused by a child that could not load the model (a
+    stop before the worker is ready is still Celery's own; after, see ``shutdown.install``)."""
     if _child_failed.value and sender is not None:
         sender.exitcode = 1
 
@@ -116,5 +117,6 @@ def _ready(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
     log_settings(settings, "worker")
     if sender is not None and sender.controller is not None:
-        shutdown.install(sender.controller, settings.stop_grace_seconds)
+        shutdown.install(sender.controller, settings.stop_grace_seconds,
+                         lambda: bool(_child_failed.value))  # fmt: skip
     log.info("worker ready (inference=%s)", _serves_inference)

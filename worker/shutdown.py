@@ -18,7 +18,7 @@ Here instead:
   acknowledged as usual. One still running then (or at a second signal) is handed back: its
   unacknowledged message is pushed back onto its queue at once (kombu's Redis transport
   restores unacknowledged messages), the pool is closed and the child running it killed.
-  Celery's own shutdown follows: warm when nothing is left in hand, cold after a hand-back.
+  Celery's cold shutdown follows, with nothing of value left to wait for.
 
 The waiting happens in a timer of the worker's event loop, not in the signal handler, so the
 loop goes on reading the pool's results and acknowledges a chunk that finishes in time, and
@@ -34,10 +34,11 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from celery.platforms import EX_OK
+from celery.platforms import EX_FAILURE, EX_OK
 from celery.worker import state
 from kombu.common import ignore_errors
 
@@ -59,11 +60,16 @@ def leave_process_group() -> None:
 
 
 class OrderlyStop:
-    """The main process's stop: the chunk in hand finishes within ``grace`` s or goes back."""
+    """The main process's stop: the chunk in hand finishes within ``grace`` s or goes back.
 
-    def __init__(self, worker: Any, grace: float) -> None:
+    ``failed`` says whether the stop was asked for by a pool child that could not load the
+    model, which makes the exit status 1.
+    """
+
+    def __init__(self, worker: Any, grace: float, failed: Callable[[], bool]) -> None:
         self.worker = worker
         self.grace = grace
+        self.failed = failed
         self.deadline: float | None = None  # set by the first signal
         self.announced = False
         self.finished = False
@@ -71,15 +77,15 @@ class OrderlyStop:
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         """Signal handler: record the request and nothing else (no locks, no I/O here)."""
         now = time.monotonic()
-        if self.deadline is None:
-            self.deadline = now + self.grace
-            if not state.active_requests:
-                state.should_stop = EX_OK  # nothing in hand: Celery's warm shutdown, at once
-        else:
-            self.deadline = now  # asked again: hand the chunk back without waiting
+        # Asked again: hand the chunk back without waiting.
+        self.deadline = now + self.grace if self.deadline is None else now
 
     def step(self) -> None:
-        """Event-loop timer: stop consuming, wait for the chunk in hand, else hand it back."""
+        """Event-loop timer: stop consuming, wait for the chunk in hand, else hand it back.
+
+        Runs after the loop's callbacks of this turn: a task whose end was read from the pool
+        is already acknowledged when it is no longer among the active requests.
+        """
         if self.deadline is None or self.finished:
             return
         consumer = self.worker.consumer
@@ -94,32 +100,38 @@ class OrderlyStop:
         if state.active_requests and time.monotonic() < self.deadline:
             return
         self.finished = True
-        if state.active_requests:
-            self.hand_back(consumer)
-            # Nothing of value is left in the pool: Celery's cold shutdown skips the drain of
-            # the warm one, half a second or more that honcho's 5 s cannot spare.
-            state.should_terminate = EX_OK
-        else:
-            state.should_stop = EX_OK  # warm: the finished task's acknowledgement goes out
+        self.hand_back(consumer)
+        # Celery's cold shutdown: nothing of value is left in the pool, and a pool child still
+        # loading the model (a first start downloads it) dies at once instead of being waited
+        # for, as a warm shutdown would.
+        code = EX_FAILURE if self.failed() else EX_OK
+        self.worker.exitcode = code
+        state.should_terminate = code
 
     def hand_back(self, consumer: Any) -> None:
-        """Put the unacknowledged task back on its queue, then stop the child running it."""
-        requests = [r for r in tuple(state.active_requests) if not r.acknowledged]
-        log.warning("stopping: handing %d unfinished task(s) back to the queue", len(requests))
+        """Put every unacknowledged task back on its queue, then stop the child running one:
+        the task in hand, and any taken from the queue but not started (the child was busy
+        or still loading the model)."""
+        running = [r for r in tuple(state.active_requests) if not r.acknowledged]
+        waiting = len(state.reserved_requests) - len(state.active_requests)
+        if running:
+            log.warning("stopping: handing %d unfinished task(s) back to the queue", len(running))
+        if waiting > 0:
+            log.info("stopping: handing %d task(s) not started yet back to the queue", waiting)
         try:
-            # First, so that even a SIGKILL of this process right after leaves it queued.
+            # First, so that even a SIGKILL of this process right after leaves them queued.
             consumer.task_consumer.channel.qos.restore_unacked()
         except Exception as e:  # the broker is gone: it redelivers after the visibility timeout
-            log.warning("stopping: could not hand the task back now (%s)", e)
+            log.warning("stopping: could not hand tasks back now (%s)", e)
         # A closed pool starts no replacement child (with a model to load) for the one killed
         # below. SIGKILL because a child deep in tokenizers or torch would not run a Python
         # SIGTERM handler for seconds. Cancelled requests are neither acknowledged nor rejected.
         consumer.pool.close()
-        for request in requests:
+        for request in running:
             request.cancel(consumer.pool, signal="SIGKILL", emit_retry=False)
 
 
-def install(worker: Any, grace: float) -> OrderlyStop | None:
+def install(worker: Any, grace: float, failed: Callable[[], bool]) -> OrderlyStop | None:
     """Replace Celery's SIGTERM/SIGINT handlers of the main process with :class:`OrderlyStop`.
 
     Needs the event loop of the prefork pool (``worker.hub``); other pools keep Celery's own
@@ -131,7 +143,7 @@ def install(worker: Any, grace: float) -> OrderlyStop | None:
         if hub is None:
             log.info("no event loop: Celery's own shutdown applies")
             return None
-        _installed = OrderlyStop(worker, grace)
+        _installed = OrderlyStop(worker, grace, failed)
         hub.call_repeatedly(STOP_POLL_SECONDS, _installed.step)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _installed.on_signal)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
+from harness.procs import wait_for
 from harness.stack import Stack, write_json
 from tests.integration.test_faults import (
     assert_exactly_once,
@@ -92,3 +93,30 @@ def test_stopped_mid_chunk_lets_a_short_chunk_finish(stack: Stack) -> None:
     assert producer.wait(timeout=120) == 0, stack.log("producer")
     assert_exactly_once(stack, "f", expected)
     assert len(list(marker.iterdir())) == 2  # each chunk ran once
+
+
+def test_stopped_while_the_model_loads_hands_the_waiting_chunk_back(stack: Stack) -> None:
+    """A first start downloads the model in the pool child for minutes, and the worker takes
+    a chunk meanwhile; a stop then must neither wait for the load nor keep the chunk."""
+    marker = started_marker(stack)
+    worker = stack.start_worker("w1", faulty=True, FAULT_STARTED_DIR=str(marker),
+                                FAULT_SLOW_LOAD_SECONDS="120", **ENV)  # fmt: skip
+    expected = comments(12, "m")
+    write_json(stack.input / "m.json", expected)
+    producer = stack.start_producer("--once", **ENV)
+    wait_for(lambda: "classify_chunk[" in stack.log("w1") and " received" in stack.log("w1"),
+             60, "the worker to take a chunk")  # fmt: skip
+    assert [p.name.split("-")[0] for p in marker.iterdir()] == ["loading"]  # still loading
+    assert queue_and_unacked(stack) == (1, 1)
+
+    began = time.monotonic()
+    _group_sigterm(worker.pid)
+    assert worker.wait(timeout=20) == 0, stack.log("w1")
+    assert time.monotonic() - began < 6
+    assert queue_and_unacked(stack) == (2, 0), stack.log("w1")
+    for noise in ("Traceback", "WorkerLostError", "ERROR/"):
+        assert noise not in stack.log("w1"), stack.log("w1")
+
+    stack.start_worker("w2", **ENV)
+    assert producer.wait(timeout=120) == 0, stack.log("producer")
+    assert_exactly_once(stack, "m", expected)
