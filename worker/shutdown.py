@@ -1,8 +1,8 @@
 """Stopping a worker without losing, or stalling, the chunk in hand.
 
-Supervisors stop a worker with SIGTERM and follow up with SIGKILL: honcho and systemd signal
-the whole process group at once and kill it 5 s (honcho) later; docker signals the main
-process and kills after its ``stop_grace_period``. Celery's own answer is a warm shutdown,
+Supervisors stop a worker with SIGTERM and follow up with SIGKILL: honcho signals the whole
+process group at once and kills it 5 s later; docker (and systemd with ``KillMode=mixed``)
+signals the main process and kills after a grace period. Celery's own answer is a warm shutdown,
 which waits for the running chunk however long it takes, while its pool child, hit by the
 same group signal, dies mid-chunk (``WorkerLostError``). Either way a chunk can be left
 unacknowledged in Redis when the SIGKILL lands, and then waits out the visibility timeout
