@@ -52,6 +52,9 @@ DONE: Final = "done"
 FAILED: Final = "failed"
 SUPERSEDED: Final = "superseded"
 
+# How often a stopping worker's event loop checks whether the chunk in hand has finished.
+STOP_POLL_SECONDS: Final = 0.2
+
 OUTPUT_SUFFIX: Final = ".json"
 ERROR_SUFFIX: Final = ".error.json"
 # File names are at most 255 bytes on Linux filesystems; the longest name derived from an

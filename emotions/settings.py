@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_retries: int = Field(3, ge=0)
     retry_backoff_max: int = Field(60, ge=1)
     model_load_timeout: int = Field(600, ge=5)
+    # A stopping worker lets the chunk in hand finish this long, then hands it back to the
+    # queue. 2 s fits honcho's 5 s between SIGTERM and SIGKILL; compose allows more.
+    stop_grace_seconds: float = Field(2.0, ge=0)
     result_ttl: int = Field(7 * 24 * 3600, ge=60)
     input_dir: Path = Path("data/input")
     output_dir: Path = Path("data/output")

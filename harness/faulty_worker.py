@@ -4,6 +4,8 @@ Test-only. Faults are injected around the engine, in the real worker process, so
 sees exactly what a user would: real pool children, real acks, real redelivery.
 - ``FAULT_STARTED_DIR``: touch a file there when a chunk starts (proof that work is in flight)
 - ``FAULT_SLOW_SECONDS``: sleep this long inside every chunk
+- ``FAULT_SLOW_LOAD_SECONDS``: sleep this long before the pool child loads the model (a
+  first start that downloads it), touching ``loading-<pid>`` in ``FAULT_STARTED_DIR`` first
 - ``FAULT_FAIL_TEXT``: a chunk containing this text raises a CUDA-like RuntimeError, always
 - ``FAULT_OOM_ABOVE``: a forward pass over more rows than this raises torch.OutOfMemoryError
   (``0``: every pass, down to a single comment)
@@ -33,7 +35,16 @@ from worker.model import ModelHolder
 _classify = Engine.classify_indices
 _forward = Engine._forward
 _warm_up = ModelHolder.warm_up
+_load = ModelHolder.load
 _armed = True  # faults strike real chunks, not the warm-up batch of the model load
+
+
+def load(self: ModelHolder) -> None:
+    if slow := float(os.environ.get("FAULT_SLOW_LOAD_SECONDS", "0")):
+        if started := os.environ.get("FAULT_STARTED_DIR"):
+            Path(started, f"loading-{os.getpid()}").touch()
+        time.sleep(slow)
+    _load(self)
 
 
 def warm_up(self: ModelHolder) -> None:
@@ -76,6 +87,7 @@ def forward(self: Engine, rows: list[list[int]]) -> torch.Tensor:
 Engine.classify_indices = classify_indices  # type: ignore[method-assign]
 Engine._forward = forward  # type: ignore[method-assign]
 ModelHolder.warm_up = warm_up  # type: ignore[method-assign]
+ModelHolder.load = load  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     app.worker_main(sys.argv[1:])

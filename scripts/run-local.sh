@@ -10,9 +10,14 @@
 #   3. refuses when the Redis port is taken (the distribution's service has no persistence)
 #   4. the data folders, then `exec honcho start` on the Procfile
 #
+# Ctrl-C stops everything in about 4 s (honcho: SIGTERM to all, SIGKILL 5 s later): the
+# producer at once, the workers once the chunk in hand is finished or handed back to the queue
+# (EMOTIONS_STOP_GRACE_SECONDS, 2), Redis last (scripts/redis-stops-last.sh). Run it again and
+# the work goes on where it stopped.
+#
 # Knobs (environment): PYTHON (python3), EMOTIONS_TORCH_VERSION and EMOTIONS_TORCH_INDEX (see
-# scripts/setup.sh), REDIS_PORT (6379), EMOTIONS_* (see the README), FLOWER_ADDRESS
-# (127.0.0.1), FLOWER_BASIC_AUTH (user:password).
+# scripts/setup.sh), REDIS_PORT (6379), REDIS_STOP_WAIT (4), EMOTIONS_* (see the README),
+# FLOWER_ADDRESS (127.0.0.1), FLOWER_BASIC_AUTH (user:password; Flower's HTTP API needs it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,4 +73,8 @@ mkdir -p data/redis "${EMOTIONS_INPUT_DIR:-data/input}" "${EMOTIONS_OUTPUT_DIR:-
 export FLOWER_ADDRESS="${FLOWER_ADDRESS:-127.0.0.1}"
 say "input: ${EMOTIONS_INPUT_DIR:-data/input}  output: ${EMOTIONS_OUTPUT_DIR:-data/output}  " \
     "flower: http://$FLOWER_ADDRESS:${FLOWER_PORT:-5555}  (Ctrl-C stops everything)"
+if [[ -z ${FLOWER_BASIC_AUTH:-} ]]; then
+    say "Flower's HTTP API (/api/...) answers 401 without credentials: start with" \
+        "FLOWER_BASIC_AUTH=user:password to use it (curl -u user:password ...)"
+fi
 exec honcho start -f "$ROOT/Procfile" "$@"

@@ -6,6 +6,10 @@ restarting a child that cannot load is the worst way to say "no GPU". The model 
 loaded in each pool child (``worker_process_init``), after the fork, because a CUDA context
 must not be created in a parent that forks. A child that still fails to load stops the
 whole worker instead of being restarted forever.
+
+Stopping (:mod:`worker.shutdown`): the pool child leaves the worker's process group before
+anything else, and once the worker is ready its SIGTERM/SIGINT handlers are replaced by a
+bounded "finish the chunk in hand or hand it back".
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from celery.signals import (
 from emotions.constants import INFERENCE_QUEUE
 from emotions.errors import EmotionsError
 from emotions.settings import log_settings
+from worker import shutdown
 from worker.celery import get_settings
 
 if TYPE_CHECKING:
@@ -78,6 +83,7 @@ def _preflight(sender: Any = None, **_: Any) -> None:
 @worker_process_init.connect
 def _load_model(**_: Any) -> None:
     """Pool child: load and warm the model once; it then serves every chunk of this child."""
+    shutdown.leave_process_group()  # first: a stop signal for the worker must not kill it
     if not _serves_inference:
         return
     try:
@@ -86,13 +92,14 @@ def _load_model(**_: Any) -> None:
     except Exception as e:
         log.critical("model load failed in pool child %d, stopping the worker: %s", os.getpid(), e)
         _child_failed.value = 1
-        os.kill(os.getppid(), signal.SIGTERM)  # warm shutdown; _exit_status makes it 1
+        os.kill(os.getppid(), signal.SIGTERM)  # a stop; its exit status is then 1
         os._exit(1)
 
 
 @worker_shutdown.connect
 def _exit_status(sender: Any = None, **_: Any) -> None:
-    """Exit non-zero when the stop was caused by a child that could not load the model."""
+    """Exit non-zero when the stop was caused by a child that could not load the model (a
+    stop before the worker is ready is still Celery's own; after, see ``shutdown.install``)."""
     if _child_failed.value and sender is not None:
         sender.exitcode = 1
 
@@ -107,7 +114,12 @@ def _log_level(logger: Any = None, **_: Any) -> None:
 
 
 @worker_ready.connect
-def _ready(**_: Any) -> None:
-    """Logged once logging is set up (``worker_init`` runs before it)."""
-    log_settings(get_settings(), "worker")
+def _ready(sender: Any = None, **_: Any) -> None:
+    """Logged once logging is set up (``worker_init`` runs before it); the orderly stop is
+    installed here because Celery installs its own signal handlers after ``worker_init``."""
+    settings = get_settings()
+    log_settings(settings, "worker")
+    if sender is not None and sender.controller is not None:
+        shutdown.install(sender.controller, settings.stop_grace_seconds,
+                         lambda: bool(_child_failed.value))  # fmt: skip
     log.info("worker ready (inference=%s)", _serves_inference)

@@ -91,6 +91,38 @@ def test_procfile_redis_persists_and_never_evicts() -> None:
     assert "--bind 127.0.0.1" in redis
 
 
+def test_procfile_stops_in_order() -> None:
+    """honcho SIGTERMs all at once: Redis waits for its clients (tests/deploy/test_honcho_stop.py
+    runs it), and every other process is the program itself, not a shell that dies first."""
+    procs = procfile()
+    script = ROOT / "scripts" / "redis-stops-last.sh"
+    assert argv(procs["redis"].split("&&")[-1])[0] == "scripts/redis-stops-last.sh"
+    assert os.access(script, os.X_OK)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    for name in PROCESSES - {"redis"}:
+        words = shlex.split(procs[name])
+        while _ASSIGNMENT.match(words[0]):
+            words.pop(0)
+        assert words[0] == "exec", name
+
+
+def test_flower_shows_chunk_arguments_and_keeps_its_api_closed() -> None:
+    columns = {}
+    for source, text in (("Procfile", procfile()["flower"]),
+                         ("compose", compose()["services"]["flower"]["environment"]
+                          ["FLOWER_TASKS_COLUMNS"])):  # fmt: skip
+        found = re.search(r"\$\{FLOWER_TASKS_COLUMNS:-([^}]*)\}", text)
+        assert found, source
+        columns[source] = found.group(1).split(",")
+    assert columns["Procfile"] == columns["compose"]
+    flower_tasks = pytest.importorskip("flower.views.tasks")
+    assert "args" in columns["Procfile"]
+    assert set(columns["Procfile"]) <= set(flower_tasks.TASK_COLUMNS)  # Flower drops the rest
+    # Without credentials Flower's API stays closed (it would also drop its cross-site checks).
+    assert "FLOWER_UNAUTHENTICATED_API" not in (ROOT / "Procfile").read_text()
+    assert "FLOWER_UNAUTHENTICATED_API" not in (DOCKER / "compose.yaml").read_text()
+
+
 # --- compose -----------------------------------------------------------------------------------
 
 
@@ -106,6 +138,28 @@ def test_compose_has_every_service_and_a_second_gpu_worker_example() -> None:
 def test_compose_command_is_the_procfile_command(name: str) -> None:
     service = compose()["services"][name]
     assert argv(service["command"]) == argv(procfile()[name])
+
+
+def seconds(duration: str) -> float:
+    """A compose duration such as ``1m30s`` or ``30s``, in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_compose_stops_producer_first_and_redis_last() -> None:
+    """Compose stops in reverse dependency order, and SIGKILLs after ``stop_grace_period``."""
+    services = compose()["services"]
+    assert {"worker", "results", "redis"} <= set(services["producer"]["depends_on"])
+    for name in ("worker", "worker-gpu1", "results", "flower"):
+        assert "redis" in services[name]["depends_on"], name
+    grace = float(with_defaults([services["worker"]["environment"]
+                                 ["EMOTIONS_STOP_GRACE_SECONDS"]])[0])  # fmt: skip
+    for name in ("worker", "worker-gpu1", "results"):
+        # The chunk in hand gets its grace, then a hand-back and Celery's stop (a few seconds).
+        assert seconds(services[name]["stop_grace_period"]) >= grace + 15, name
+    assert seconds(services["redis"]["stop_grace_period"]) >= 10
 
 
 def test_second_gpu_worker_differs_only_in_node_name_and_pinned_gpu() -> None:
@@ -175,7 +229,12 @@ def test_every_service_gets_the_same_broker_and_model() -> None:
     shared = services["producer"]["environment"]
     for name in ("worker", "worker-gpu1", "results", "flower"):
         env = services[name]["environment"]
-        for key in ("EMOTIONS_BROKER_URL", "EMOTIONS_MODEL", "EMOTIONS_VISIBILITY_TIMEOUT"):
+        for key in (
+            "EMOTIONS_BROKER_URL",
+            "EMOTIONS_MODEL",
+            "EMOTIONS_VISIBILITY_TIMEOUT",
+            "EMOTIONS_STOP_GRACE_SECONDS",
+        ):
             assert env[key] == shared[key], (name, key)
 
 

@@ -42,6 +42,7 @@ def test_defaults() -> None:
     assert s.failed_dir == Path("data/failed")
     assert s.task_time_limit < s.visibility_timeout
     assert s.log_level == "INFO"
+    assert s.stop_grace_seconds == 2.0  # with the hand-back, inside honcho's 5 s kill timeout
 
 
 def test_environment_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,6 +62,7 @@ def test_environment_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         "EMOTIONS_SETTLE_SECONDS": "2.5",
         "EMOTIONS_OPEN_FILE_SECONDS": "7200",
         "EMOTIONS_INCOMPLETE_SECONDS": "600",
+        "EMOTIONS_STOP_GRACE_SECONDS": "30",
         "EMOTIONS_LOG_LEVEL": "debug",
     }
     for k, v in env.items():
@@ -76,6 +78,7 @@ def test_environment_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.output_dir == Path("/drive/out") and s.failed_dir == Path("/drive/failed")
     assert s.settle_seconds == 2.5
     assert (s.open_file_seconds, s.incomplete_seconds) == (7200, 600)
+    assert s.stop_grace_seconds == 30
     assert s.log_level == "DEBUG"
 
 
@@ -103,6 +106,7 @@ def test_cli_overrides_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ("EMOTIONS_SETTLE_SECONDS", "soon"),
         ("EMOTIONS_OPEN_FILE_SECONDS", "0"),
         ("EMOTIONS_INCOMPLETE_SECONDS", "-1"),
+        ("EMOTIONS_STOP_GRACE_SECONDS", "-1"),
     ],
 )
 def test_invalid_values_name_the_variable(
