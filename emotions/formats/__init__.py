@@ -1,6 +1,6 @@
 """Input formats: turn one comment file into records, whichever tool wrote it.
 
-Read as written by the tools people use (see BRIEF "Input files"):
+Read as written by the tools people use:
 
 - a JSON array of comment objects or strings (the original script's input);
 - youtube-comment-downloader: JSON Lines (its default, often saved as ``.json``), its indented
