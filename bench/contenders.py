@@ -71,11 +71,15 @@ def timed(device: torch.device, work: Callable[[], Any]) -> tuple[float, Any]:
 
 def load_hf(model_dir: Path, device: torch.device) -> tuple[Any, Any]:
     """Tokenizer and model the way a user would load them (fp16 on CUDA, like the engine)."""
+    import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from worker.device import dtype_keyword
 
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype)
+    kwargs = {dtype_keyword(transformers.__version__): dtype}
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
     return tokenizer, model.to(device).eval()
 
 
@@ -91,7 +95,7 @@ def warm_up_texts(texts: Sequence[str], lengths: np.ndarray, batch_size: int) ->
     return [texts[i] for i in order[:batch_size]] + [texts[i] for i in order[-batch_size:]]
 
 
-def batch_shapes(lengths: np.ndarray, batch_size: int, chunk_size: int | None = None,
+def batch_shapes(lengths: np.ndarray, batch_size: int | None, chunk_size: int | None = None,
                  token_budget: int = 0) -> list[tuple[int, int]]:  # fmt: skip
     """(rows, padded width) of every batch the model runs.
 
@@ -99,16 +103,15 @@ def batch_shapes(lengths: np.ndarray, batch_size: int, chunk_size: int | None = 
     engine's plan over consecutive chunks, as the producer cuts a file.
     """
     if chunk_size is None:
-        starts = range(0, len(lengths), batch_size)
-        return [(len(lengths[i : i + batch_size]), int(lengths[i : i + batch_size].max()))
-                for i in starts]  # fmt: skip
+        step = batch_size or len(lengths)
+        return [(len(lengths[i : i + step]), int(lengths[i : i + step].max()))
+                for i in range(0, len(lengths), step)]  # fmt: skip
     from worker.inference import plan_batches
 
     shapes = []
     for i in range(0, len(lengths), chunk_size):
         part = lengths[i : i + chunk_size]
-        plan = plan_batches(part.tolist(), batch_size, token_budget)
-        shapes += [(len(b), int(part[b].max())) for b in plan.batches]
+        shapes += plan_batches(part.tolist(), batch_size, token_budget).shapes
     return shapes
 
 
@@ -123,7 +126,7 @@ def in_order_efficiency(lengths: np.ndarray, batch_size: int) -> float:
     return efficiency(lengths, batch_shapes(lengths, batch_size))
 
 
-def chunked_efficiency(lengths: np.ndarray, chunk_size: int, batch_size: int,
+def chunked_efficiency(lengths: np.ndarray, chunk_size: int, batch_size: int | None,
                        token_budget: int = 0) -> float:  # fmt: skip
     """Padding efficiency of the engine's plan over consecutive chunks of ``chunk_size``."""
     return efficiency(lengths, batch_shapes(lengths, batch_size, chunk_size, token_budget))

@@ -201,7 +201,9 @@ def run_e2e(
                 if [r["id"] for r in out] != [r["id"] for r in recs]:
                     raise RuntimeError(f"{name}: output records are not the input records")
                 indices = np.array([label2id[r["emotion"]] for r in out], dtype=np.int64)
-                eff = chunked_efficiency(lengths, chunk, settings.batch_size, settings.token_budget)
+                eff = chunked_efficiency(
+                    lengths, chunk, settings.rows_per_batch, settings.token_budget
+                )
                 rows.append(Result("end to end", chunk, len(texts), seconds, eff, indices))
         finally:
             stack.stop()

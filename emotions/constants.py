@@ -53,3 +53,20 @@ SUPERSEDED: Final = "superseded"
 
 OUTPUT_SUFFIX: Final = ".json"
 ERROR_SUFFIX: Final = ".error.json"
+
+# --- Inference engine (worker/) ---------------------------------------------------------------
+# EMOTIONS_BATCH_SIZE=auto: rows per batch are decided by EMOTIONS_TOKEN_BUDGET alone.
+AUTO_BATCH: Final = "auto"
+MAX_BATCH_ROWS: Final = 4096  # the largest fixed EMOTIONS_BATCH_SIZE accepted
+# Width buckets of the CUDA-graph shapes (tokens); the model's maximum length is always added.
+# Steps of about 1.5x: a batch is padded by a third at most, about a sixth on average.
+GRAPH_WIDTHS: Final = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+# CUDA graphs are captured only for a fixed batch size up to this many rows; larger batches
+# (and EMOTIONS_BATCH_SIZE=auto) amortise the per-forward launch cost by themselves.
+GRAPH_MAX_ROWS: Final = 64
+# Eager forwards per captured shape before capture (cuBLAS/allocator warm-up, as PyTorch advises).
+GRAPH_WARMUP_RUNS: Final = 3
+# Labels of the CUDA-graph path must equal eager ones wherever the top-2 logit gap exceeds this.
+GRAPH_CHECK_GAP: Final = 0.05
+# Tokenizing one chunk stops scaling beyond this many threads.
+TOKENIZER_THREADS_MAX: Final = 8

@@ -67,11 +67,13 @@ class FakeModel:
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         assert set(inputs) == {"input_ids", "attention_mask"}
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        assert ids.dtype == torch.int64 and mask.dtype == torch.int64
-        assert ids.shape == mask.shape and ids.device.type == "cpu"
-        assert torch.is_inference_mode_enabled()
+        ids, prepared = inputs["input_ids"], inputs["attention_mask"]
         rows, width = ids.shape
+        # The prepared mask: boolean (rows, 1, 1, width), True where a token takes part.
+        assert prepared.dtype == torch.bool and prepared.shape == (rows, 1, 1, width)
+        mask = prepared.reshape(rows, width).long()
+        assert ids.dtype == torch.int64 and ids.device.type == "cpu"
+        assert torch.is_inference_mode_enabled()
         if self.fail_above is not None and rows > self.fail_above:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
         if self.fail_width is not None and width > self.fail_width:
@@ -235,9 +237,9 @@ def test_engine_picks_top1_from_sigmoid_scores(monkeypatch: pytest.MonkeyPatch) 
     seen: list[torch.Tensor] = []
     real_top1 = inference.top1
 
-    def spy(scores: torch.Tensor) -> torch.Tensor:
+    def spy(scores: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         seen.append(scores.clone())
-        return real_top1(scores)
+        return real_top1(scores, logits)
 
     monkeypatch.setattr(inference, "top1", spy)
     model = FakeModel()
