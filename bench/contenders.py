@@ -104,8 +104,10 @@ def batch_shapes(lengths: np.ndarray, batch_size: int | None, chunk_size: int | 
     """
     if chunk_size is None:
         step = batch_size or len(lengths)
-        return [(len(lengths[i : i + step]), int(lengths[i : i + step].max()))
-                for i in range(0, len(lengths), step)]  # fmt: skip
+        return [
+            (len(lengths[i : i + step]), int(lengths[i : i + step].max()))
+            for i in range(0, len(lengths), step)
+        ]
     from worker.inference import plan_batches
 
     shapes = []

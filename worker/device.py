@@ -30,8 +30,18 @@ MaskFormat = Literal["4d", "3d", "2d"]
 Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 # aten ops that read a device value on the host (or size a result by one): each waits for the
 # GPU. ``is_nonzero`` is ``bool(tensor)``, ``_local_scalar_dense`` is ``.item()``/``int()``.
-SYNC_OPS = frozenset({"is_nonzero", "_local_scalar_dense", "item", "equal", "nonzero",
-                      "masked_select", "unique", "_unique2"})  # fmt: skip
+SYNC_OPS = frozenset(
+    {
+        "is_nonzero",
+        "_local_scalar_dense",
+        "item",
+        "equal",
+        "nonzero",
+        "masked_select",
+        "unique",
+        "_unique2",
+    }
+)
 # cuBLAS/cuDNN report a failed workspace allocation as a RuntimeError, not an OutOfMemoryError.
 OOM_MESSAGES = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
 DTYPE_KEYWORD_SINCE = (4, 56)  # transformers renamed torch_dtype to dtype (PR #39782)
@@ -101,8 +111,9 @@ def attention_mask(lengths: torch.Tensor, width: int, fmt: MaskFormat) -> torch.
     return keep.long()
 
 
-def choose_mask_format(forward: Forward, device: torch.device, pad_id: int,
-                       token_id: int) -> MaskFormat:  # fmt: skip
+def choose_mask_format(
+    forward: Forward, device: torch.device, pad_id: int, token_id: int
+) -> MaskFormat:
     """The first mask format that this model accepts, with the 2D mask's logits and no sync.
 
     Runs three tiny forwards. Falls back to ``2d`` (with a warning) when no prepared format
@@ -116,8 +127,9 @@ def choose_mask_format(forward: Forward, device: torch.device, pad_id: int,
         for fmt in ("4d", "3d"):
             try:
                 with SyncCounter() as counter:
-                    logits = forward({"input_ids": ids, "attention_mask": attention_mask(
-                        lengths, 5, fmt)})  # fmt: skip
+                    logits = forward(
+                        {"input_ids": ids, "attention_mask": attention_mask(lengths, 5, fmt)}
+                    )
             except (ValueError, RuntimeError, TypeError, IndexError) as e:
                 log.debug("mask format %s refused: %s", fmt, e)
                 continue
@@ -126,8 +138,10 @@ def choose_mask_format(forward: Forward, device: torch.device, pad_id: int,
             if same and counter.total == 0:
                 return fmt
             log.debug("mask format %s: same logits %s, %d syncs", fmt, same, counter.total)
-    log.warning("no prepared attention mask works with this model and transformers version: "
-                "every forward pass will wait for the GPU once (2D mask)")  # fmt: skip
+    log.warning(
+        "no prepared attention mask works with this model and transformers version: "
+        "every forward pass will wait for the GPU once (2D mask)"
+    )
     return "2d"
 
 

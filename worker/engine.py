@@ -25,12 +25,20 @@ GraphFactory = Callable[[Engine, dict[int, int]], Graphs]
 
 # Warm-up and graph check: short and long, several scripts, emoji; the last reaches the limit.
 WARM_UP_TEXTS: tuple[str, ...] = (
-    "warm up", "😊", "This video made my day, thank you so much!", "هذا الفيديو رائع جدا",
-    "C'est vraiment génial, j'adore cette chanson !", "No entiendo nada, ¿alguien me explica?",
-    "Bu video harika, çok teşekkürler!", "Wat een mooie video, echt geweldig gedaan.",
-    "очень крутое видео спасибо автору", "この曲 本当に 大好き です", "first!!! 🔥🔥🔥",
-    "I can't believe how bad this is, what a waste of time. " * 6, "warm up " * 600,
-)  # fmt: skip
+    "warm up",
+    "😊",
+    "This video made my day, thank you so much!",
+    "هذا الفيديو رائع جدا",
+    "C'est vraiment génial, j'adore cette chanson !",
+    "No entiendo nada, ¿alguien me explica?",
+    "Bu video harika, çok teşekkürler!",
+    "Wat een mooie video, echt geweldig gedaan.",
+    "очень крутое видео спасибо автору",
+    "この曲 本当に 大好き です",
+    "first!!! 🔥🔥🔥",
+    "I can't believe how bad this is, what a waste of time. " * 6,
+    "warm up " * 600,
+)
 
 
 def wanted_graph_shapes(settings: Settings, max_length: int) -> dict[int, int]:
@@ -50,10 +58,16 @@ def cuda_graphs(engine: Engine, shapes: dict[int, int]) -> Graphs:
 
 
 def build_engine(
-    settings: Settings, tokenizer: Any, forward: Forward, labels: Sequence[str],
-    device: torch.device, max_length: int, *, fetch: Fetch | None = None,
+    settings: Settings,
+    tokenizer: Any,
+    forward: Forward,
+    labels: Sequence[str],
+    device: torch.device,
+    max_length: int,
+    *,
+    fetch: Fetch | None = None,
     graphs: GraphFactory | None = None,
-) -> Engine:  # fmt: skip
+) -> Engine:
     """An engine for ``forward``; graphs (not yet captured) when the settings want them and
     there is CUDA or a ``graphs`` factory. :func:`warm_up` captures them."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -61,9 +75,16 @@ def build_engine(
     fmt = choose_mask_format(forward, device, pad_id, token_id)
     log.info("attention mask: %s (a prepared mask needs no host-device sync)", fmt)
     engine = Engine(
-        tokenizer, forward, labels, device, batch_size=settings.rows_per_batch,
-        max_length=max_length, token_budget=settings.token_budget, mask_format=fmt, fetch=fetch,
-    )  # fmt: skip
+        tokenizer,
+        forward,
+        labels,
+        device,
+        batch_size=settings.rows_per_batch,
+        max_length=max_length,
+        token_budget=settings.token_budget,
+        mask_format=fmt,
+        fetch=fetch,
+    )
     shapes = wanted_graph_shapes(settings, max_length)
     factory = graphs or (cuda_graphs if device.type == "cuda" else None)
     if shapes and factory is not None:
@@ -86,9 +107,12 @@ def warm_up(engine: Engine) -> None:
     graphs.capture()
     compared, wrong = verify(graphs, engine.logits, engine.tokenize(WARM_UP_TEXTS), engine.pad_id)
     if wrong:
-        log.warning("CUDA graphs gave %d of %d confident labels different from eager: graphs "
-                    "off, running eagerly (set EMOTIONS_CUDA_GRAPHS=false to skip them)",
-                    wrong, compared)  # fmt: skip
+        log.warning(
+            "CUDA graphs gave %d of %d confident labels different from eager: graphs "
+            "off, running eagerly (set EMOTIONS_CUDA_GRAPHS=false to skip them)",
+            wrong,
+            compared,
+        )
         graphs.drop()
         return
     log.info("CUDA graphs match eager on %d sample rows", compared)

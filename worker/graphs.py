@@ -69,8 +69,11 @@ class CudaGraphs:
                 log.warning("CUDA graph %dx%d not captured, runs eagerly: %s", rows, width, e)
                 continue
             self.shapes[width] = rows
-        log.info("CUDA graphs captured for %d shapes (rows x width): %s", len(self.shapes),
-                 ", ".join(f"{r}x{w}" for w, r in sorted(self.shapes.items())))  # fmt: skip
+        log.info(
+            "CUDA graphs captured for %d shapes (rows x width): %s",
+            len(self.shapes),
+            ", ".join(f"{r}x{w}" for w, r in sorted(self.shapes.items())),
+        )
 
     def _capture(self, rows: int, width: int, pool: Any) -> _Captured:
         ids = torch.full((rows, width), self.pad_id, dtype=torch.long, device=self.device)
@@ -123,8 +126,9 @@ def verify(
     for width, rows in sorted(graphs.shapes.items()):
         batch = [list(samples[i % len(samples)][:width]) for i in range(rows)]
         ids, lengths = pad_ids(batch, pad_id)
-        eager = logits(torch.from_numpy(ids).to(graphs.device),
-                       torch.from_numpy(lengths).to(graphs.device))  # fmt: skip
+        eager = logits(
+            torch.from_numpy(ids).to(graphs.device), torch.from_numpy(lengths).to(graphs.device)
+        )
         full_ids, full_lengths = pad_ids(batch, pad_id, width, rows)
         wrong += disagreements(eager, graphs.run(full_ids, full_lengths), GRAPH_CHECK_GAP)
         compared += rows

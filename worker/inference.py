@@ -31,8 +31,17 @@ from emotions.errors import InferenceOOMError
 from worker.batching import BatchPlan, pad, pad_ids, plan_batches
 from worker.device import Forward, MaskFormat, attention_mask, fetch_to_host, is_oom
 
-__all__ = ["BatchPlan", "ChunkStats", "Engine", "Pending", "labels_for", "pad", "plan_batches",
-           "scores_from_logits", "top1"]  # fmt: skip
+__all__ = [
+    "BatchPlan",
+    "ChunkStats",
+    "Engine",
+    "Pending",
+    "labels_for",
+    "pad",
+    "plan_batches",
+    "scores_from_logits",
+    "top1",
+]
 log = logging.getLogger(__name__)
 Fetch = Callable[[torch.Tensor], np.ndarray]
 
@@ -132,10 +141,19 @@ class Engine:
     """Labels comments with a loaded tokenizer and model; one per worker process."""
 
     def __init__(
-        self, tokenizer: Any, forward: Forward, labels: Sequence[str], device: torch.device, *,
-        batch_size: int | None, max_length: int, token_budget: int = 0,
-        mask_format: MaskFormat = "4d", graphs: Graphs | None = None, fetch: Fetch | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        tokenizer: Any,
+        forward: Forward,
+        labels: Sequence[str],
+        device: torch.device,
+        *,
+        batch_size: int | None,
+        max_length: int,
+        token_budget: int = 0,
+        mask_format: MaskFormat = "4d",
+        graphs: Graphs | None = None,
+        fetch: Fetch | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.forward = forward
         self.labels = list(labels)
@@ -157,9 +175,14 @@ class Engine:
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of every comment, truncated to the model's maximum, in one fast call."""
         with self._tokenizing:
-            encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
-                                     padding=False, return_attention_mask=False,
-                                     return_token_type_ids=False)  # fmt: skip
+            encoded = self.tokenizer(
+                list(texts),
+                truncation=True,
+                max_length=self.max_length,
+                padding=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
         return encoded["input_ids"]
 
     def prefetch(self, texts: Sequence[str]) -> None:

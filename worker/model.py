@@ -141,8 +141,14 @@ class ModelHolder:
         self.model = model
         self._engine = build_engine(self.settings, tokenizer, forward, labels, device, max_length)
         self.state = State.LOADED
-        log.info("model %s loaded on %s (%s, max_length=%d, tokenizer threads=%d)", name, device,
-                 dtype, max_length, threads)  # fmt: skip
+        log.info(
+            "model %s loaded on %s (%s, max_length=%d, tokenizer threads=%d)",
+            name,
+            device,
+            dtype,
+            max_length,
+            threads,
+        )
 
     def warm_up(self) -> None:
         """Run every kind of batch once (and capture CUDA graphs), so the first real chunk meets

@@ -45,8 +45,9 @@ class Syncs(TorchDispatchMode):
     Defined here, not taken from the code under test, so the count cannot share its blind spots.
     """
 
-    WAITING = frozenset({"is_nonzero", "_local_scalar_dense", "item", "equal", "nonzero",
-                         "masked_select"})  # fmt: skip
+    WAITING = frozenset(
+        {"is_nonzero", "_local_scalar_dense", "item", "equal", "nonzero", "masked_select"}
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -74,13 +75,17 @@ class CharTokenizer:
     pad_token_id = 0
 
     def __call__(self, texts: list[str], **kwargs: Any) -> dict[str, list[list[int]]]:
-        return {"input_ids": [[1, *(ord(c) % 500 + 10 for c in t)][: kwargs["max_length"]]
-                              for t in texts]}  # fmt: skip
+        return {
+            "input_ids": [
+                [1, *(ord(c) % 500 + 10 for c in t)][: kwargs["max_length"]] for t in texts
+            ]
+        }
 
 
 def fake_engine(forward: Any, batch_size: int = 8) -> Engine:
-    return Engine(CharTokenizer(), forward, LABELS, torch.device("cpu"), batch_size=batch_size,
-                  max_length=64)  # fmt: skip
+    return Engine(
+        CharTokenizer(), forward, LABELS, torch.device("cpu"), batch_size=batch_size, max_length=64
+    )
 
 
 def logits_for(ids: torch.Tensor) -> torch.Tensor:
@@ -97,9 +102,17 @@ def expected(texts: list[str]) -> list[int]:
 # --- 1. dtype keyword ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("version", "keyword"), [("4.44.2", "torch_dtype"),
-    ("4.55.4", "torch_dtype"), ("4.56.0", "dtype"), ("4.56.0.dev0", "dtype"),
-    ("5.0.0rc1", "dtype"), ("5.24.0", "dtype")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("version", "keyword"),
+    [
+        ("4.44.2", "torch_dtype"),
+        ("4.55.4", "torch_dtype"),
+        ("4.56.0", "dtype"),
+        ("4.56.0.dev0", "dtype"),
+        ("5.0.0rc1", "dtype"),
+        ("5.24.0", "dtype"),
+    ],
+)
 def test_dtype_keyword_follows_the_transformers_version(version: str, keyword: str) -> None:
     from worker.device import dtype_keyword
 
@@ -150,8 +163,9 @@ def test_no_op_inside_a_chunk_waits_for_the_device(any_model: Path) -> None:
         indices = engine.classify_indices(TEXTS)
     assert len(forwards) >= 8  # several forwards, so one sync per forward would show
     assert syncs.counts == Counter(), f"{syncs.counts} over {len(forwards)} forwards"
-    np.testing.assert_array_equal(indices, holder(any_model, batch_size=1).engine
-                                  .classify_indices(TEXTS))  # fmt: skip
+    np.testing.assert_array_equal(
+        indices, holder(any_model, batch_size=1).engine.classify_indices(TEXTS)
+    )
 
 
 def test_the_one_wait_is_a_single_fetch_of_the_chunks_labels(bert_model: Path) -> None:
@@ -251,11 +265,14 @@ def test_oom_halving_does_not_nest() -> None:
     assert len(depths) == 63 and len(set(depths)) == 1  # 31 halvings, 32 single rows
 
 
-@pytest.mark.parametrize("error", [
-    RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
-    RuntimeError("CUDA error: out of memory"),
-    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+        RuntimeError("CUDA error: out of memory"),
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    ],
+)
 def test_every_form_of_device_oom_is_split(error: BaseException) -> None:
     def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if inputs["input_ids"].shape[0] > 2:
@@ -318,12 +335,26 @@ print(json.dumps({"added": threads() - before}))
 def test_tokenizer_threads_are_limited_per_worker(bert_model: Path, setting: str) -> None:
     """Rust's thread pool starts one thread per core unless told otherwise; with several
     workers per host each would take every core. A fresh process, as a pool child is."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TOKENIZERS_PARALLELISM", "RAYON_NUM_THREADS")}  # fmt: skip
-    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-               EMOTIONS_TOKENIZER_THREADS=setting)  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", _THREADS, str(bert_model)], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TOKENIZERS_PARALLELISM", "RAYON_NUM_THREADS")
+    }
+    env.update(
+        PYTHONPATH=str(ROOT),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        EMOTIONS_TOKENIZER_THREADS=setting,
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _THREADS, str(bert_model)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     added = json.loads(out.stdout.strip().splitlines()[-1])["added"]
     assert added == (0 if setting == "1" else int(setting)), out.stderr[-2000:]
 

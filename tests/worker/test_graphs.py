@@ -25,22 +25,30 @@ from worker.graphs import disagreements
 from worker.inference import Engine
 from worker.model import ModelHolder, load_pretrained
 
-DEFAULT = {16: 16, 24: 16, 32: 16, 48: 16, 64: 16, 96: 10, 128: 8, 192: 5, 256: 4, 384: 2,
-           512: 2}  # fmt: skip
+DEFAULT = {16: 16, 24: 16, 32: 16, 48: 16, 64: 16, 96: 10, 128: 8, 192: 5, 256: 4, 384: 2, 512: 2}
 
 
 def test_default_shapes_at_batch_16_and_budget_1024() -> None:
     assert graph_shapes(16, 1024, 512, GRAPH_WIDTHS) == DEFAULT
     assert graph_shapes(16, 0, 512, GRAPH_WIDTHS) == dict.fromkeys(DEFAULT, 16)  # no budget
     # A shorter maximum is a bucket of its own; wider buckets are never needed.
-    assert graph_shapes(16, 1024, 100, GRAPH_WIDTHS) == {**{w: DEFAULT[w] for w in DEFAULT
-                                                            if w < 100}, 100: 10}  # fmt: skip
+    assert graph_shapes(16, 1024, 100, GRAPH_WIDTHS) == {
+        **{w: DEFAULT[w] for w in DEFAULT if w < 100},
+        100: 10,
+    }
 
 
 def test_bucket_is_the_smallest_that_holds_the_length() -> None:
     buckets = sorted(DEFAULT)
     assert [bucket_for(n, buckets) for n in (1, 16, 17, 100, 384, 385, 512)] == [
-        16, 16, 24, 128, 384, 512, 512]  # fmt: skip
+        16,
+        16,
+        24,
+        128,
+        384,
+        512,
+        512,
+    ]
     assert bucket_for(513, buckets) is None
 
 
@@ -112,9 +120,15 @@ def engine_with(loaded: tuple[Any, Any], flip: bool = False, **overrides: Any) -
     tokenizer, model = loaded
     settings = load_settings(device="cpu", **overrides)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    return build_engine(settings, tokenizer, lambda x: model(**x).logits, labels,
-                        torch.device("cpu"), 512,
-                        graphs=lambda e, shapes: StandInGraphs(e, shapes, flip))  # fmt: skip
+    return build_engine(
+        settings,
+        tokenizer,
+        lambda x: model(**x).logits,
+        labels,
+        torch.device("cpu"),
+        512,
+        graphs=lambda e, shapes: StandInGraphs(e, shapes, flip),
+    )
 
 
 def test_engine_runs_captured_shapes_with_eager_labels(loaded: tuple[Any, Any]) -> None:
@@ -149,8 +163,10 @@ def test_the_cpu_worker_builds_no_graphs(bert_model: Path) -> None:
     assert holder.settings.cuda_graphs and holder.engine.graphs is None
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason="capture and replay need a CUDA device; this machine has none")  # fmt: skip
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="capture and replay need a CUDA device; this machine has none",
+)
 def test_cuda_graphs_give_eager_fp16_labels(bert_model: Path) -> None:
     texts = [*SEED_SENTENCES, *(s * 9 for s in SEED_SENTENCES), "", "wow " * 400] * 4
     graphed = ModelHolder(load_settings(model=str(bert_model), device="cuda")).engine
