@@ -37,11 +37,23 @@ class BenchStack:
         self.redis = RedisServer(root / "redis", fsync="everysec")
         self.stack = Stack(root, self.redis, model, device, threads, inherit=ENGINE_KNOBS)
 
-    def start(self, queues: Iterable[str | None] = (None,)) -> list[subprocess.Popen[bytes]]:
-        """Start redis and one ``-c 1`` worker per entry of ``queues`` (None: every queue)."""
+    def start(
+        self,
+        queues: Iterable[str | None] = (None,),
+        entry: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> list[subprocess.Popen[bytes]]:
+        """Start redis and one ``-c 1`` worker per entry of ``queues`` (None: every queue);
+        ``entry`` and ``env`` as :meth:`harness.stack.Stack.start_worker` takes them."""
         self.redis.start()
         return [
-            self.stack.start_worker(f"w{i}-{q or 'all'}", *(["-Q", q] if q else []), timeout=300)
+            self.stack.start_worker(
+                f"w{i}-{q or 'all'}",
+                *(["-Q", q] if q else []),
+                timeout=300,
+                entry=entry,
+                **(env or {}),
+            )
             for i, q in enumerate(queues)
         ]
 

@@ -167,6 +167,7 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.last_plan: BatchPlan | None = None
         self.totals = ChunkStats()  # every chunk so far (logs, benchmark)
+        self.observers: list[Callable[[ChunkStats], None]] = []  # told of each finished chunk
         self._lock = threading.Lock()
         self._tokenizing = threading.Lock()  # HF fast tokenizers are not safe to call twice at once
         self._prefetched: tuple[list[str], Future[list[list[int]]]] | None = None
@@ -234,6 +235,8 @@ class Engine:
     def _account(self, stats: ChunkStats) -> None:
         with self._lock:
             self.totals.add(stats)
+        for observe in self.observers:
+            observe(stats)
 
     def _tokens(self, texts: list[str]) -> list[list[int]]:
         with self._lock:
