@@ -44,15 +44,12 @@ class BenchStack:
         env: dict[str, str] | None = None,
     ) -> list[subprocess.Popen[bytes]]:
         """Start redis and one ``-c 1`` worker per entry of ``queues`` (None: every queue);
-        ``entry`` and ``env`` as :meth:`harness.stack.Stack.start_worker` takes them."""
+        ``entry`` runs instead of ``celery -A worker``, ``env`` goes to every process."""
+        self.stack.extra_env.update(env or {})
         self.redis.start()
         return [
             self.stack.start_worker(
-                f"w{i}-{q or 'all'}",
-                *(["-Q", q] if q else []),
-                timeout=300,
-                entry=entry,
-                **(env or {}),
+                f"w{i}-{q or 'all'}", *(["-Q", q] if q else []), timeout=300, entry=entry
             )
             for i, q in enumerate(queues)
         ]

@@ -35,13 +35,21 @@ SIZES: dict[str, dict[str, Any]] = {
     "small": {"layers": 6, "hidden": 384, "initializer_range": 0.02},
     # Only for --rss: inference must keep up with a million comments on a CPU.
     "tiny": {"layers": 2, "hidden": 32},
+    # Only for --simulate: the real op count (12 layers) at almost no arithmetic.
+    "proxy": {"layers": 12, "hidden": 16},
 }
+SIMULATE_COMMENTS = 20_000  # --simulate's default corpus: 40 chunks, a few seconds per run
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    p.add_argument("--comments", type=int, default=500,
-                   help="corpus size (default 500: about 10 minutes on 2 CPU cores)")  # fmt: skip
+    p.add_argument(
+        "--comments",
+        type=int,
+        default=None,
+        help="corpus size (default 500: about 10 minutes on 2 CPU cores; "
+        f"{SIMULATE_COMMENTS:,} with --simulate)",
+    )
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
     p.add_argument("--model-size", choices=["real", "small", "both"], default="real")
     p.add_argument("--chunk-sizes", default="64,128,256,512",
@@ -53,6 +61,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="runs per contender, fastest counts (noisy machines)")  # fmt: skip
     p.add_argument("--keep", action="store_true", help="keep the e2e folders (logs) in .cache")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end runs")
+    p.add_argument(
+        "--simulate",
+        choices=["h100", "a100", "t4"],
+        help="MODELLED: run the worker on a simulated GPU of this kind (bench/sim.py)",
+    )
+    p.add_argument("--sim-chunk", type=int, default=512, help="--simulate: chunk size")
+    p.add_argument("--sim-budget", type=int, default=16384, help="--simulate: big-GPU token budget")
     p.add_argument(
         "--rss",
         type=int,
@@ -218,12 +233,18 @@ def main(argv: list[str] | None = None) -> int:
     from bench.corpus import comments
     from bench.report import peak_gflops, render
 
+    if args.simulate:
+        from bench import simulate
+
+        torch.set_num_threads(args.threads or 1)  # one host thread launches GPU work
+        texts = list(comments(args.comments or SIMULATE_COMMENTS, args.seed))
+        return simulate.main(args, texts, ensure_model("proxy"), torch.get_num_threads())
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     contenders.REPEAT = max(1, args.repeat)
-    texts = list(comments(args.comments, args.seed))
+    texts = list(comments(args.comments or 500, args.seed))
     sizes = ["real", "small"] if args.model_size == "both" else [args.model_size]
     started, cpu_before = time.perf_counter(), cpu_seconds()
     tables = {}

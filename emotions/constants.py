@@ -58,6 +58,9 @@ ERROR_SUFFIX: Final = ".error.json"
 # EMOTIONS_BATCH_SIZE=auto: rows per batch are decided by EMOTIONS_TOKEN_BUDGET alone.
 AUTO_BATCH: Final = "auto"
 MAX_BATCH_ROWS: Final = 4096  # the largest fixed EMOTIONS_BATCH_SIZE accepted
+# With "auto", what one more forward pass costs, in padded tokens: the planner cuts a batch
+# where the padding it saves outweighs this (worker/batching.py, cost_cuts).
+AUTO_FORWARD_TOKENS: Final = 2048
 # Width buckets of the CUDA-graph shapes (tokens); the model's maximum length is always added.
 # Steps of about 1.5x: a batch is padded by a third at most, about a sixth on average.
 GRAPH_WIDTHS: Final = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)

@@ -175,3 +175,41 @@ def test_cuda_graphs_give_eager_fp16_labels(bert_model: Path) -> None:
     before = graphed.totals.graph_forwards
     assert graphed.classify(texts) == eager.engine.classify(texts)
     assert graphed.totals.graph_forwards > before
+
+
+# --- EMOTIONS_BATCH_SIZE=auto: the token budget sizes batches --------------------------------
+
+
+def brute_force_cost(desc: list[int], budget: int, forward: int) -> int:
+    """The least padded tokens + ``forward`` per batch over every way to cut ``desc``."""
+    best = [0] + [10**12] * len(desc)
+    for j in range(1, len(desc) + 1):
+        for i in range(j):
+            tokens = (j - i) * desc[i]
+            if tokens <= budget or j - i == 1:
+                best[j] = min(best[j], best[i] + forward + tokens)
+    return best[-1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_auto_plan_is_the_cheapest_cut(seed: int) -> None:
+    from emotions.constants import AUTO_FORWARD_TOKENS
+
+    rng = random.Random(seed)
+    lengths = [rng.choice([5, 8, 8, 12, 20, 40, 90, 200, 512]) for _ in range(60)]
+    budget = rng.choice([512, 2048, 16384])
+    plan = plan_batches(lengths, None, budget)
+    assert sorted(np.concatenate(plan.batches).tolist()) == list(range(60))
+    assert all(r * w <= budget or r == 1 for r, w in plan.shapes)
+    cost = plan.padded_tokens + AUTO_FORWARD_TOKENS * len(plan.batches)
+    desc = sorted(lengths, reverse=True)
+    assert cost == brute_force_cost(desc, budget, AUTO_FORWARD_TOKENS)
+
+
+def test_auto_plan_does_not_pad_many_comments_to_the_longest() -> None:
+    """Filling a 16,384-token batch would pad the 32 longest comments to 512 tokens."""
+    lengths = [512, 400, 300] + [30] * 29 + [12] * 480
+    auto = plan_batches(lengths, None, 16384)
+    filled = plan_batches(lengths, 512, 16384)  # a row cap that never binds: fill to budget
+    assert auto.efficiency > 0.85 > 0.5 > filled.efficiency
+    assert len(auto.batches) <= 5
