@@ -73,14 +73,14 @@ def plan_batches(
     """
     lens = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lens, kind="stable")  # longest first: an OOM shows on the first batch
+    batches: list[np.ndarray] = []
+    run_shapes: list[tuple[int, int]] = []
     if batch_size is None and not shapes and token_budget > 0:
         cuts = cost_cuts(lens[order], token_budget, AUTO_FORWARD_TOKENS)
         batches = [order[a:b] for a, b in itertools.pairwise(cuts)]
         run_shapes = [(len(b), int(lens[b[0]])) for b in batches]
         return BatchPlan(batches, run_shapes, int(lens.sum()), sum(r * w for r, w in run_shapes))
     buckets = sorted(shapes) if shapes else []
-    batches: list[np.ndarray] = []
-    run_shapes: list[tuple[int, int]] = []
     start = 0
     while start < len(order):
         longest = int(lens[order[start]])  # sorted descending: the first row is the longest
