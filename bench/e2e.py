@@ -78,6 +78,7 @@ class BenchStack:
                                     stderr=subprocess.STDOUT)  # fmt: skip
             status, peak = self._wait(proc.pid, timeout)
             seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by _wait, not by Popen
         if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError(f"producer --once failed on {name}; see {out.name}")
         return seconds, peak
