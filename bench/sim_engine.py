@@ -60,6 +60,7 @@ def sim_engine(settings: Settings, profile: str, proxy_dir: Path) -> tuple[Engin
         max_length,
         fetch=device.fetch,
         graphs=graphs,
+        asynchronous=True,
     )
     warm_up(engine)
     return engine, device

@@ -71,5 +71,9 @@ GRAPH_MAX_ROWS: Final = 64
 GRAPH_WARMUP_RUNS: Final = 3
 # Labels of the CUDA-graph path must equal eager ones wherever the top-2 logit gap exceeds this.
 GRAPH_CHECK_GAP: Final = 0.05
+# On a GPU a chunk is tokenized in this many slices, the next while the GPU runs the last...
+PIPELINE_SLICES: Final = 2
+# ...unless a slice would hold fewer comments than this (each slice is sorted on its own).
+PIPELINE_MIN_SLICE: Final = 128
 # Tokenizing one chunk stops scaling beyond this many threads.
 TOKENIZER_THREADS_MAX: Final = 8

@@ -134,6 +134,18 @@ def cost_cuts(desc: np.ndarray, token_budget: int, forward_tokens: int) -> list[
     return out[::-1]
 
 
+def merge(plans: Sequence[BatchPlan], offsets: Sequence[int]) -> BatchPlan:
+    """One plan from the plans of consecutive slices starting at ``offsets``."""
+    if len(plans) == 1 and offsets[0] == 0:
+        return plans[0]
+    return BatchPlan(
+        [b + offset for plan, offset in zip(plans, offsets, strict=True) for b in plan.batches],
+        [shape for plan in plans for shape in plan.shapes],
+        sum(p.real_tokens for p in plans),
+        sum(p.padded_tokens for p in plans),
+    )
+
+
 def pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad token id rows to the longest one: ``(input_ids, attention_mask)``."""
     ids, lengths = pad_ids(rows, pad_id)

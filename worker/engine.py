@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from emotions.constants import GRAPH_MAX_ROWS, GRAPH_WIDTHS
+from emotions.constants import GRAPH_MAX_ROWS, GRAPH_WIDTHS, PIPELINE_SLICES
 from emotions.settings import Settings
 from worker.batching import graph_shapes
 from worker.device import Forward, choose_mask_format
@@ -67,9 +67,14 @@ def build_engine(
     *,
     fetch: Fetch | None = None,
     graphs: GraphFactory | None = None,
+    asynchronous: bool | None = None,
 ) -> Engine:
     """An engine for ``forward``; graphs (not yet captured) when the settings want them and
-    there is CUDA or a ``graphs`` factory. :func:`warm_up` captures them."""
+    there is CUDA or a ``graphs`` factory. :func:`warm_up` captures them.
+
+    ``asynchronous`` (default: on CUDA): the device runs while the host works on, so a chunk
+    is tokenized in slices that overlap the device (on a CPU that would only cost padding).
+    """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     token_id = int(tokenizer(["ok"])["input_ids"][0][0])
     fmt = choose_mask_format(forward, device, pad_id, token_id)
@@ -84,6 +89,7 @@ def build_engine(
         token_budget=settings.token_budget,
         mask_format=fmt,
         fetch=fetch,
+        pipeline=PIPELINE_SLICES if (asynchronous or device.type == "cuda") else 1,
     )
     shapes = wanted_graph_shapes(settings, max_length)
     factory = graphs or (cuda_graphs if device.type == "cuda" else None)

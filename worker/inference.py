@@ -15,21 +15,23 @@ labelling are plain functions that the unit tests exercise without one.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from emotions.constants import PIPELINE_MIN_SLICE
 from emotions.errors import InferenceOOMError
-from worker.batching import BatchPlan, pad, pad_ids, plan_batches
+from worker.batching import BatchPlan, merge, pad, pad_ids, plan_batches
 from worker.device import Forward, MaskFormat, attention_mask, fetch_to_host, is_oom
+from worker.pending import ChunkStats, Fetch, Pending
 
 __all__ = [
     "BatchPlan",
@@ -43,7 +45,6 @@ __all__ = [
     "top1",
 ]
 log = logging.getLogger(__name__)
-Fetch = Callable[[torch.Tensor], np.ndarray]
 
 
 class Graphs(Protocol):
@@ -82,61 +83,6 @@ def labels_for(indices: np.ndarray, labels: Sequence[str]) -> list[str]:
     return [labels[i] for i in indices.tolist()]
 
 
-@dataclass
-class ChunkStats:
-    """What one chunk (or, summed, many) cost: forwards, tokens, and per stage the wall time
-    and the process's CPU time (``*_cpu``; includes the tokenizer's own threads)."""
-
-    comments: int = 0
-    real_tokens: int = 0
-    padded_tokens: int = 0
-    forwards: int = 0
-    graph_forwards: int = 0
-    oom_splits: int = 0
-    tokenize_s: float = 0.0
-    plan_s: float = 0.0
-    dispatch_s: float = 0.0
-    wait_s: float = 0.0
-    tokenize_cpu: float = 0.0
-    plan_cpu: float = 0.0
-    dispatch_cpu: float = 0.0
-    wait_cpu: float = 0.0
-
-    def add(self, other: ChunkStats) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    def lap(self, stage: str, since: tuple[float, float]) -> tuple[float, float]:
-        """Charge the time since ``since`` (wall, cpu) to ``stage``; the new mark."""
-        now = (time.perf_counter(), time.process_time())
-        setattr(self, f"{stage}_s", getattr(self, f"{stage}_s") + now[0] - since[0])
-        setattr(self, f"{stage}_cpu", getattr(self, f"{stage}_cpu") + now[1] - since[1])
-        return now
-
-
-@dataclass
-class Pending:
-    """A dispatched chunk: its labels are on their way; :meth:`indices` waits for them."""
-
-    order: np.ndarray  # the row index of each queued result, in dispatch order
-    parts: list[torch.Tensor]  # top-1 of each forward, on the device
-    fetch: Fetch
-    stats: ChunkStats
-    on_done: Callable[[ChunkStats], None] = field(default=lambda _: None)
-
-    def indices(self) -> np.ndarray:
-        """Top-1 label index of each comment, in input order (the chunk's one sync)."""
-        mark = (time.perf_counter(), time.process_time())
-        out = np.zeros(len(self.order), dtype=np.int64)
-        if self.parts:
-            with torch.inference_mode():
-                joined = torch.cat(self.parts) if len(self.parts) > 1 else self.parts[0]
-            out[self.order] = self.fetch(joined)
-        self.stats.lap("wait", mark)
-        self.on_done(self.stats)
-        return out
-
-
 class Engine:
     """Labels comments with a loaded tokenizer and model; one per worker process."""
 
@@ -153,6 +99,7 @@ class Engine:
         mask_format: MaskFormat = "4d",
         graphs: Graphs | None = None,
         fetch: Fetch | None = None,
+        pipeline: int = 1,
     ) -> None:
         self.tokenizer = tokenizer
         self.forward = forward
@@ -164,6 +111,7 @@ class Engine:
         self.mask_format: MaskFormat = mask_format
         self.graphs = graphs
         self.fetch: Fetch = fetch or fetch_to_host
+        self.pipeline = pipeline  # slices of a chunk whose tokenizing overlaps the device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.last_plan: BatchPlan | None = None
         self.totals = ChunkStats()  # every chunk so far (logs, benchmark)
@@ -171,7 +119,7 @@ class Engine:
         self._lock = threading.Lock()
         self._tokenizing = threading.Lock()  # HF fast tokenizers are not safe to call twice at once
         self._prefetched: tuple[list[str], Future[list[list[int]]]] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of every comment, truncated to the model's maximum, in one fast call."""
@@ -190,10 +138,9 @@ class Engine:
         """Start tokenizing ``texts`` on the tokenizer thread now; the next :meth:`submit` (or
         :meth:`classify_indices`) of an equal list uses the result instead of tokenizing."""
         key = list(texts)
+        future = self._executor().submit(self.tokenize, key)
         with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="tokenizer")
-            self._prefetched = (key, self._executor.submit(self.tokenize, key))
+            self._prefetched = (key, future)
 
     def classify(self, texts: Sequence[str]) -> list[str]:
         """Top-1 emotion of each comment, in input order."""
@@ -204,20 +151,43 @@ class Engine:
         return self.submit(texts).indices()
 
     def submit(self, texts: Sequence[str]) -> Pending:
-        """Tokenize, plan and queue every forward of a chunk without waiting for the device."""
+        """Tokenize, plan and queue every forward of a chunk without waiting for the device.
+
+        With ``pipeline`` > 1 and a chunk not tokenized ahead (:meth:`prefetch`), the chunk is
+        cut into that many slices: each is sorted and planned on its own, and the next slice is
+        tokenized on the tokenizer thread while this one's forwards are queued and run, so the
+        GPU starts before the whole chunk is tokenized (at the cost of sorting smaller groups).
+        """
+        texts = list(texts)
         stats, mark = ChunkStats(comments=len(texts)), (time.perf_counter(), time.process_time())
-        rows = self._tokens(list(texts))
-        mark = stats.lap("tokenize", mark)
-        shapes = self.graphs.shapes if self.graphs is not None else None
-        plan = plan_batches([len(r) for r in rows], self.batch_size, self.token_budget, shapes)
-        self.last_plan = plan
-        stats.real_tokens, stats.padded_tokens = plan.real_tokens, plan.padded_tokens
-        mark = stats.lap("plan", mark)
-        parts: list[torch.Tensor] = []
-        for batch, (_, width) in zip(plan.batches, plan.shapes, strict=True):
-            parts += self._dispatch([rows[i] for i in batch], width, stats)
-        stats.lap("dispatch", mark)
-        order = np.concatenate(plan.batches) if plan.batches else np.zeros(0, dtype=np.int64)
+        rows = self._take_prefetched(texts)
+        if rows is not None or self.pipeline <= 1 or len(texts) < PIPELINE_MIN_SLICE * 2:
+            bounds = [0, len(texts)]
+        else:
+            step = max(PIPELINE_MIN_SLICE, -(-len(texts) // self.pipeline))
+            bounds = [*range(0, len(texts), step), len(texts)]
+        pieces = [(a, b) for a, b in itertools.pairwise(bounds)]
+        ahead: Future[list[list[int]]] | None = None
+        orders, parts, plans = [], [], []
+        for k, (a, b) in enumerate(pieces):
+            if rows is None:
+                rows = ahead.result() if ahead is not None else self.tokenize(texts[a:b])
+            if k + 1 < len(pieces):
+                ahead = self._executor().submit(self.tokenize, texts[slice(*pieces[k + 1])])
+            mark = stats.lap("tokenize", mark)
+            shapes = self.graphs.shapes if self.graphs is not None else None
+            plan = plan_batches([len(r) for r in rows], self.batch_size, self.token_budget, shapes)
+            plans.append(plan)
+            mark = stats.lap("plan", mark)
+            for batch, (_, width) in zip(plan.batches, plan.shapes, strict=True):
+                parts += self._dispatch([rows[i] for i in batch], width, stats)
+                orders.append(batch + a)
+            mark = stats.lap("dispatch", mark)
+            rows = None
+        self.last_plan = merge(plans, [a for a, _ in pieces])
+        stats.real_tokens = self.last_plan.real_tokens
+        stats.padded_tokens = self.last_plan.padded_tokens
+        order = np.concatenate(orders) if orders else np.zeros(0, dtype=np.int64)
         return Pending(order, parts, self.fetch, stats, self._account)
 
     def logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -238,12 +208,18 @@ class Engine:
         for observe in self.observers:
             observe(stats)
 
-    def _tokens(self, texts: list[str]) -> list[list[int]]:
+    def _take_prefetched(self, texts: list[str]) -> list[list[int]] | None:
         with self._lock:
             prefetched, self._prefetched = self._prefetched, None
         if prefetched is not None and prefetched[0] == texts:
             return prefetched[1].result()
-        return self.tokenize(texts)
+        return None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="tokenizer")
+            return self._pool
 
     def _dispatch(self, rows: list[list[int]], width: int, stats: ChunkStats) -> list[torch.Tensor]:
         """Queue one planned batch; on out-of-memory, retry it in halves down to one comment.

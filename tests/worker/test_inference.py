@@ -8,10 +8,12 @@ token), so a label that lands on the wrong comment after the length sort is caug
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -407,3 +409,67 @@ def test_oom_split_keeps_order_with_odd_sizes() -> None:
     model = FakeModel(fail_above=3)
     assert engine(model, batch_size=32).classify(texts) == _expected(texts)
     assert sum(rows for rows, _ in model.batches) == 33
+
+
+# --- overlap: tokenizing while the device runs -------------------------------------------------
+
+
+class GatedTokenizer(CharTokenizer):
+    """Tokenizes a call that is not the first only once a forward has been queued: a chunk that
+    is tokenized whole before its first forward would wait here in vain."""
+
+    def __init__(self, forwarded: threading.Event) -> None:
+        super().__init__()
+        self.forwarded = forwarded
+        self.threads: list[str] = []
+        self.overlapped: list[bool] = []
+
+    def __call__(self, texts: list[str], **kwargs: Any) -> dict[str, list[list[int]]]:
+        self.threads.append(threading.current_thread().name)
+        if len(self.threads) > 1:
+            self.overlapped.append(self.forwarded.wait(timeout=10))
+        return super().__call__(texts, **kwargs)
+
+
+def test_a_pipelined_chunk_tokenizes_its_next_slice_while_the_device_runs() -> None:
+    forwarded = threading.Event()
+    model = FakeModel()
+
+    def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        forwarded.set()
+        return model(inputs)
+
+    tokenizer = GatedTokenizer(forwarded)
+    eng = Engine(
+        tokenizer, forward, LABELS, torch.device("cpu"), batch_size=16, max_length=512, pipeline=2
+    )
+    texts, expected = shuffled_comments(300, seed=9)
+    assert eng.classify(texts) == expected
+    assert len(tokenizer.threads) == 2 and tokenizer.threads[1].startswith("tokenizer")
+    assert tokenizer.overlapped == [True]
+    assert eng.last_plan is not None
+    assert sorted(np.concatenate(eng.last_plan.batches).tolist()) == list(range(300))
+    # Each half is sorted on its own: widths fall within a half, then start over.
+    widths = [w for _, w in model.batches]
+    drops = sum(1 for a, b in itertools.pairwise(widths) if b > a)
+    assert drops == 1
+
+
+def test_a_prefetched_chunk_is_not_tokenized_again() -> None:
+    tokenizer = CharTokenizer()
+    eng = Engine(
+        tokenizer,
+        FakeModel(),
+        LABELS,
+        torch.device("cpu"),
+        batch_size=8,
+        max_length=512,
+        pipeline=2,
+    )
+    texts, expected = shuffled_comments(300, seed=10)
+    eng.prefetch(texts)
+    assert eng.classify(texts) == expected
+    assert len(tokenizer.calls) == 1  # the prefetch; one plan over the whole chunk
+    other, other_expected = shuffled_comments(40, seed=11)
+    eng.prefetch(texts)
+    assert eng.classify(other) == other_expected  # a different chunk: tokenized afresh
