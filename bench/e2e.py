@@ -42,14 +42,16 @@ class BenchStack:
         queues: Iterable[str | None] = (None,),
         entry: list[str] | None = None,
         env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> list[subprocess.Popen[bytes]]:
         """Start redis and one ``-c 1`` worker per entry of ``queues`` (None: every queue);
-        ``entry`` runs instead of ``celery -A worker``, ``env`` goes to every process."""
+        ``entry`` runs instead of ``celery -A worker``, ``env`` goes to every process, ``args``
+        are added to each worker's command line."""
         self.stack.extra_env.update(env or {})
         self.redis.start()
         return [
             self.stack.start_worker(
-                f"w{i}-{q or 'all'}", *(["-Q", q] if q else []), timeout=300, entry=entry
+                f"w{i}-{q or 'all'}", *(["-Q", q] if q else []), *args, timeout=300, entry=entry
             )
             for i, q in enumerate(queues)
         ]

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from bench.sim_engine import LOG_ENV, PROXY_ENV, SIMULATE_ENV, ChunkLog, sim_engine
+from worker import lifecycle
 from worker.celery import app
 from worker.model import ModelHolder, State
 
@@ -38,6 +39,9 @@ def warm_up(self: ModelHolder) -> None:
 if os.environ.get(SIMULATE_ENV):
     ModelHolder.load = load  # type: ignore[method-assign]
     ModelHolder.warm_up = warm_up  # type: ignore[method-assign]
+    # Created (not loaded) before any pool starts, so that the tasks of a threads pool share
+    # one holder, and with it one engine (a prefork child inherits it, still empty).
+    lifecycle.holder()
 
 if __name__ == "__main__":
     app.worker_main(sys.argv[1:])

@@ -36,6 +36,7 @@ class Config:
     settings: dict[str, Any]
     mask: str | None = None  # force a mask format ("2d": the old per-forward sync)
     prefetch: bool = True  # in process: tokenize the next chunk while this one runs
+    worker_args: tuple[str, ...] = ()  # end to end: added to the worker's command line
 
 
 def configs(budget: int) -> dict[str, Config]:
@@ -140,7 +141,7 @@ def end_to_end(
     }
     stack = BenchStack(root, proxy, "cpu", threads)
     try:
-        stack.start(entry=[sys.executable, "-m", "bench.sim_worker"], env=env)
+        stack.start(entry=[sys.executable, "-m", "bench.sim_worker"], env=env, args=cfg.worker_args)
         warm = [{"id": f"w{i}", "comment": t} for i, t in enumerate(texts[:WARM_UP_COMMENTS])]
         stack.producer(warm, "warmup", chunk)
         records = [{"id": f"c{i}", "comment": t} for i, t in enumerate(texts)]

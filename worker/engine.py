@@ -73,8 +73,10 @@ def build_engine(
     there is CUDA or a ``graphs`` factory. :func:`warm_up` captures them.
 
     ``asynchronous`` (default: on CUDA): the device runs while the host works on, so a chunk
-    is tokenized in slices that overlap the device (on a CPU that would only cost padding).
+    is tokenized in slices that overlap the device. Not on a CPU, where that would only cost
+    padding, nor with ``auto`` batches, whose few large forwards would each be cut in two.
     """
+    overlap = device.type == "cuda" if asynchronous is None else asynchronous
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     token_id = int(tokenizer(["ok"])["input_ids"][0][0])
     fmt = choose_mask_format(forward, device, pad_id, token_id)
@@ -89,7 +91,7 @@ def build_engine(
         token_budget=settings.token_budget,
         mask_format=fmt,
         fetch=fetch,
-        pipeline=PIPELINE_SLICES if (asynchronous or device.type == "cuda") else 1,
+        pipeline=PIPELINE_SLICES if overlap and settings.rows_per_batch is not None else 1,
     )
     shapes = wanted_graph_shapes(settings, max_length)
     factory = graphs or (cuda_graphs if device.type == "cuda" else None)

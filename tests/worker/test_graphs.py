@@ -25,7 +25,28 @@ from worker.graphs import disagreements
 from worker.inference import Engine
 from worker.model import ModelHolder, load_pretrained
 
-DEFAULT = {16: 16, 24: 16, 32: 16, 48: 16, 64: 16, 96: 10, 128: 8, 192: 5, 256: 4, 384: 2, 512: 2}
+DEFAULT = {
+    8: 16,
+    16: 16,
+    24: 16,
+    32: 16,
+    40: 16,
+    48: 16,
+    56: 16,
+    64: 16,
+    80: 12,
+    96: 10,
+    112: 9,
+    128: 8,
+    160: 6,
+    192: 5,
+    224: 4,
+    256: 4,
+    320: 3,
+    384: 2,
+    448: 2,
+    512: 2,
+}
 
 
 def test_default_shapes_at_batch_16_and_budget_1024() -> None:
@@ -40,15 +61,8 @@ def test_default_shapes_at_batch_16_and_budget_1024() -> None:
 
 def test_bucket_is_the_smallest_that_holds_the_length() -> None:
     buckets = sorted(DEFAULT)
-    assert [bucket_for(n, buckets) for n in (1, 16, 17, 100, 384, 385, 512)] == [
-        16,
-        16,
-        24,
-        128,
-        384,
-        512,
-        512,
-    ]
+    found = [bucket_for(n, buckets) for n in (1, 8, 9, 17, 100, 384, 385, 512)]
+    assert found == [8, 8, 16, 24, 112, 384, 448, 512]
     assert bucket_for(513, buckets) is None
 
 
