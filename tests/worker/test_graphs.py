@@ -25,15 +25,8 @@ from worker.graphs import disagreements
 from worker.inference import Engine
 from worker.model import ModelHolder, load_pretrained
 
-DEFAULT = {
-    8: 16,
-    16: 16,
-    24: 16,
-    32: 16,
-    40: 16,
-    48: 16,
-    56: 16,
-    64: 16,
+# Rows at each width bucket: 16, and no more than 1024 tokens.
+DEFAULT = dict.fromkeys(range(8, 65, 8), 16) | {
     80: 12,
     96: 10,
     112: 9,
