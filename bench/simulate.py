@@ -246,10 +246,15 @@ def render(
         "stage (the tokenizer's threads included; `wait` counts work overlapping the wait).",
     ]
     for r in (r for r in runs if r.path == "end to end"):
+        outside = (
+            f"outside the engine {r.extra['outside engine s/1k'] * 1e3:.1f} ms/1k comments "
+            "(task, Celery, Redis)"
+            if not r.config.worker_args
+            else "chunks overlap"
+        )
         out.append(
             f"End to end, {r.config.name}, {r.profile}: producer wall-clock rate "
-            f"{r.extra['producer rate']:,.0f}/s (its start-up included), outside the engine "
-            f"{r.extra['outside engine s/1k'] * 1e3:.1f} ms/1k comments (task, Celery, Redis)."
+            f"{r.extra['producer rate']:,.0f}/s (its start-up included), {outside}."
         )
     out.append(f"_Whole run: {elapsed:.0f} s; {load}._")
     headline = {r.config.name: r for r in runs if r.path == "end to end" and r.profile == profile}
