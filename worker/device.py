@@ -156,7 +156,7 @@ def fetch_to_host(top1: torch.Tensor) -> np.ndarray:
     host = torch.empty(top1.shape, dtype=top1.dtype, pin_memory=True)
     host.copy_(top1, non_blocking=True)
     done = torch.cuda.Event()
-    done.record()
+    done.record(torch.cuda.current_stream(top1.device))  # the labels' device, not device 0
     done.synchronize()
     return host.numpy()
 

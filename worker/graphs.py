@@ -60,20 +60,23 @@ class CudaGraphs:
         One pool is safe because replays never overlap (one stream, one at a time) and every
         graph's input and output buffers stay allocated, so no capture reuses them.
         """
-        pool = torch.cuda.graph_pool_handle()
-        for width in sorted(self.wanted, reverse=True):
-            rows = self.wanted[width]
-            try:
-                self._graphs[width] = self._capture(rows, width, pool)
-            except Exception as e:  # out of memory, or an op that cannot be captured
-                log.warning("CUDA graph %dx%d not captured, runs eagerly: %s", rows, width, e)
-                continue
-            self.shapes[width] = rows
+        with torch.cuda.device(self.device):  # capture streams and pool on the engine's GPU
+            pool = torch.cuda.graph_pool_handle()
+            for width in sorted(self.wanted, reverse=True):
+                self._capture_logged(self.wanted[width], width, pool)
         log.info(
             "CUDA graphs captured for %d shapes (rows x width): %s",
             len(self.shapes),
             ", ".join(f"{r}x{w}" for w, r in sorted(self.shapes.items())),
         )
+
+    def _capture_logged(self, rows: int, width: int, pool: Any) -> None:
+        try:
+            self._graphs[width] = self._capture(rows, width, pool)
+        except Exception as e:  # out of memory, or an op that cannot be captured
+            log.warning("CUDA graph %dx%d not captured, runs eagerly: %s", rows, width, e)
+            return
+        self.shapes[width] = rows
 
     def _capture(self, rows: int, width: int, pool: Any) -> _Captured:
         ids = torch.full((rows, width), self.pad_id, dtype=torch.long, device=self.device)
@@ -94,7 +97,7 @@ class CudaGraphs:
         captured = self._graphs[ids.shape[1]]
         host_ids = torch.from_numpy(ids).pin_memory()
         host_lengths = torch.from_numpy(lengths).pin_memory()
-        with self._lock:
+        with self._lock, torch.cuda.device(self.device):
             captured.ids.copy_(host_ids, non_blocking=True)
             captured.lengths.copy_(host_lengths, non_blocking=True)
             captured.graph.replay()
