@@ -95,7 +95,9 @@ def build_engine(
     )
     shapes = wanted_graph_shapes(settings, max_length)
     factory = graphs or (cuda_graphs if device.type == "cuda" else None)
-    if shapes and factory is not None:
+    if shapes and factory is not None and fmt == "2d":
+        log.warning("CUDA graphs off: a forward that waits for the GPU cannot be captured")
+    elif shapes and factory is not None:
         engine.graphs = factory(engine, shapes)
     return engine
 

@@ -220,3 +220,25 @@ def test_auto_plan_does_not_pad_many_comments_to_the_longest() -> None:
     filled = plan_batches(lengths, 512, 16384)  # a row cap that never binds: fill to budget
     assert auto.efficiency > 0.85 > 0.5 > filled.efficiency
     assert len(auto.batches) <= 5
+
+
+def test_no_graphs_when_only_the_2d_mask_works(
+    loaded: tuple[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """transformers 4.44's BERT takes only a 2D mask under SDPA, and checks it on the host:
+    such a forward cannot be captured, so the engine runs eagerly (and says so)."""
+    tokenizer, model = loaded
+
+    def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if inputs["attention_mask"].dim() != 2:
+            raise ValueError("too many values to unpack (expected 2)")
+        return model(**inputs).logits
+
+    with caplog.at_level(logging.WARNING):
+        settings = load_settings(device="cpu")
+        cpu = torch.device("cpu")
+        engine = build_engine(
+            settings, tokenizer, forward, ["x"] * 28, cpu, 512, graphs=StandInGraphs
+        )
+    assert engine.mask_format == "2d" and engine.graphs is None
+    assert "cannot be captured" in caplog.text
