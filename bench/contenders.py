@@ -177,6 +177,48 @@ def naive_indices(
     return torch.cat(out).cpu().numpy() if out else np.zeros(0, dtype=np.int64)
 
 
+def fp32_agreement(
+    model_dir: Path,
+    tokenizer: Any,
+    texts: Sequence[str],
+    device: torch.device,
+    batch_size: int,
+    max_length: int,
+    rows: Sequence[Result],
+    min_gap: float = 0.05,
+) -> str:
+    """How often each fp16 path's labels equal fp32 top-1: overall, and where the fp32 gap
+    between the two highest logits exceeds ``min_gap`` (closer calls may flip on rounding)."""
+    import transformers
+    from transformers import AutoModelForSequenceClassification
+
+    from worker.device import dtype_keyword
+
+    kwargs = {dtype_keyword(transformers.__version__): torch.float32}
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
+    model = model.to(device).eval()
+    tops, gaps = [], []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            batch = list(texts[i : i + batch_size])
+            enc = tokenizer(
+                batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+            logits = model(**enc.to(device)).logits.float()
+            two = logits.topk(2, dim=-1).values
+            tops.append(logits.argmax(dim=-1).cpu())
+            gaps.append((two[:, 0] - two[:, 1]).cpu())
+    top, gap = torch.cat(tops).numpy(), torch.cat(gaps).numpy()
+    clear = gap > min_gap
+    parts = [
+        f"{r.path}{f' {r.chunk}' if r.chunk else ''}: {int((r.indices == top).sum())}/"
+        f"{len(top)} overall, {int((r.indices == top)[clear].sum())}/{int(clear.sum())} "
+        f"where the gap exceeds {min_gap}"
+        for r in rows
+    ]
+    return "**Labels vs fp32 top-1:** " + "; ".join(parts) + "."
+
+
 def run_naive(
     model: Any, tokenizer: Any, texts: Sequence[str], device: torch.device, batch_size: int,
     max_length: int, lengths: np.ndarray,

@@ -134,10 +134,12 @@ def cpu_seconds() -> tuple[float, float]:
 
 
 def bench_model(size: str, args: argparse.Namespace, texts: list[str], device: Any,
-                threads: int) -> tuple[list[Any], np.ndarray]:  # fmt: skip
-    """Every contender on one model: the table rows (naive first) and the token lengths."""
+                threads: int) -> tuple[list[Any], np.ndarray, list[str]]:  # fmt: skip
+    """Every contender on one model: the table rows (naive first), the token lengths, and notes
+    (on CUDA: how the fp16 labels compare with fp32 top-1)."""
     from bench.contenders import (
         batch_shapes,
+        fp32_agreement,
         load_hf,
         model_flops,
         naive_indices,
@@ -177,7 +179,10 @@ def bench_model(size: str, args: argparse.Namespace, texts: list[str], device: A
         shapes = batch_shapes(lengths, batch, chunk, budget)
         return model_flops(shapes, shape["layers"], shape["hidden"])
 
-    return [replace(r, flops=flops(r.chunk)) for r in rows], lengths
+    notes = []
+    if device.type == "cuda":
+        notes.append(fp32_agreement(model_dir, tokenizer, texts, device, batch, max_length, rows))
+    return [replace(r, flops=flops(r.chunk)) for r in rows], lengths, notes
 
 
 def run_e2e(
@@ -247,9 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     texts = list(comments(args.comments or 500, args.seed))
     sizes = ["real", "small"] if args.model_size == "both" else [args.model_size]
     started, cpu_before = time.perf_counter(), cpu_seconds()
-    tables = {}
+    tables: dict[str, tuple[list[Any], np.ndarray]] = {}
+    notes: list[str] = []
     for size in sizes:
-        tables[size] = bench_model(size, args, texts, device, threads)
+        rows, lengths, size_notes = bench_model(size, args, texts, device, threads)
+        tables[size], notes = (rows, lengths), [*notes, *size_notes]
     rss = None
     if args.rss:
         from bench.rss import measure_rss
@@ -264,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = device.type == "cuda"
     peak = peak_gflops(device_name(device)) if cuda else None
     text, ok = render(tables, SIZES, machine, args, rss, elapsed, peak, "fp16" if cuda else "fp32")
+    text += "".join(f"\n\n{note}" for note in notes)
     print(text)
     return 0 if ok or device.type == "cuda" else 1
 
