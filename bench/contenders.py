@@ -1,8 +1,8 @@
 """The in-process contenders, each timed over the same texts on the same model and device.
 
-Why these three: the Hugging Face ``pipeline`` is what a user would reach for (the baseline of
-issue 4); naive in-order batching of 16 is the same arithmetic without the pipeline's
-per-item Python work, so it separates "less overhead" from "less padding"; the project's
+Why these three: the Hugging Face ``pipeline`` is what a user would reach for (the baseline);
+naive in-order batching of 16 is the same arithmetic without the pipeline's per-item Python
+work, so it separates "less overhead" from "less padding"; the project's
 :class:`~worker.inference.Engine` adds length-sorted batches inside each chunk. Every
 contender runs a short untimed warm-up first, and on CUDA the clock stops only after a
 ``synchronize``, so no one is charged for another's lazy initialisation or queued kernels.
@@ -71,11 +71,15 @@ def timed(device: torch.device, work: Callable[[], Any]) -> tuple[float, Any]:
 
 def load_hf(model_dir: Path, device: torch.device) -> tuple[Any, Any]:
     """Tokenizer and model the way a user would load them (fp16 on CUDA, like the engine)."""
+    import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from worker.device import dtype_keyword
 
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype)
+    kwargs = {dtype_keyword(transformers.__version__): dtype}
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
     return tokenizer, model.to(device).eval()
 
 
@@ -92,7 +96,10 @@ def warm_up_texts(texts: Sequence[str], lengths: np.ndarray, batch_size: int) ->
 
 
 def batch_shapes(
-    lengths: np.ndarray, batch_size: int, chunk_size: int | None = None, token_budget: int = 0
+    lengths: np.ndarray,
+    batch_size: int | None,
+    chunk_size: int | None = None,
+    token_budget: int = 0,
 ) -> list[tuple[int, int]]:
     """(rows, padded width) of every batch the model runs.
 
@@ -100,18 +107,17 @@ def batch_shapes(
     engine's plan over consecutive chunks, as the producer cuts a file.
     """
     if chunk_size is None:
-        starts = range(0, len(lengths), batch_size)
+        step = batch_size or len(lengths)
         return [
-            (len(lengths[i : i + batch_size]), int(lengths[i : i + batch_size].max()))
-            for i in starts
+            (len(lengths[i : i + step]), int(lengths[i : i + step].max()))
+            for i in range(0, len(lengths), step)
         ]
     from worker.inference import plan_batches
 
     shapes = []
     for i in range(0, len(lengths), chunk_size):
         part = lengths[i : i + chunk_size]
-        plan = plan_batches(part.tolist(), batch_size, token_budget)
-        shapes += [(len(b), int(part[b].max())) for b in plan.batches]
+        shapes += plan_batches(part.tolist(), batch_size, token_budget).shapes
     return shapes
 
 
@@ -127,7 +133,7 @@ def in_order_efficiency(lengths: np.ndarray, batch_size: int) -> float:
 
 
 def chunked_efficiency(
-    lengths: np.ndarray, chunk_size: int, batch_size: int, token_budget: int = 0
+    lengths: np.ndarray, chunk_size: int, batch_size: int | None, token_budget: int = 0
 ) -> float:
     """Padding efficiency of the engine's plan over consecutive chunks of ``chunk_size``."""
     return efficiency(lengths, batch_shapes(lengths, batch_size, chunk_size, token_budget))
@@ -192,6 +198,48 @@ def naive_indices(
             ).to(device)
             out.append(torch.argmax(torch.sigmoid(model(**enc).logits.float()), dim=-1))
     return torch.cat(out).cpu().numpy() if out else np.zeros(0, dtype=np.int64)
+
+
+def fp32_agreement(
+    model_dir: Path,
+    tokenizer: Any,
+    texts: Sequence[str],
+    device: torch.device,
+    batch_size: int,
+    max_length: int,
+    rows: Sequence[Result],
+    min_gap: float = 0.05,
+) -> str:
+    """How often each fp16 path's labels equal fp32 top-1: overall, and where the fp32 gap
+    between the two highest logits exceeds ``min_gap`` (closer calls may flip on rounding)."""
+    import transformers
+    from transformers import AutoModelForSequenceClassification
+
+    from worker.device import dtype_keyword
+
+    kwargs = {dtype_keyword(transformers.__version__): torch.float32}
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
+    model = model.to(device).eval()
+    tops, gaps = [], []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            batch = list(texts[i : i + batch_size])
+            enc = tokenizer(
+                batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+            logits = model(**enc.to(device)).logits.float()
+            two = logits.topk(2, dim=-1).values
+            tops.append(logits.argmax(dim=-1).cpu())
+            gaps.append((two[:, 0] - two[:, 1]).cpu())
+    top, gap = torch.cat(tops).numpy(), torch.cat(gaps).numpy()
+    clear = gap > min_gap
+    parts = [
+        f"{r.path}{f' {r.chunk}' if r.chunk else ''}: {int((r.indices == top).sum())}/"
+        f"{len(top)} overall, {int((r.indices == top)[clear].sum())}/{int(clear.sum())} "
+        f"where the gap exceeds {min_gap}"
+        for r in rows
+    ]
+    return "**Labels vs fp32 top-1:** " + "; ".join(parts) + "."
 
 
 def run_naive(

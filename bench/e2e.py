@@ -37,11 +37,22 @@ class BenchStack:
         self.redis = RedisServer(root / "redis", fsync="everysec")
         self.stack = Stack(root, self.redis, model, device, threads, inherit=ENGINE_KNOBS)
 
-    def start(self, queues: Iterable[str | None] = (None,)) -> list[subprocess.Popen[bytes]]:
-        """Start redis and one ``-c 1`` worker per entry of ``queues`` (None: every queue)."""
+    def start(
+        self,
+        queues: Iterable[str | None] = (None,),
+        entry: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> list[subprocess.Popen[bytes]]:
+        """Start redis and one ``-c 1`` worker per entry of ``queues`` (None: every queue);
+        ``entry`` runs instead of ``celery -A worker``, ``env`` goes to every process, ``args``
+        are added to each worker's command line."""
+        self.stack.extra_env.update(env or {})
         self.redis.start()
         return [
-            self.stack.start_worker(f"w{i}-{q or 'all'}", *(["-Q", q] if q else []), timeout=300)
+            self.stack.start_worker(
+                f"w{i}-{q or 'all'}", *(["-Q", q] if q else []), *args, timeout=300, entry=entry
+            )
             for i, q in enumerate(queues)
         ]
 
@@ -85,6 +96,7 @@ class BenchStack:
             )
             status, peak = self._wait(proc.pid, timeout)
             seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by _wait, not by Popen
         if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError(f"producer --once failed on {name}; see {out.name}")
         return seconds, peak

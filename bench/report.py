@@ -1,6 +1,6 @@
 """The benchmark's output: one markdown table, with the machine and corpus it came from.
 
-Why markdown: the README shows a recent table (issue 4), so it must paste as is. The label
+Why markdown: the README shows a recent table, so it must paste as is. The label
 check is part of the table, not a separate log line: a speed-up that changed labels is no
 speed-up, so a mismatch on CPU also makes ``python -m bench.run`` exit non-zero.
 """

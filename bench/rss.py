@@ -1,4 +1,5 @@
-"""Peak memory of the producer and the assembler on a very large file (issue 4: ~1.5 GB each).
+"""Peak memory of the producer and the assembler on a very large file (once ~1.5 GB each,
+before streaming).
 
 Why a tiny model: what is measured is the memory of the processes that parse, chunk and
 assemble a million comments, which does not depend on the model; with the real model a CPU

@@ -2,7 +2,7 @@
 and the whole system end to end, on the same stand-in model, corpus and machine, in one run.
 
 Why one run: throughput ratios are only meaningful when every contender saw the same machine
-state, thread count, model and comments (issue 4). The stand-in models have the real model's
+state, thread count, model and comments. The stand-in models have the real model's
 shape and random weights (the hub is unreachable), built once into ``bench/.cache``. The
 output is a markdown table for the README, preceded by the machine it came from.
 """
@@ -35,7 +35,10 @@ SIZES: dict[str, dict[str, Any]] = {
     "small": {"layers": 6, "hidden": 384, "initializer_range": 0.02},
     # Only for --rss: inference must keep up with a million comments on a CPU.
     "tiny": {"layers": 2, "hidden": 32},
+    # Only for --simulate: the real op count (12 layers) at almost no arithmetic.
+    "proxy": {"layers": 12, "hidden": 16},
 }
+SIMULATE_COMMENTS = 20_000  # --simulate's default corpus: 40 chunks, a few seconds per run
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,8 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--comments",
         type=int,
-        default=500,
-        help="corpus size (default 500: about 10 minutes on 2 CPU cores)",
+        default=None,
+        help="corpus size (default 500: about 10 minutes on 2 CPU cores; "
+        f"{SIMULATE_COMMENTS:,} with --simulate)",
     )
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
     p.add_argument("--model-size", choices=["real", "small", "both"], default="real")
@@ -61,6 +65,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--keep", action="store_true", help="keep the e2e folders (logs) in .cache")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end runs")
+    p.add_argument(
+        "--simulate",
+        choices=["h100", "a100", "t4"],
+        help="MODELLED: run the worker on a simulated GPU of this kind (bench/sim.py)",
+    )
+    p.add_argument("--sim-chunk", type=int, default=512, help="--simulate: chunk size")
+    p.add_argument("--sim-budget", type=int, default=16384, help="--simulate: big-GPU token budget")
     p.add_argument(
         "--rss",
         type=int,
@@ -131,10 +142,12 @@ def cpu_seconds() -> tuple[float, float]:
 
 def bench_model(
     size: str, args: argparse.Namespace, texts: list[str], device: Any, threads: int
-) -> tuple[list[Any], np.ndarray]:
-    """Every contender on one model: the table rows (naive first) and the token lengths."""
+) -> tuple[list[Any], np.ndarray, list[str]]:
+    """Every contender on one model: the table rows (naive first), the token lengths, and notes
+    (on CUDA: how the fp16 labels compare with fp32 top-1)."""
     from bench.contenders import (
         batch_shapes,
+        fp32_agreement,
         load_hf,
         model_flops,
         naive_indices,
@@ -152,7 +165,8 @@ def bench_model(
     holder = ModelHolder(holder_settings)
     engine = holder.engine  # loads and warms up, as a worker's pool child does
     tokenizer, model = load_hf(model_dir, device)
-    batch, max_length = engine.batch_size, engine.max_length
+    # With EMOTIONS_BATCH_SIZE=auto the baselines keep the specification's batch of 16.
+    batch, max_length = engine.batch_size or 16, engine.max_length
     lengths = token_lengths(tokenizer, texts, max_length)
     # Untimed: the longest batch first, so no contender pays the process's first big
     # allocations (the first run on a fresh process is measurably slower).
@@ -174,7 +188,10 @@ def bench_model(
         shapes = batch_shapes(lengths, batch, chunk, budget)
         return model_flops(shapes, shape["layers"], shape["hidden"])
 
-    return [replace(r, flops=flops(r.chunk)) for r in rows], lengths
+    notes = []
+    if device.type == "cuda":
+        notes.append(fp32_agreement(model_dir, tokenizer, texts, device, batch, max_length, rows))
+    return [replace(r, flops=flops(r.chunk)) for r in rows], lengths, notes
 
 
 def run_e2e(
@@ -221,7 +238,9 @@ def run_e2e(
                 if [r["id"] for r in out] != [r["id"] for r in recs]:
                     raise RuntimeError(f"{name}: output records are not the input records")
                 indices = np.array([label2id[r["emotion"]] for r in out], dtype=np.int64)
-                eff = chunked_efficiency(lengths, chunk, settings.batch_size, settings.token_budget)
+                eff = chunked_efficiency(
+                    lengths, chunk, settings.rows_per_batch, settings.token_budget
+                )
                 rows.append(Result("end to end", chunk, len(texts), seconds, eff, indices))
         finally:
             stack.stop()
@@ -236,17 +255,25 @@ def main(argv: list[str] | None = None) -> int:
     from bench.corpus import comments
     from bench.report import peak_gflops, render
 
+    if args.simulate:
+        from bench import simulate
+
+        torch.set_num_threads(args.threads or 1)  # one host thread launches GPU work
+        texts = list(comments(args.comments or SIMULATE_COMMENTS, args.seed))
+        return simulate.main(args, texts, ensure_model("proxy"), torch.get_num_threads())
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     contenders.REPEAT = max(1, args.repeat)
-    texts = list(comments(args.comments, args.seed))
+    texts = list(comments(args.comments or 500, args.seed))
     sizes = ["real", "small"] if args.model_size == "both" else [args.model_size]
     started, cpu_before = time.perf_counter(), cpu_seconds()
-    tables = {}
+    tables: dict[str, tuple[list[Any], np.ndarray]] = {}
+    notes: list[str] = []
     for size in sizes:
-        tables[size] = bench_model(size, args, texts, device, threads)
+        rows, lengths, size_notes = bench_model(size, args, texts, device, threads)
+        tables[size], notes = (rows, lengths), [*notes, *size_notes]
     rss = None
     if args.rss:
         from bench.rss import measure_rss
@@ -263,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = device.type == "cuda"
     peak = peak_gflops(device_name(device)) if cuda else None
     text, ok = render(tables, SIZES, machine, args, rss, elapsed, peak, "fp16" if cuda else "fp32")
+    text += "".join(f"\n\n{note}" for note in notes)
     print(text)
     return 0 if ok or device.type == "cuda" else 1
 

@@ -74,3 +74,28 @@ TOUCH_SECONDS: Final = 60.0
 DEFAULT_SETTLE_SECONDS: Final = 1.0  # unchanged this long after a close, a move in, or a scan
 DEFAULT_OPEN_FILE_SECONDS: Final = 3600.0  # written since its last close: waited for this long
 DEFAULT_INCOMPLETE_SECONDS: Final = 300.0  # read as cut short: read again after this long
+
+# --- Inference engine (worker/) ---------------------------------------------------------------
+# EMOTIONS_BATCH_SIZE=auto: rows per batch are decided by EMOTIONS_TOKEN_BUDGET alone.
+AUTO_BATCH: Final = "auto"
+MAX_BATCH_ROWS: Final = 4096  # the largest fixed EMOTIONS_BATCH_SIZE accepted
+# With "auto", what one more forward pass costs, in padded tokens: the planner cuts a batch
+# where the padding it saves outweighs this (worker/batching.py, cost_cuts).
+AUTO_FORWARD_TOKENS: Final = 2048
+# Width buckets of the CUDA-graph shapes (tokens); the model's maximum length is always added.
+# Steps of 8 tokens up to 64, then of about 1.25x: 20 graphs, and on the benchmark's corpus
+# 0.82 padding efficiency at batch 16 (steps of 1.5x gave 0.76).
+GRAPH_WIDTHS: Final = (*range(8, 65, 8), 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+# CUDA graphs are captured only for a fixed batch size up to this many rows; larger batches
+# (and EMOTIONS_BATCH_SIZE=auto) amortise the per-forward launch cost by themselves.
+GRAPH_MAX_ROWS: Final = 64
+# Eager forwards per captured shape before capture (cuBLAS/allocator warm-up, as PyTorch advises).
+GRAPH_WARMUP_RUNS: Final = 3
+# Labels of the CUDA-graph path must equal eager ones wherever the top-2 logit gap exceeds this.
+GRAPH_CHECK_GAP: Final = 0.05
+# On a GPU a chunk is tokenized in this many slices, the next while the GPU runs the last...
+PIPELINE_SLICES: Final = 2
+# ...unless a slice would hold fewer comments than this (each slice is sorted on its own).
+PIPELINE_MIN_SLICE: Final = 128
+# Tokenizing one chunk stops scaling beyond this many threads.
+TOKENIZER_THREADS_MAX: Final = 8

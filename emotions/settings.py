@@ -9,18 +9,20 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kombu.utils.url import maybe_sanitize_url
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emotions.constants import (
+    AUTO_BATCH,
     DEFAULT_BROKER_URL,
     DEFAULT_INCOMPLETE_SECONDS,
     DEFAULT_MODEL,
     DEFAULT_OPEN_FILE_SECONDS,
     DEFAULT_SETTLE_SECONDS,
+    MAX_BATCH_ROWS,
 )
 from emotions.errors import ConfigurationError
 
@@ -38,11 +40,14 @@ class Settings(BaseSettings):
     result_backend: str = ""  # empty: the broker URL
     model: str = DEFAULT_MODEL
     device: str = "cuda"
-    batch_size: int = Field(16, ge=1, le=4096)
+    # Rows per forward pass; "auto": as many as the token budget allows (big GPUs).
+    batch_size: int | Literal["auto"] = 16
     # Rows x longest tokens per batch: long comments go in smaller batches instead of padding
     # 15 short ones to 512 tokens. 1024 and chunks of 512 measured best (bench/, README).
     token_budget: int = Field(1024, ge=0)  # 0: no cap
     max_length: int = Field(0, ge=0)  # 0: the tokenizer's maximum
+    cuda_graphs: bool = True  # on CUDA with a fixed batch size; checked against eager at start
+    tokenizer_threads: int = Field(0, ge=0)  # 0: the host's cores / its GPUs (at most 8)
     chunk_size: int = Field(512, ge=1, le=100_000)
     # A chunk also closes once its comments reach this many bytes of UTF-8 (a chunk of long
     # comments must not make a message of hundreds of megabytes).
@@ -76,6 +81,19 @@ class Settings(BaseSettings):
     max_comment_chars: int = Field(1_000_000, ge=1)
     log_level: str = "INFO"
 
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, value: Any) -> int | str:
+        if isinstance(value, str) and value.strip().lower() == AUTO_BATCH:
+            return AUTO_BATCH
+        try:
+            rows = int(value)
+        except (TypeError, ValueError):
+            rows = 0
+        if not 1 <= rows <= MAX_BATCH_ROWS or (isinstance(value, float) and value != rows):
+            raise ValueError(f"must be a number of rows from 1 to {MAX_BATCH_ROWS}, or 'auto'")
+        return rows
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
@@ -99,6 +117,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _limits(self) -> Settings:
+        if self.batch_size == AUTO_BATCH and self.token_budget <= 0:
+            raise ValueError(
+                "EMOTIONS_BATCH_SIZE=auto sizes batches by EMOTIONS_TOKEN_BUDGET, which must then "
+                "be above 0"
+            )
         if self.task_time_limit >= self.visibility_timeout:
             raise ValueError(
                 "EMOTIONS_TASK_TIME_LIMIT must be below EMOTIONS_VISIBILITY_TIMEOUT, or a chunk "
@@ -110,6 +133,11 @@ class Settings(BaseSettings):
     def stall_after(self) -> float:
         """Seconds without progress before a job is healed (``stall_seconds`` or its default)."""
         return self.stall_seconds or 3.0 * self.task_time_limit
+
+    @property
+    def rows_per_batch(self) -> int | None:
+        """The row cap of a batch, or None when the token budget alone decides (``auto``)."""
+        return None if self.batch_size == AUTO_BATCH else int(self.batch_size)
 
     @property
     def backend_url(self) -> str:

@@ -29,11 +29,11 @@ import torch
 from celery.exceptions import SoftTimeLimitExceeded
 
 from worker.celery import app
-from worker.inference import Engine
+from worker.inference import ChunkStats, Engine
 from worker.model import ModelHolder
 
 _classify = Engine.classify_indices
-_forward = Engine._forward
+_run = Engine._run
 _warm_up = ModelHolder.warm_up
 _load = ModelHolder.load
 _armed = True  # faults strike real chunks, not the warm-up batch of the model load
@@ -75,17 +75,17 @@ def classify_indices(self: Engine, texts: Any) -> Any:
     return _classify(self, texts)
 
 
-def forward(self: Engine, rows: list[list[int]]) -> torch.Tensor:
+def run(self: Engine, part: list[list[int]], width: int, stats: ChunkStats) -> torch.Tensor:
     above = os.environ.get("FAULT_OOM_ABOVE")
-    if _armed and above is not None and len(rows) > int(above):
+    if _armed and above is not None and len(part) > int(above):
         if started := os.environ.get("FAULT_STARTED_DIR"):
-            Path(started, f"oom-{len(rows)}-{time.monotonic_ns()}").touch()
+            Path(started, f"oom-{len(part)}-{time.monotonic_ns()}").touch()
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-    return _forward(self, rows)
+    return _run(self, part, width, stats)
 
 
 Engine.classify_indices = classify_indices  # type: ignore[method-assign]
-Engine._forward = forward  # type: ignore[method-assign]
+Engine._run = run  # type: ignore[method-assign]
 ModelHolder.warm_up = warm_up  # type: ignore[method-assign]
 ModelHolder.load = load  # type: ignore[method-assign]
 

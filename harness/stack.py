@@ -160,14 +160,15 @@ class Stack(Folders):
         faulty: bool = False,
         wait: bool = True,
         timeout: float = 60,
+        entry: list[str] | None = None,
         **env: str,
     ) -> subprocess.Popen[bytes]:
-        """``celery -A worker worker -c 1`` (or the fault-injecting harness around it)."""
-        entry = (
-            [sys.executable, str(FAULTY_WORKER)]
-            if faulty
-            else [sys.executable, "-m", "celery", "-A", "worker"]
-        )
+        """``celery -A worker worker -c 1`` (or the fault-injecting harness around it, or
+        ``entry``: another program that runs the same app, such as the benchmark's)."""
+        if entry is None and faulty:
+            entry = [sys.executable, str(FAULTY_WORKER)]
+        elif entry is None:
+            entry = [sys.executable, "-m", "celery", "-A", "worker"]
         log = self.root / "logs" / f"{name}.log"
         cmd = [
             *entry,

@@ -1,88 +1,87 @@
-"""Inference, split into pure steps: tokenize -> plan batches -> forward -> label.
+"""Inference in steps: tokenize -> plan -> dispatch every batch -> one sync -> input order.
 
-Only :meth:`Engine._forward` touches the model; planning, padding and labelling are plain
-functions that the unit tests exercise without one. Comments are sorted by token length
-before batches are cut, so a batch of 16 is padded to a length close to each member's own
-instead of to the longest comment of 16 random ones (YouTube comment lengths are
-heavy-tailed); labels are put back in input order at the end.
+A chunk makes the host wait for the device exactly once, when its labels are copied back
+(:func:`~worker.device.fetch_to_host`): every forward is queued without reading anything
+back, the attention mask is built on the device in a format the model takes without a check
+(:func:`~worker.device.choose_mask_format`), and each batch's top-1 stays on the device. So
+the host pads and queues batch k+1 while the GPU still runs batch k, and with
+:meth:`Engine.submit` a caller can do other work before it waits. Tokenizing runs in Rust
+without the GIL, on a thread of its own when the next chunk is known early
+(:meth:`Engine.prefetch`). Engines are safe to share between threads.
+
+Only the forward function touches the model; planning (:mod:`worker.batching`), padding and
+labelling are plain functions that the unit tests exercise without one.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from emotions.constants import PIPELINE_MIN_SLICE
 from emotions.errors import InferenceOOMError
+from worker.batching import BatchPlan, merge, pad, pad_ids, plan_batches
+from worker.device import Forward, MaskFormat, attention_mask, fetch_to_host, is_oom
+from worker.pending import ChunkStats, Fetch, Pending
 
+__all__ = [
+    "BatchPlan",
+    "ChunkStats",
+    "Engine",
+    "Pending",
+    "labels_for",
+    "pad",
+    "plan_batches",
+    "scores_from_logits",
+    "top1",
+]
 log = logging.getLogger(__name__)
 
-Forward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
+class Graphs(Protocol):
+    """Captured forwards (:class:`worker.graphs.CudaGraphs`): ``{width: rows}`` and a runner."""
 
-@dataclass(frozen=True, slots=True)
-class BatchPlan:
-    """Row indexes of each batch, longest batches first, and the padding they cost."""
+    shapes: dict[int, int]  # captured shapes only; empty before capture()
+    device: torch.device
 
-    batches: list[np.ndarray]
-    real_tokens: int
-    padded_tokens: int
+    def capture(self) -> None: ...
 
-    @property
-    def efficiency(self) -> float:
-        """Real tokens / tokens the model processes (1.0 = no padding)."""
-        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
+    def run(self, ids: np.ndarray, lengths: np.ndarray) -> torch.Tensor: ...
 
-
-def plan_batches(lengths: Sequence[int], batch_size: int, token_budget: int = 0) -> BatchPlan:
-    """Cut length-sorted batches of at most ``batch_size`` rows.
-
-    With ``token_budget`` > 0 a batch also stops growing before ``rows * longest`` would exceed
-    it (a lone comment longer than the budget still gets a batch of its own), which bounds
-    activation memory on GPUs shared with other work.
-    """
-    lens = np.asarray(lengths, dtype=np.int64)
-    order = np.argsort(-lens, kind="stable")  # longest first: an OOM shows on the first batch
-    batches: list[np.ndarray] = []
-    start = 0
-    while start < len(order):
-        longest = int(lens[order[start]])  # sorted descending: the first row is the longest
-        size = batch_size
-        if token_budget > 0:
-            size = max(1, min(batch_size, token_budget // max(longest, 1)))
-        batches.append(order[start : start + size])
-        start += size
-    padded = sum(int(lens[b[0]]) * len(b) for b in batches)
-    return BatchPlan(batches, int(lens.sum()), padded)
-
-
-def pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token id rows to the longest one: ``(input_ids, attention_mask)``."""
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
+    def drop(self) -> None: ...
 
 
 def scores_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Independent per-label probabilities: GoEmotions is multi-label, so sigmoid (SEED-SPEC 12)."""
+    """Independent per-label probabilities: GoEmotions is multi-label, so sigmoid;
+    softmax would make the labels compete and change which one wins."""
     return torch.sigmoid(logits.float())
 
 
-def top1(scores: torch.Tensor) -> torch.Tensor:
-    """Index of the highest-scoring label of each row."""
-    return torch.argmax(scores, dim=-1)
+def top1(scores: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Index of the highest sigmoid score of each row, ties between scores broken by the logits.
+
+    In float32 ``sigmoid(x)`` rounds to exactly 1.0 for every logit above about 16.6, so two
+    confident labels would tie and ``argmax`` would pick the lower index whatever the model
+    said. Sigmoid is strictly increasing, so the label with the highest logit is the label with
+    the highest exact score: among the labels whose computed score is the row's maximum, the
+    one with the highest logit wins. (The result equals ``argmax(logits)``.)
+    """
+    best = scores.amax(dim=-1, keepdim=True)
+    return torch.argmax(logits.float().masked_fill(scores < best, float("-inf")), dim=-1)
 
 
 def labels_for(indices: np.ndarray, labels: Sequence[str]) -> list[str]:
-    """Map label indexes to names from the model config, unchanged (SEED-SPEC 6)."""
+    """Map label indexes to names from the model config, unchanged: no filtering,
+    no renaming."""
     return [labels[i] for i in indices.tolist()]
 
 
@@ -96,31 +95,54 @@ class Engine:
         labels: Sequence[str],
         device: torch.device,
         *,
-        batch_size: int,
+        batch_size: int | None,
         max_length: int,
         token_budget: int = 0,
+        mask_format: MaskFormat = "4d",
+        graphs: Graphs | None = None,
+        fetch: Fetch | None = None,
+        pipeline: int = 1,
     ) -> None:
         self.tokenizer = tokenizer
         self.forward = forward
         self.labels = list(labels)
         self.device = device
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # None: rows decided by the token budget alone
         self.max_length = max_length
         self.token_budget = token_budget
+        self.mask_format: MaskFormat = mask_format
+        self.graphs = graphs
+        self.fetch: Fetch = fetch or fetch_to_host
+        self.pipeline = pipeline  # slices of a chunk whose tokenizing overlaps the device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.last_plan: BatchPlan | None = None
+        self.totals = ChunkStats()  # every chunk so far (logs, benchmark)
+        self.observers: list[Callable[[ChunkStats], None]] = []  # told of each finished chunk
+        self._lock = threading.Lock()
+        self._tokenizing = threading.Lock()  # HF fast tokenizers are not safe to call twice at once
+        self._prefetched: tuple[list[str], Future[list[list[int]]]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of every comment, truncated to the model's maximum, in one fast call."""
-        encoded = self.tokenizer(
-            list(texts),
-            truncation=True,
-            max_length=self.max_length,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
+        with self._tokenizing:
+            encoded = self.tokenizer(
+                list(texts),
+                truncation=True,
+                max_length=self.max_length,
+                padding=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
         return encoded["input_ids"]
+
+    def prefetch(self, texts: Sequence[str]) -> None:
+        """Start tokenizing ``texts`` on the tokenizer thread now; the next :meth:`submit` (or
+        :meth:`classify_indices`) of an equal list uses the result instead of tokenizing."""
+        key = list(texts)
+        future = self._executor().submit(self.tokenize, key)
+        with self._lock:
+            self._prefetched = (key, future)
 
     def classify(self, texts: Sequence[str]) -> list[str]:
         """Top-1 emotion of each comment, in input order."""
@@ -128,41 +150,120 @@ class Engine:
 
     def classify_indices(self, texts: Sequence[str]) -> np.ndarray:
         """Top-1 label index of each comment, in input order."""
-        if not texts:
-            return np.zeros(0, dtype=np.int64)
-        rows = self.tokenize(texts)
-        plan = plan_batches([len(r) for r in rows], self.batch_size, self.token_budget)
-        self.last_plan = plan
-        # Results stay on the device until the end: no per-batch sync, so the host pads the
-        # next batch while the GPU still runs this one.
-        pending = [(batch, self._top1_split([rows[i] for i in batch])) for batch in plan.batches]
-        out = np.empty(len(rows), dtype=np.int64)
-        for batch, indices in pending:
-            out[batch] = indices.cpu().numpy()
-        return out
+        return self.submit(texts).indices()
 
-    def _top1_split(self, rows: list[list[int]]) -> torch.Tensor:
-        """Top-1 of one batch; on CUDA out-of-memory, retried in halves down to one comment."""
-        try:
-            return top1(scores_from_logits(self._forward(rows)))
-        except torch.OutOfMemoryError as e:
-            if len(rows) == 1:
-                raise InferenceOOMError(
-                    f"out of GPU memory on a single comment of {len(rows[0])} tokens"
-                ) from e
+    def submit(self, texts: Sequence[str]) -> Pending:
+        """Tokenize, plan and queue every forward of a chunk without waiting for the device.
+
+        With ``pipeline`` > 1 and a chunk not tokenized ahead (:meth:`prefetch`), the chunk is
+        cut into that many slices: each is sorted and planned on its own, and the next slice is
+        tokenized on the tokenizer thread while this one's forwards are queued and run, so the
+        GPU starts before the whole chunk is tokenized (at the cost of sorting smaller groups).
+        """
+        texts = list(texts)
+        stats, mark = ChunkStats(comments=len(texts)), (time.perf_counter(), time.process_time())
+        rows = self._take_prefetched(texts)
+        if rows is not None or self.pipeline <= 1 or len(texts) < PIPELINE_MIN_SLICE * 2:
+            bounds = [0, len(texts)]
+        else:
+            step = max(PIPELINE_MIN_SLICE, -(-len(texts) // self.pipeline))
+            bounds = [*range(0, len(texts), step), len(texts)]
+        pieces = [(a, b) for a, b in itertools.pairwise(bounds)]
+        ahead: Future[list[list[int]]] | None = None
+        orders, parts, plans = [], [], []
+        for k, (a, b) in enumerate(pieces):
+            if rows is None:
+                rows = ahead.result() if ahead is not None else self.tokenize(texts[a:b])
+            if k + 1 < len(pieces):
+                ahead = self._executor().submit(self.tokenize, texts[slice(*pieces[k + 1])])
+            mark = stats.lap("tokenize", mark)
+            shapes = self.graphs.shapes if self.graphs is not None else None
+            plan = plan_batches([len(r) for r in rows], self.batch_size, self.token_budget, shapes)
+            plans.append(plan)
+            mark = stats.lap("plan", mark)
+            for batch, (_, width) in zip(plan.batches, plan.shapes, strict=True):
+                parts += self._dispatch([rows[i] for i in batch], width, stats)
+                orders.append(batch + a)
+            mark = stats.lap("dispatch", mark)
+            rows = None
+        self.last_plan = merge(plans, [a for a, _ in pieces])
+        stats.real_tokens = self.last_plan.real_tokens
+        stats.padded_tokens = self.last_plan.padded_tokens
+        order = np.concatenate(orders) if orders else np.zeros(0, dtype=np.int64)
+        return Pending(order, parts, self.fetch, stats, self._account)
+
+    def logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The model's logits for device tensors of token ids and row lengths."""
+        with torch.inference_mode():
+            mask = attention_mask(lengths, ids.shape[1], self.mask_format)
+            return self.forward({"input_ids": ids, "attention_mask": mask})
+
+    def step(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """One forward on device tensors: mask, logits, top-1. What CUDA graphs capture."""
+        with torch.inference_mode():
+            logits = self.logits(ids, lengths)
+            return top1(scores_from_logits(logits), logits)
+
+    def _account(self, stats: ChunkStats) -> None:
+        with self._lock:
+            self.totals.add(stats)
+        for observe in self.observers:
+            observe(stats)
+
+    def _take_prefetched(self, texts: list[str]) -> list[list[int]] | None:
+        with self._lock:
+            prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None and prefetched[0] == texts:
+            return prefetched[1].result()
+        return None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="tokenizer")
+            return self._pool
+
+    def _dispatch(self, rows: list[list[int]], width: int, stats: ChunkStats) -> list[torch.Tensor]:
+        """Queue one planned batch; on out-of-memory, retry it in halves down to one comment.
+
+        The retry happens after the ``except`` block has ended: inside it the exception's
+        traceback still holds the failed forward's frames, and with them its activations, so
+        freeing the cache there could not return their memory.
+        """
+        work, out = deque([rows]), []
+        while work:
+            part = work.popleft()
+            try:
+                out.append(self._run(part, width, stats))
+                stats.forwards += 1
+                continue
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                if len(part) == 1:
+                    raise InferenceOOMError(
+                        f"out of GPU memory on a single comment of {len(part[0])} tokens"
+                    ) from e
+            stats.oom_splits += 1
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            half = len(rows) // 2
-            log.warning("out of memory on a batch of %d; retrying in halves", len(rows))
-            return torch.cat([self._top1_split(rows[:half]), self._top1_split(rows[half:])])
+            log.warning("out of memory on a batch of %d; retrying in halves", len(part))
+            half = len(part) // 2
+            work.extendleft([part[half:], part[:half]])
+        return out
 
-    def _forward(self, rows: list[list[int]]) -> torch.Tensor:
-        """Pad, copy to the device (pinned, non-blocking on CUDA) and run the model."""
-        ids, mask = pad(rows, self.pad_id)
-        tensors = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    def _run(self, part: list[list[int]], width: int, stats: ChunkStats) -> torch.Tensor:
+        rows = self.graphs.shapes.get(width, 0) if self.graphs is not None else 0
+        if len(part) <= rows:
+            stats.graph_forwards += 1
+            ids, lengths = pad_ids(part, self.pad_id, width, rows)
+            return self.graphs.run(ids, lengths)[: len(part)]  # type: ignore[union-attr]
+        ids, lengths = pad_ids(part, self.pad_id)
+        return self.step(self._to_device(ids), self._to_device(lengths))
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        """Host array to the device: from pinned memory and without waiting, on CUDA."""
+        tensor = torch.from_numpy(array)
         if self.device.type == "cuda":
-            tensors = {
-                k: v.pin_memory().to(self.device, non_blocking=True) for k, v in tensors.items()
-            }
-        with torch.inference_mode():
-            return self.forward(tensors)
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor

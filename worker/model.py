@@ -1,7 +1,8 @@
 """The model holder: one warm copy of the classifier per worker process.
 
-Lifecycle: ``load()`` (tokenizer, weights, labels, device) -> ``warm_up()`` (one tiny batch,
-so the first real chunk pays no lazy-initialisation cost) -> ``ready``. :func:`preflight`
+Lifecycle: ``load()`` (tokenizer, weights, labels, device, engine) -> ``warm_up()`` (every kind
+of batch once, CUDA graphs captured and checked, so the first real chunk pays no
+lazy-initialisation cost) -> ``ready``. :func:`preflight`
 runs the cheap checks in the worker's main process before any child is forked, so a worker
 that cannot work stops at once instead of restarting a failing child forever.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +60,8 @@ def check_device(device: str) -> None:
 
 
 def labels_from_config(config: Any) -> list[str]:
-    """Labels in index order, exactly as ``config.id2label`` has them (SEED-SPEC 4.2)."""
+    """Labels in index order, exactly as ``config.id2label`` has them (a hard-coded list
+    would silently mislabel another checkpoint)."""
     id2label = {int(k): v for k, v in config.id2label.items()}
     return [id2label[i] for i in range(config.num_labels)]
 
@@ -98,6 +101,7 @@ class ModelHolder:
         self.settings = settings
         self.state = State.EMPTY
         self._engine: Engine | None = None
+        self._loading = threading.Lock()
 
     @property
     def ready(self) -> bool:
@@ -106,36 +110,31 @@ class ModelHolder:
 
     @property
     def engine(self) -> Engine:
-        """The inference engine; loads and warms up the model on first use."""
+        """The inference engine; loads and warms up the model on first use (once, even when
+        several threads ask at the same time)."""
         if not self.ready:
-            self.load()
-            self.warm_up()
+            with self._loading:
+                if self.state is State.EMPTY:
+                    self.load()
+                if not self.ready:
+                    self.warm_up()
         assert self._engine is not None
         return self._engine
 
     def load(self) -> None:
         """Load tokenizer and weights onto the device; fp16 and SDPA attention on CUDA."""
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        from worker.inference import Engine
+        from worker.device import limit_tokenizer_threads, tokenizer_threads
+        from worker.engine import build_engine
 
-        hf_logging.disable_progress_bar()
         check_device(self.settings.device)
         device = torch.device(self.settings.device)
+        threads = tokenizer_threads(self.settings.tokenizer_threads, self.settings.device)
+        limit_tokenizer_threads(threads)  # before the first tokenization of this process
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         name = self.settings.model
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name)
-            try:
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    name, dtype=dtype, attn_implementation="sdpa"
-                )
-            except (ValueError, ImportError):  # architectures without SDPA support
-                model = AutoModelForSequenceClassification.from_pretrained(name, dtype=dtype)
-        except Exception as e:  # missing files, corrupt weights, unknown architecture
-            raise ModelLoadError(f"cannot load model {name!r}: {e}") from e
+        tokenizer, model = load_pretrained(name, dtype)
         _check_vocabulary(tokenizer, model.config, name)
         model.to(device).eval()
         labels = check_config(model.config, name)
@@ -145,25 +144,53 @@ class ModelHolder:
             return model(**inputs).logits
 
         self.model = model
-        self._engine = Engine(
-            tokenizer,
-            forward,
-            labels,
-            device,
-            batch_size=self.settings.batch_size,
-            max_length=max_length,
-            token_budget=self.settings.token_budget,
-        )
+        self._engine = build_engine(self.settings, tokenizer, forward, labels, device, max_length)
         self.state = State.LOADED
-        log.info("model %s loaded on %s (%s, max_length=%d)", name, device, dtype, max_length)
+        log.info(
+            "model %s loaded on %s (%s, max_length=%d, tokenizer threads=%d)",
+            name,
+            device,
+            dtype,
+            max_length,
+            threads,
+        )
 
     def warm_up(self) -> None:
-        """Run one small batch so kernels and allocator pools exist before the first chunk."""
-        if self._engine is None:
+        """Run every kind of batch once (and capture CUDA graphs), so the first real chunk meets
+        no cold code path: lazy initialisation, allocator pools, maximum-length inputs."""
+        from worker.engine import warm_up
+
+        if self.state is State.EMPTY:
             raise RuntimeError("warm_up() before load()")
-        # Short and maximum-length inputs, so the first real chunk meets no cold code path.
-        self._engine.classify(["warm up", "😊", "warm up " * self._engine.max_length])
+        assert self._engine is not None
+        warm_up(self._engine)
         self.state = State.READY
+
+
+def load_pretrained(name: str, dtype: Any) -> tuple[Any, Any]:
+    """Tokenizer and model from the hub id or folder ``name``, SDPA attention where supported.
+
+    The dtype keyword follows the installed transformers (``torch_dtype`` before 4.56).
+    """
+    import transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from worker.device import dtype_keyword
+
+    hf_logging.disable_progress_bar()
+    kwargs = {dtype_keyword(transformers.__version__): dtype}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name, attn_implementation="sdpa", **kwargs
+            )
+        except (ValueError, ImportError):  # architectures without SDPA support
+            model = AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
+    except Exception as e:  # missing files, corrupt weights, unknown architecture
+        raise ModelLoadError(f"cannot load model {name!r}: {e}") from e
+    return tokenizer, model
 
 
 def _check_vocabulary(tokenizer: Any, config: Any, name: str) -> None:

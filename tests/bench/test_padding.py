@@ -1,5 +1,5 @@
 """Padding efficiency of the engine on the benchmark's corpus: a deterministic number, not a
-timing, so a regression in length-aware batching shows in CI (issue 4: >= 0.9 at the default
+timing, so a regression in length-aware batching shows in CI (>= 0.9 at the default
 chunk size). Also checks that sorting by length changes no label: the speed-up must be free.
 """
 
@@ -22,7 +22,7 @@ from bench.corpus import comments
 from emotions.settings import Settings, load_settings
 from worker.model import ModelHolder
 
-BATCH = 16  # SEED-SPEC section 7
+BATCH = 16  # the default batch size
 CORPUS = 4096  # 16 chunks of the default 256: enough walls of text to matter, still fast
 DEFAULTS = {name: field.default for name, field in Settings.model_fields.items()}
 
@@ -48,7 +48,7 @@ def test_default_chunk_size_meets_the_padding_target(lengths: np.ndarray) -> Non
     efficiency = chunked_efficiency(lengths, chunk, BATCH, budget)
     assert efficiency >= 0.9, (
         f"padding efficiency {efficiency:.3f} at chunk size {chunk}, batch {BATCH}, "
-        f"token budget {budget}: below the 0.9 target of issue 4"
+        f"token budget {budget}: below the 0.9 target"
     )
 
 

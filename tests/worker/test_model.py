@@ -256,7 +256,8 @@ def test_xlmr_runs_without_token_type_ids(xlmr_model: Path) -> None:
     assert seen and all(set(s) == {"input_ids", "attention_mask"} for s in seen)
     # RoBERTa derives positions from the pad id: padding must use the tokenizer's (1), not 0.
     assert h.engine.pad_id == h.model.config.pad_token_id == 1
-    padded = [s["input_ids"][s["attention_mask"] == 0] for s in seen]
+    # The engine passes a prepared boolean mask (rows, 1, 1, width): False marks padding.
+    padded = [s["input_ids"][~s["attention_mask"].reshape(s["input_ids"].shape)] for s in seen]
     assert any(p.numel() for p in padded) and all(p.eq(1).all() for p in padded)
 
 

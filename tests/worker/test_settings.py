@@ -273,3 +273,35 @@ def test_producer_imports_neither_torch_nor_the_workers_app() -> None:
     count, bad = proc.stdout.split(" ", 1)
     assert int(count) >= 5
     assert bad.strip() == "[]"
+
+
+def test_gpu_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert (s.batch_size, s.rows_per_batch, s.cuda_graphs, s.tokenizer_threads) == (16, 16, True, 0)
+    monkeypatch.setenv("EMOTIONS_BATCH_SIZE", "auto")
+    monkeypatch.setenv("EMOTIONS_TOKEN_BUDGET", "16384")
+    monkeypatch.setenv("EMOTIONS_CUDA_GRAPHS", "false")
+    monkeypatch.setenv("EMOTIONS_TOKENIZER_THREADS", "4")
+    s = load_settings()
+    assert (s.batch_size, s.rows_per_batch, s.token_budget) == ("auto", None, 16384)
+    assert (s.cuda_graphs, s.tokenizer_threads) == (False, 4)
+    assert load_settings(batch_size="AUTO").batch_size == "auto"
+    assert load_settings(batch_size="32").rows_per_batch == 32
+
+
+@pytest.mark.parametrize("value", ["0", "4097", "big", "1.5", "-3"])
+def test_batch_size_is_a_row_count_or_auto(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMOTIONS_BATCH_SIZE", value)
+    with pytest.raises(ConfigurationError) as info:
+        load_settings()
+    assert str(info.value) == (
+        "invalid settings: EMOTIONS_BATCH_SIZE: Value error, must be a number of rows from 1 "
+        "to 4096, or 'auto'"
+    )
+
+
+def test_auto_batches_need_a_token_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMOTIONS_BATCH_SIZE", "auto")
+    monkeypatch.setenv("EMOTIONS_TOKEN_BUDGET", "0")
+    with pytest.raises(ConfigurationError, match="EMOTIONS_TOKEN_BUDGET"):
+        load_settings()
