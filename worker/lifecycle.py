@@ -106,11 +106,21 @@ def _exit_status(sender: Any = None, **_: Any) -> None:
 
 @after_setup_logger.connect
 def _log_level(logger: Any = None, **_: Any) -> None:
-    """``EMOTIONS_LOG_LEVEL`` applies unless ``-l`` was given (Celery's default is WARNING,
-    which would hide the per-chunk lines)."""
-    explicit = any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in sys.argv)
-    if logger is not None and (not explicit or "EMOTIONS_LOG_LEVEL" in os.environ):
+    """``EMOTIONS_LOG_LEVEL`` applies unless ``-l`` was given: a flag wins over the
+    environment, as in every process (without either, Celery's WARNING would hide the
+    per-chunk lines)."""
+    if logger is not None and not _loglevel_flag(sys.argv[1:]):
         logger.setLevel(get_settings().log_level)
+
+
+def _loglevel_flag(argv: list[str]) -> bool:
+    """True when ``-l``/``--loglevel`` is given (``-l X``, ``-lX``, ``--loglevel=X``)."""
+    return any(
+        a in ("-l", "--loglevel")
+        or a.startswith("--loglevel=")
+        or (a.startswith("-l") and not a.startswith("--"))
+        for a in argv
+    )
 
 
 @worker_ready.connect

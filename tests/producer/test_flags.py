@@ -20,7 +20,7 @@ import pytest
 
 from emotions.constants import INFERENCE_QUEUE
 from harness.procs import ROOT, wait_for
-from harness.stack import RedisServer
+from harness.stack import RedisServer, Stack
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +69,17 @@ def test_flags_win_over_the_environment_in_every_part_of_the_producer(
         assert proc.wait(timeout=10) == 0
         client.close()
     assert "invalid settings" not in log.read_text()
+
+
+def test_a_workers_log_level_flag_wins_over_the_environment(tmp_path: Path) -> None:
+    """``-l info`` (the harness passes it) with ``EMOTIONS_LOG_LEVEL=WARNING``: the flag
+    decides, so the worker's INFO lines (its settings, "ready") are in its log."""
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    stack = Stack(tmp_path, redis, tmp_path / "unused-model")  # a results worker loads none
+    try:
+        stack.start_worker("results", "-Q", "results", EMOTIONS_LOG_LEVEL="WARNING")
+        wait_for(lambda: "worker settings" in stack.log("results"), 10, "the INFO settings line")
+    finally:
+        stack.stop_all()
+        redis.stop()
