@@ -130,6 +130,7 @@ def _ready(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
     log_settings(settings, "worker")
     if sender is not None and sender.controller is not None:
-        shutdown.install(sender.controller, settings.stop_grace_seconds,
-                         lambda: bool(_child_failed.value))  # fmt: skip
+        shutdown.install(
+            sender.controller, settings.stop_grace_seconds, lambda: bool(_child_failed.value)
+        )
     log.info("worker ready (inference=%s)", _serves_inference)

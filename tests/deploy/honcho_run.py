@@ -65,13 +65,25 @@ class Honcho:
     def start(self) -> None:
         self.runs += 1
         self.log = self.app_dir / f"honcho-{self.runs}.log"
-        cmd = [sys.executable, "-m", "honcho", "-f", str(ROOT / "Procfile"),
-               "-d", str(self.app_dir), "start"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "honcho",
+            "-f",
+            str(ROOT / "Procfile"),
+            "-d",
+            str(self.app_dir),
+            "start",
+        ]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                cmd, cwd=self.app_dir, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                cmd,
+                cwd=self.app_dir,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -84,8 +96,9 @@ class Honcho:
     def index(self, pattern: str) -> int:
         """Position of the first output line matching ``pattern`` (-1 if none)."""
         found = re.compile(pattern)
-        return next((i for i, line in enumerate(self.text().splitlines()) if found.search(line)),
-                    -1)  # fmt: skip
+        return next(
+            (i for i, line in enumerate(self.text().splitlines()) if found.search(line)), -1
+        )
 
     def wait(self, predicate: Callable[[], object], timeout: float, what: str) -> None:
         """Like ``wait_for``, failing with honcho's output; and fast if honcho itself exits."""

@@ -48,9 +48,11 @@ def test_honcho_runs_the_procfile_end_to_end(tmp_path: Path, bert_model: Path) -
         chunks = {m.group(1) for line in honcho.lines("worker") if (m := chunk_line.search(line))}
         assert chunks == {"0", "1", "2"}, honcho.text()
         # The file is renamed into place before the results worker logs it: wait for the line.
-        honcho.wait(lambda: any("file=clip.json written=" in line
-                                for line in honcho.lines("results")),
-                    30, "the results worker to log the write")  # fmt: skip
+        honcho.wait(
+            lambda: any("file=clip.json written=" in line for line in honcho.lines("results")),
+            30,
+            "the results worker to log the write",
+        )
         # Redis persisted with an append-only file in data/redis.
         assert (data / "redis" / "appendonlydir").is_dir()
 
@@ -64,8 +66,7 @@ def test_honcho_runs_the_procfile_end_to_end(tmp_path: Path, bert_model: Path) -
         # The task list shows each chunk's file and index (Procfile: FLOWER_TASKS_COLUMNS).
         status, page = http_get(f"{flower}/tasks", FLOWER_AUTH)
         assert status == 200 and b'<th data-column="args">' in page
-        status, body = http_get(f"{flower}/api/tasks?taskname=emotions.classify_chunk",
-                                FLOWER_AUTH)  # fmt: skip
+        status, body = http_get(f"{flower}/api/tasks?taskname=emotions.classify_chunk", FLOWER_AUTH)
         shown = {task["args"] for task in json.loads(body).values()}
         assert "('clip.json', chunk 0, 4 comments)" in shown, shown
 

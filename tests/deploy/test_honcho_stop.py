@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 PROCESSES = ("redis", "worker", "results", "producer", "flower")
 # Chunks of long comments that take the 2-layer test model several seconds each on one CPU
-# thread (about 500 comments/s at 512 tokens), well beyond the worker's 2 s stop grace.
+# thread (about 500 comments/s at 512 tokens), well beyond the worker's 2 s stop grace (the
+# byte bound of a chunk is lifted, or it would cut these long comments into small chunks).
 CHUNK = 4000
 FLOWER_AUTH = "tester:not-a-real-password"
 LONG = " ".join(["This video made my day, thank you so much!"] * 60)
@@ -35,8 +36,15 @@ def test_ctrl_c_mid_chunk_hands_it_back_and_redis_stops_last(
     tmp_path: Path, bert_model: Path
 ) -> None:
     flower_port = free_port()
-    env = honcho_env(bert_model, free_port(), flower_port, FLOWER_BASIC_AUTH=FLOWER_AUTH,
-                     EMOTIONS_CHUNK_SIZE=str(CHUNK), EMOTIONS_VISIBILITY_TIMEOUT="900")  # fmt: skip
+    env = honcho_env(
+        bert_model,
+        free_port(),
+        flower_port,
+        FLOWER_BASIC_AUTH=FLOWER_AUTH,
+        EMOTIONS_CHUNK_SIZE=str(CHUNK),
+        EMOTIONS_CHUNK_BYTES=str(1 << 30),
+        EMOTIONS_VISIBILITY_TIMEOUT="900",
+    )
     honcho = Honcho(tmp_path / "app", env)
     data = honcho.app_dir / "data"
     output = data / "output" / "big.json"
@@ -48,10 +56,13 @@ def test_ctrl_c_mid_chunk_hands_it_back_and_redis_stops_last(
         (data / "input").mkdir(parents=True, exist_ok=True)
         write_json(data / "input" / "big.json", records)
         # The pool child started the chunk: its task-started event, as Flower shows it.
-        running = (f"http://127.0.0.1:{flower_port}/api/tasks"
-                   "?taskname=emotions.classify_chunk&state=STARTED")  # fmt: skip
-        honcho.wait(lambda: json.loads(http_get(running, FLOWER_AUTH)[1] or b"{}"),
-                    90, "a chunk to start")  # fmt: skip
+        running = (
+            f"http://127.0.0.1:{flower_port}/api/tasks"
+            "?taskname=emotions.classify_chunk&state=STARTED"
+        )
+        honcho.wait(
+            lambda: json.loads(http_get(running, FLOWER_AUTH)[1] or b"{}"), 90, "a chunk to start"
+        )
         assert not output.exists()
         seconds = honcho.interrupt()
 

@@ -108,9 +108,10 @@ def test_procfile_stops_in_order() -> None:
 
 def test_flower_shows_chunk_arguments_and_keeps_its_api_closed() -> None:
     columns = {}
-    for source, text in (("Procfile", procfile()["flower"]),
-                         ("compose", compose()["services"]["flower"]["environment"]
-                          ["FLOWER_TASKS_COLUMNS"])):  # fmt: skip
+    for source, text in (
+        ("Procfile", procfile()["flower"]),
+        ("compose", compose()["services"]["flower"]["environment"]["FLOWER_TASKS_COLUMNS"]),
+    ):
         found = re.search(r"\$\{FLOWER_TASKS_COLUMNS:-([^}]*)\}", text)
         assert found, source
         columns[source] = found.group(1).split(",")
@@ -154,8 +155,9 @@ def test_compose_stops_producer_first_and_redis_last() -> None:
     assert {"worker", "results", "redis"} <= set(services["producer"]["depends_on"])
     for name in ("worker", "worker-gpu1", "results", "flower"):
         assert "redis" in services[name]["depends_on"], name
-    grace = float(with_defaults([services["worker"]["environment"]
-                                 ["EMOTIONS_STOP_GRACE_SECONDS"]])[0])  # fmt: skip
+    grace = float(
+        with_defaults([services["worker"]["environment"]["EMOTIONS_STOP_GRACE_SECONDS"]])[0]
+    )
     for name in ("worker", "worker-gpu1", "results"):
         # The chunk in hand gets its grace, then a hand-back and Celery's stop (a few seconds).
         assert seconds(services[name]["stop_grace_period"]) >= grace + 15, name

@@ -47,8 +47,9 @@ def test_stopped_mid_chunk_hands_the_chunk_back_at_once(
     stack: Stack, stop: Callable[[int], None]
 ) -> None:
     marker = started_marker(stack)
-    worker = stack.start_worker("w1", faulty=True, FAULT_STARTED_DIR=str(marker),
-                                FAULT_SLOW_SECONDS="60", **ENV)  # fmt: skip
+    worker = stack.start_worker(
+        "w1", faulty=True, FAULT_STARTED_DIR=str(marker), FAULT_SLOW_SECONDS="60", **ENV
+    )
     expected = comments(12, "s")  # chunks of 8 and 4
     write_json(stack.input / "s.json", expected)
     producer = stack.start_producer("--once", **ENV)
@@ -75,8 +76,9 @@ def test_stopped_mid_chunk_hands_the_chunk_back_at_once(
 def test_stopped_mid_chunk_lets_a_short_chunk_finish(stack: Stack) -> None:
     marker = started_marker(stack)
     env = {**ENV, "EMOTIONS_STOP_GRACE_SECONDS": "30"}
-    worker = stack.start_worker("w1", faulty=True, FAULT_STARTED_DIR=str(marker),
-                                FAULT_SLOW_SECONDS="3", **env)  # fmt: skip
+    worker = stack.start_worker(
+        "w1", faulty=True, FAULT_STARTED_DIR=str(marker), FAULT_SLOW_SECONDS="3", **env
+    )
     expected = comments(12, "f")
     write_json(stack.input / "f.json", expected)
     producer = stack.start_producer("--once", **env)
@@ -99,13 +101,17 @@ def test_stopped_while_the_model_loads_hands_the_waiting_chunk_back(stack: Stack
     """A first start downloads the model in the pool child for minutes, and the worker takes
     a chunk meanwhile; a stop then must neither wait for the load nor keep the chunk."""
     marker = started_marker(stack)
-    worker = stack.start_worker("w1", faulty=True, FAULT_STARTED_DIR=str(marker),
-                                FAULT_SLOW_LOAD_SECONDS="120", **ENV)  # fmt: skip
+    worker = stack.start_worker(
+        "w1", faulty=True, FAULT_STARTED_DIR=str(marker), FAULT_SLOW_LOAD_SECONDS="120", **ENV
+    )
     expected = comments(12, "m")
     write_json(stack.input / "m.json", expected)
     producer = stack.start_producer("--once", **ENV)
-    wait_for(lambda: "classify_chunk[" in stack.log("w1") and " received" in stack.log("w1"),
-             60, "the worker to take a chunk")  # fmt: skip
+    wait_for(
+        lambda: "classify_chunk[" in stack.log("w1") and " received" in stack.log("w1"),
+        60,
+        "the worker to take a chunk",
+    )
     assert [p.name.split("-")[0] for p in marker.iterdir()] == ["loading"]  # still loading
     assert queue_and_unacked(stack) == (1, 1)
 
