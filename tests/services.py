@@ -31,3 +31,10 @@ def assert_exactly_once(stack: Stack, stem: str, expected: list[dict[str, Any]])
     """The output of ``stem`` holds exactly the ``expected`` records, in order."""
     out = stack.output_records(stem)
     assert [(r["id"], r["comment"]) for r in out] == [(e["id"], e["comment"]) for e in expected]
+
+
+def started_marker(stack: Stack) -> Path:
+    """A folder where the fault-injecting worker marks each chunk it starts (proof of work)."""
+    path = stack.root / "started"
+    path.mkdir(exist_ok=True)
+    return path

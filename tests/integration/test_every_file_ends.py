@@ -21,19 +21,13 @@ import pytest
 from emotions.constants import INFERENCE_QUEUE
 from harness.procs import wait_for
 from harness.stack import RedisServer, Stack, write_json
-from tests.services import assert_exactly_once, comments, make_stack
+from tests.services import assert_exactly_once, comments, make_stack, started_marker
 
 pytestmark = pytest.mark.slow
 
 
 def report(stack: Stack, name: str) -> dict[str, Any]:
     return orjson.loads((stack.failed / f"{name}.error.json").read_bytes())  # type: ignore[no-any-return]
-
-
-def started(stack: Stack) -> Path:
-    path = stack.root / "started"
-    path.mkdir(exist_ok=True)
-    return path
 
 
 def test_output_folder_unwritable_for_longer_than_celerys_retries(stack: Stack) -> None:
@@ -63,7 +57,7 @@ def test_more_retries_than_celerys_default_still_end_with_a_report(stack: Stack)
 
 
 def test_hard_time_limit_fails_the_file_with_a_report(stack: Stack) -> None:
-    marker = started(stack)
+    marker = started_marker(stack)
     stack.start_worker(
         "w1",
         faulty=True,
@@ -207,7 +201,7 @@ def test_redis_down_is_said_within_seconds_and_sigterm_acts(stack: Stack) -> Non
 
 
 def test_lost_chunk_messages_are_sent_again(stack: Stack) -> None:
-    marker = started(stack)
+    marker = started_marker(stack)
     stack.start_worker("w1", faulty=True, FAULT_STARTED_DIR=str(marker), FAULT_SLOW_SECONDS="1")
     expected = comments(40, "l")  # 5 chunks
     write_json(stack.input / "l.json", expected)
@@ -226,7 +220,7 @@ def test_redis_sigkilled_while_a_large_file_is_queued(tmp_path: Path, bert_model
     server.start()
     stack = make_stack(tmp_path / "stack", server, bert_model, EMOTIONS_STALL_SECONDS="4")
     try:
-        marker = started(stack)
+        marker = started_marker(stack)
         stack.start_worker(
             "w1", faulty=True, FAULT_STARTED_DIR=str(marker), FAULT_SLOW_SECONDS="0.5"
         )

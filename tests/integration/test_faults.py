@@ -17,15 +17,9 @@ import pytest
 from emotions.constants import LEDGER_KEY
 from harness.procs import kill_group, wait_for
 from harness.stack import Stack, write_json
-from tests.services import assert_exactly_once, comments
+from tests.services import assert_exactly_once, comments, started_marker
 
 pytestmark = pytest.mark.slow
-
-
-def started_marker(stack: Stack) -> Path:
-    path = stack.root / "started"
-    path.mkdir(exist_ok=True)
-    return path
 
 
 def first_start(marker: Path) -> int:
