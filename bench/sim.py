@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,15 +117,26 @@ class SimDevice:
         """Wait (sleeping, no GIL held) until everything queued so far has run."""
         with self._lock:
             end = self._end
+        self._wait_until(end)
+
+    def _wait_until(self, end: float) -> None:
+        with self._lock:
             self.syncs += 1
         delay = end - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
 
-    def fetch(self, top1: torch.Tensor) -> np.ndarray:
-        """The engine's fetch: reading results waits for the stream."""
-        self.synchronize()
-        return top1.numpy()
+    def fetch(self, top1: torch.Tensor) -> Callable[[], np.ndarray]:
+        """The engine's fetch: a copy queued now, behind the work queued so far; the call it
+        returns waits until the stream reaches it (not for work queued after it)."""
+        with self._lock:
+            end = self._end
+
+        def wait() -> np.ndarray:
+            self._wait_until(end)
+            return top1.numpy()
+
+        return wait
 
 
 class BagLogits:

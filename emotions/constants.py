@@ -97,5 +97,8 @@ GRAPH_CHECK_GAP: Final = 0.05
 PIPELINE_SLICES: Final = 2
 # ...unless a slice would hold fewer comments than this (each slice is sorted on its own).
 PIPELINE_MIN_SLICE: Final = 128
+# A threads-pool worker holds this many received chunks beyond the one it runs, and tokenizes
+# them ahead: with one, the next chunk often arrived just after the running one looked for it.
+LOOK_AHEAD_CHUNKS: Final = 2
 # Tokenizing one chunk stops scaling beyond this many threads.
 TOKENIZER_THREADS_MAX: Final = 8

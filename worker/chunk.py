@@ -19,7 +19,7 @@ from emotions.errors import ModelMismatchError, PermanentError
 from emotions.jobs import ALREADY, GIVE_UP, GO, SKIP, JobStore
 
 if TYPE_CHECKING:
-    from worker.inference import Engine
+    from worker.inference import Ahead, Engine
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,13 @@ def classify(
     texts: Sequence[str],
     name: str,
     max_retries: int,
+    ahead: Ahead | None = None,
 ) -> int:
     """Label ``texts`` and store them as chunk ``index`` of ``job``.
+
+    ``ahead`` lists the chunks expected next (:func:`worker.prefetch.next_chunks`): once this
+    chunk's tokens are in hand, they are tokenized on the engine's tokenizer thread while this
+    chunk's forwards are queued and run (:meth:`~worker.inference.Engine.submit`).
 
     Returns the store's outcome (:data:`ASSEMBLE`: queue the assembly), or the begin outcome
     when no work was done (:data:`~emotions.jobs.SKIP`, ``ALREADY``, ``GIVE_UP``).
@@ -79,7 +84,8 @@ def classify(
         )
         return begun
     started = time.perf_counter()
-    indices = engine.classify_indices(texts)
+    pending = engine.submit(texts, ahead=ahead)
+    indices = pending.indices()
     outcome = store.store_part(job, index, indices.tolist(), engine.labels)
     if outcome == LABELS_DIFFER:
         raise PermanentError(
@@ -88,12 +94,13 @@ def classify(
         )
     seconds = time.perf_counter() - started
     log.info(
-        "file=%s chunk=%d records=%d seconds=%.3f rate=%.1f/s%s",
+        "file=%s chunk=%d records=%d seconds=%.3f rate=%.1f/s ahead=%d%s",
         name,
         index,
         len(texts),
         seconds,
         len(texts) / max(seconds, 1e-9),
+        pending.stats.tokenized_ahead,
         " (job ended; dropped)" if outcome < 0 else "",
     )
     return outcome

@@ -145,20 +145,26 @@ def choose_mask_format(
     return "2d"
 
 
-def fetch_to_host(top1: torch.Tensor) -> np.ndarray:
-    """The chunk's one host-device synchronisation: its labels, copied to the host.
+def fetch_to_host(top1: torch.Tensor) -> Callable[[], np.ndarray]:
+    """Start copying a chunk's labels to the host; the call it returns waits for them (the
+    chunk's one host-device synchronisation).
 
-    On CUDA the copy goes to pinned memory and the host waits on an event recorded after it,
-    so it waits for this chunk's work only, not for work queued later by another thread.
+    On CUDA the copy goes to pinned memory and is queued now, right behind this chunk's
+    forwards, with an event after it: the wait covers this chunk's work only, not the work
+    queued after it (the next chunk, queued ahead, or another thread's).
     """
     if top1.device.type != "cuda":
-        return top1.numpy()
+        return top1.numpy
     host = torch.empty(top1.shape, dtype=top1.dtype, pin_memory=True)
     host.copy_(top1, non_blocking=True)
     done = torch.cuda.Event()
     done.record(torch.cuda.current_stream(top1.device))  # the labels' device, not device 0
-    done.synchronize()
-    return host.numpy()
+
+    def wait() -> np.ndarray:
+        done.synchronize()
+        return host.numpy()
+
+    return wait
 
 
 def tokenizer_threads(setting: int, device: str) -> int:

@@ -19,6 +19,7 @@ from emotions.settings import Settings
 from worker.batching import graph_shapes
 from worker.device import Forward, choose_mask_format
 from worker.inference import Engine, Fetch, Graphs
+from worker.tokens import fast_encoder, same_ids
 
 log = logging.getLogger(__name__)
 GraphFactory = Callable[[Engine, dict[int, int]], Graphs]
@@ -93,6 +94,8 @@ def build_engine(
         fetch=fetch,
         pipeline=PIPELINE_SLICES if overlap and settings.rows_per_batch is not None else 1,
     )
+    engine.run_ahead = overlap
+    use_fast_tokenizer(engine)
     shapes = wanted_graph_shapes(settings, max_length)
     factory = graphs or (cuda_graphs if device.type == "cuda" else None)
     if shapes and factory is not None and fmt == "2d":
@@ -100,6 +103,20 @@ def build_engine(
     elif shapes and factory is not None:
         engine.graphs = factory(engine, shapes)
     return engine
+
+
+def use_fast_tokenizer(engine: Engine) -> None:
+    """Tokenize through :func:`worker.tokens.fast_encoder` when it gives the transformers
+    call's ids on the warm-up comments (the last one is cut at the model's maximum)."""
+    encode = fast_encoder(engine.tokenizer, engine.max_length)
+    if encode is None:
+        return
+    if same_ids(encode, engine.tokenize_reference, WARM_UP_TEXTS):
+        engine.encode = encode
+    else:
+        log.warning(
+            "the Rust tokenizer's ids differ from transformers': tokenizing through transformers"
+        )
 
 
 def warm_up(engine: Engine) -> None:

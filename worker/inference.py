@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,6 +33,7 @@ from emotions.errors import InferenceOOMError
 from worker.batching import BatchPlan, merge, pad, pad_ids, plan_batches
 from worker.device import Forward, MaskFormat, attention_mask, fetch_to_host, is_oom
 from worker.pending import ChunkStats, Fetch, Pending
+from worker.tokens import Encode
 
 __all__ = [
     "BatchPlan",
@@ -45,6 +47,9 @@ __all__ = [
     "top1",
 ]
 log = logging.getLogger(__name__)
+Ahead = Callable[[], Sequence[Sequence[str]]]  # the texts of the chunks expected next
+PREFETCH_KEPT = 4  # chunks tokenized ahead and not yet asked for, at most
+Prepared = tuple[list[list[int]], BatchPlan]  # a chunk's (or slice's) token ids and its plan
 
 
 class Graphs(Protocol):
@@ -85,6 +90,16 @@ def labels_for(indices: np.ndarray, labels: Sequence[str]) -> list[str]:
     return [labels[i] for i in indices.tolist()]
 
 
+@dataclass(eq=False)
+class _Ahead:
+    """A chunk tokenized, and perhaps queued on the device, before its task asked for it."""
+
+    key: list[str]
+    prepared: Future[Prepared]
+    queued: Pending | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class Engine:
     """Labels comments with a loaded tokenizer and model; one per worker process."""
 
@@ -120,29 +135,51 @@ class Engine:
         self.observers: list[Callable[[ChunkStats], None]] = []  # told of each finished chunk
         self._lock = threading.Lock()
         self._tokenizing = threading.Lock()  # HF fast tokenizers are not safe to call twice at once
-        self._prefetched: tuple[list[str], Future[list[list[int]]]] | None = None
+        self._prefetched: list[_Ahead] = []  # oldest first
+        self.run_ahead = False  # queue a prefetched chunk's forwards before waiting (async GPUs)
         self._pool: ThreadPoolExecutor | None = None
+        self.encode: Encode | None = None  # a faster path to the same ids (worker.tokens)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of every comment, truncated to the model's maximum, in one fast call."""
         with self._tokenizing:
-            encoded = self.tokenizer(
-                list(texts),
-                truncation=True,
-                max_length=self.max_length,
-                padding=False,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )
+            if self.encode is not None:
+                return self.encode(list(texts))
+            return self.tokenize_reference(texts)
+
+    def tokenize_reference(self, texts: Sequence[str]) -> list[list[int]]:
+        """The ids as the transformers tokenizer call gives them (what :attr:`encode` must
+        match)."""
+        encoded = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
         return encoded["input_ids"]
 
     def prefetch(self, texts: Sequence[str]) -> None:
-        """Start tokenizing ``texts`` on the tokenizer thread now; the next :meth:`submit` (or
-        :meth:`classify_indices`) of an equal list uses the result instead of tokenizing."""
-        key = list(texts)
-        future = self._executor().submit(self.tokenize, key)
+        """Start tokenizing ``texts`` on the tokenizer thread now (unless already started); the
+        :meth:`submit` of an equal list uses the result instead of tokenizing. The last
+        :data:`PREFETCH_KEPT` chunks are kept."""
+        key = texts if isinstance(texts, list) else list(texts)
         with self._lock:
-            self._prefetched = (key, future)
+            if any(e.key is key for e in self._prefetched):
+                return
+        entry = _Ahead(key, self._executor().submit(self._prepare, key))
+        with self._lock:
+            self._prefetched = [*self._prefetched, entry][-PREFETCH_KEPT:]
+
+    def _prepare(self, texts: Sequence[str]) -> Prepared:
+        """Tokens and batch plan of ``texts``: what runs on the tokenizer thread. (A plan made
+        for graph shapes that were dropped since still runs, eagerly, at the same batches.)"""
+        rows = self.tokenize(texts)
+        shapes = self.graphs.shapes if self.graphs is not None else None
+        return rows, plan_batches(
+            [len(r) for r in rows], self.batch_size, self.token_budget, shapes
+        )
 
     def classify(self, texts: Sequence[str]) -> list[str]:
         """Top-1 emotion of each comment, in input order."""
@@ -152,8 +189,12 @@ class Engine:
         """Top-1 label index of each comment, in input order."""
         return self.submit(texts).indices()
 
-    def submit(self, texts: Sequence[str]) -> Pending:
+    def submit(self, texts: Sequence[str], ahead: Ahead | None = None) -> Pending:
         """Tokenize, plan and queue every forward of a chunk without waiting for the device.
+
+        ``ahead()`` lists the chunks expected next; it is asked as soon as this chunk's own
+        tokens are in hand (and once more after the dispatch if it had none yet), and each is
+        tokenized (:meth:`prefetch`) while this chunk is dispatched and run.
 
         With ``pipeline`` > 1 and a chunk not tokenized ahead (:meth:`prefetch`), the chunk is
         cut into that many slices: each is sorted and planned on its own, and the next slice is
@@ -161,36 +202,61 @@ class Engine:
         GPU starts before the whole chunk is tokenized (at the cost of sorting smaller groups).
         """
         texts = list(texts)
+        entry = self._take_prefetched(texts)
+        if entry is not None and entry.queued is not None:  # already on the device
+            if ahead is not None:
+                self._look_ahead(ahead)
+            return entry.queued
+        return self._submit(texts, entry.prepared if entry is not None else None, ahead)
+
+    def _submit(
+        self, texts: list[str], prepared: Future[Prepared] | None, ahead: Ahead | None
+    ) -> Pending:
         stats, mark = ChunkStats(comments=len(texts)), (time.perf_counter(), time.process_time())
-        rows = self._take_prefetched(texts)
-        if rows is not None or self.pipeline <= 1 or len(texts) < PIPELINE_MIN_SLICE * 2:
+        ready = prepared.result() if prepared is not None else None
+        stats.tokenized_ahead = int(ready is not None)
+        if ready is not None or self.pipeline <= 1 or len(texts) < PIPELINE_MIN_SLICE * 2:
             bounds = [0, len(texts)]
         else:
             step = max(PIPELINE_MIN_SLICE, -(-len(texts) // self.pipeline))
             bounds = [*range(0, len(texts), step), len(texts)]
         pieces = [(a, b) for a, b in itertools.pairwise(bounds)]
-        ahead: Future[list[list[int]]] | None = None
+        following: Future[Prepared] | None = None
         orders, parts, plans = [], [], []
         for k, (a, b) in enumerate(pieces):
-            if rows is None:
-                rows = ahead.result() if ahead is not None else self.tokenize(texts[a:b])
+            if ready is None:
+                ready = following.result() if following is not None else None
+            if ready is None:
+                rows = self.tokenize(texts[a:b])
+                mark = stats.lap("tokenize", mark)
+                shapes = self.graphs.shapes if self.graphs is not None else None
+                lengths = [len(r) for r in rows]
+                ready = rows, plan_batches(lengths, self.batch_size, self.token_budget, shapes)
+                mark = stats.lap("plan", mark)
+            else:
+                mark = stats.lap("tokenize", mark)  # waiting for the tokenizer thread
+            rows, plan = ready
             if k + 1 < len(pieces):
-                ahead = self._executor().submit(self.tokenize, texts[slice(*pieces[k + 1])])
-            mark = stats.lap("tokenize", mark)
-            shapes = self.graphs.shapes if self.graphs is not None else None
-            plan = plan_batches([len(r) for r in rows], self.batch_size, self.token_budget, shapes)
+                following = self._executor().submit(self._prepare, texts[slice(*pieces[k + 1])])
+            elif ahead is not None:
+                ahead = None if self._look_ahead(ahead) else ahead
             plans.append(plan)
-            mark = stats.lap("plan", mark)
             for batch, (_, width) in zip(plan.batches, plan.shapes, strict=True):
                 parts += self._dispatch([rows[i] for i in batch], width, stats)
                 orders.append(batch + a)
             mark = stats.lap("dispatch", mark)
-            rows = None
+            ready = None
+        if ahead is not None:
+            self._look_ahead(ahead)
         self.last_plan = merge(plans, [a for a, _ in pieces])
         stats.real_tokens = self.last_plan.real_tokens
         stats.padded_tokens = self.last_plan.padded_tokens
         order = np.concatenate(orders) if orders else np.zeros(0, dtype=np.int64)
-        return Pending(order, parts, self.fetch, stats, self._account)
+        result = None
+        if parts:
+            with torch.inference_mode():
+                result = self.fetch(torch.cat(parts) if len(parts) > 1 else parts[0])
+        return Pending(order, result, stats, self._account, self._queue_ahead)
 
     def logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The model's logits for device tensors of token ids and row lengths."""
@@ -210,12 +276,51 @@ class Engine:
         for observe in self.observers:
             observe(stats)
 
-    def _take_prefetched(self, texts: list[str]) -> list[list[int]] | None:
+    def _look_ahead(self, ahead: Ahead) -> bool:
+        """Prefetch the chunks ``ahead()`` lists; whether it listed any. Only a hint: whatever
+        goes wrong costs the time it would have saved, never the chunk in hand."""
+        try:
+            upcoming = [texts for texts in ahead() if texts]
+            for texts in upcoming:
+                self.prefetch(texts)
+            return bool(upcoming)
+        except Exception as e:
+            log.warning("could not tokenize the next chunk ahead (no harm done): %r", e)
+        return False
+
+    def _take_prefetched(self, texts: list[str]) -> _Ahead | None:
+        """The entry prefetched for ``texts``, taken out (after any dispatch of it in flight)."""
         with self._lock:
-            prefetched, self._prefetched = self._prefetched, None
-        if prefetched is not None and prefetched[0] == texts:
-            return prefetched[1].result()
-        return None
+            found = next((e for e in self._prefetched if e.key is texts or e.key == texts), None)
+            if found is None:
+                return None
+            self._prefetched = [e for e in self._prefetched if e is not found]
+        with found.lock:  # a _queue_ahead of this entry in another thread finishes first
+            return found
+
+    def _queue_ahead(self) -> None:
+        """Queue the forwards of the oldest prefetched chunk now, before this chunk's wait, so
+        that the device goes on with it while the host stores this chunk and its task hands
+        over to the next. Its task then finds them queued (or done). Only on an asynchronous
+        device: on a CPU it would run a whole chunk inside another's task. Whatever goes wrong
+        leaves the chunk to run when its task does."""
+        if not self.run_ahead:
+            return
+        with self._lock:
+            entry = next((e for e in self._prefetched if e.queued is None), None)
+        if entry is None or not entry.lock.acquire(blocking=False):
+            return
+        try:
+            with self._lock:
+                if entry not in self._prefetched or entry.queued is not None:
+                    return
+            pending = self._submit(entry.key, entry.prepared, None)
+            pending.stats.dispatched_ahead = 1
+            entry.queued = pending
+        except Exception as e:
+            log.warning("could not queue the next chunk ahead (it runs with its task): %r", e)
+        finally:
+            entry.lock.release()
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:

@@ -31,10 +31,10 @@ from celery.signals import (
 )
 
 from emotions.constants import INFERENCE_QUEUE
-from emotions.errors import EmotionsError
 from emotions.settings import log_settings
 from worker import shutdown
 from worker.celery import get_settings
+from worker.prefetch import IN_PROCESS_POOLS, pool_name, prefetch_multiplier
 
 if TYPE_CHECKING:
     from worker.model import ModelHolder
@@ -66,16 +66,26 @@ def _consumes_inference(consumer: Any) -> bool:
 
 @worker_init.connect
 def _preflight(sender: Any = None, **_: Any) -> None:
-    """Main process, before the pool forks: validate settings, device and model config."""
+    """Main process, before the pool forks: validate settings, device and model config.
+
+    A pool that runs tasks in this process (``-P threads``/``solo``) never forks, so the model
+    is loaded here, before the first message is taken; a threads pool also reserves the next
+    chunk while it runs one (:mod:`worker.prefetch`).
+    """
     global _serves_inference
     try:
         settings = get_settings()
         _serves_inference = _consumes_inference(sender)
+        pool = pool_name(sender.pool_cls)
         if _serves_inference:
             from worker.model import preflight
 
             preflight(settings)
-    except EmotionsError as e:
+            sender.prefetch_multiplier = prefetch_multiplier(pool, sender.prefetch_multiplier)
+            if pool in IN_PROCESS_POOLS:
+                holder().load()
+                holder().warm_up()
+    except Exception as e:
         log.critical("worker cannot start: %s", e)
         raise WorkerTerminate(1) from e
 

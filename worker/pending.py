@@ -9,7 +9,9 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
-Fetch = Callable[[torch.Tensor], np.ndarray]
+# Starts copying a chunk's labels (top-1 of each row, on the device) to the host; the call it
+# returns waits for them.
+Fetch = Callable[[torch.Tensor], Callable[[], np.ndarray]]
 
 
 @dataclass
@@ -23,6 +25,8 @@ class ChunkStats:
     forwards: int = 0
     graph_forwards: int = 0
     oom_splits: int = 0
+    tokenized_ahead: int = 0  # chunks whose tokens were ready when they arrived
+    dispatched_ahead: int = 0  # chunks whose forwards were queued before they arrived
     tokenize_s: float = 0.0
     plan_s: float = 0.0
     dispatch_s: float = 0.0
@@ -49,19 +53,18 @@ class Pending:
     """A dispatched chunk: its labels are on their way; :meth:`indices` waits for them."""
 
     order: np.ndarray  # the row index of each queued result, in dispatch order
-    parts: list[torch.Tensor]  # top-1 of each forward, on the device
-    fetch: Fetch
+    result: Callable[[], np.ndarray] | None  # waits for the labels' copy (None: no rows)
     stats: ChunkStats
     on_done: Callable[[ChunkStats], None] = field(default=lambda _: None)
+    before_wait: Callable[[], None] = field(default=lambda: None)  # queue more work first
 
     def indices(self) -> np.ndarray:
         """Top-1 label index of each comment, in input order (the chunk's one sync)."""
+        self.before_wait()
         mark = (time.perf_counter(), time.process_time())
         out = np.zeros(len(self.order), dtype=np.int64)
-        if self.parts:
-            with torch.inference_mode():
-                joined = torch.cat(self.parts) if len(self.parts) > 1 else self.parts[0]
-            out[self.order] = self.fetch(joined)
+        if self.result is not None:
+            out[self.order] = self.result()
         self.stats.lap("wait", mark)
         self.on_done(self.stats)
         return out

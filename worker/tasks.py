@@ -32,6 +32,7 @@ from worker.assembly import assemble
 from worker.celery import app, get_settings
 from worker.chunk import ASSEMBLE, check_model, classify
 from worker.lifecycle import holder
+from worker.prefetch import next_chunks
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def classify_chunk(
             texts=texts,
             name=name,
             max_retries=settings.max_retries,
+            ahead=lambda: next_chunks(self.request.id, own_model()),
         )
     except ModelMismatchError as e:
         hand_back(self, e)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,19 +169,28 @@ def test_no_op_inside_a_chunk_waits_for_the_device(any_model: Path) -> None:
 
 
 def test_the_one_wait_is_a_single_fetch_of_the_chunks_labels(bert_model: Path) -> None:
+    """The copy of the chunk's labels is queued when the chunk is (behind its forwards, so work
+    queued later cannot delay it); the wait for it happens once, in ``indices()``."""
     engine = holder(bert_model, batch_size=4).engine
-    fetches: list[int] = []
+    copies: list[int] = []
+    waits: list[int] = []
     fetch = engine.fetch
 
-    def counted(top1: torch.Tensor) -> np.ndarray:
-        fetches.append(len(top1))
-        return fetch(top1)
+    def counted(top1: torch.Tensor) -> Callable[[], np.ndarray]:
+        copies.append(len(top1))
+        wait = fetch(top1)
+
+        def counted_wait() -> np.ndarray:
+            waits.append(len(top1))
+            return wait()
+
+        return counted_wait
 
     engine.fetch = counted
     pending = engine.submit(TEXTS)
-    assert fetches == []  # dispatched, not waited for
+    assert copies == [len(TEXTS)] and waits == []  # copy queued, not waited for
     indices = pending.indices()
-    assert fetches == [len(TEXTS)] and len(indices) == len(TEXTS)
+    assert copies == waits == [len(TEXTS)] and len(indices) == len(TEXTS)
     assert pending.stats.forwards == len(engine.last_plan.batches) >= 8
 
 
