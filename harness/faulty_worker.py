@@ -32,7 +32,7 @@ from worker.celery import app
 from worker.inference import ChunkStats, Engine
 from worker.model import ModelHolder
 
-_classify = Engine.classify_indices
+_submit = Engine.submit
 _run = Engine._run
 _warm_up = ModelHolder.warm_up
 _load = ModelHolder.load
@@ -56,9 +56,9 @@ def warm_up(self: ModelHolder) -> None:
         _armed = True
 
 
-def classify_indices(self: Engine, texts: Any) -> Any:
+def submit(self: Engine, texts: Any, ahead: Any = None) -> Any:
     if not _armed:
-        return _classify(self, texts)
+        return _submit(self, texts, ahead)
     if started := os.environ.get("FAULT_STARTED_DIR"):
         Path(started, f"{os.getpid()}-{time.monotonic_ns()}").touch()
     if (fail := os.environ.get("FAULT_FAIL_TEXT")) and any(fail in t for t in texts):
@@ -72,7 +72,7 @@ def classify_indices(self: Engine, texts: Any) -> Any:
             with contextlib.suppress(SoftTimeLimitExceeded):
                 time.sleep(max(0.0, deadline - time.monotonic()))
     time.sleep(float(os.environ.get("FAULT_SLOW_SECONDS", "0")))
-    return _classify(self, texts)
+    return _submit(self, texts, ahead)
 
 
 def run(self: Engine, part: list[list[int]], width: int, stats: ChunkStats) -> torch.Tensor:
@@ -84,7 +84,7 @@ def run(self: Engine, part: list[list[int]], width: int, stats: ChunkStats) -> t
     return _run(self, part, width, stats)
 
 
-Engine.classify_indices = classify_indices  # type: ignore[method-assign]
+Engine.submit = submit  # type: ignore[method-assign]
 Engine._run = run  # type: ignore[method-assign]
 ModelHolder.warm_up = warm_up  # type: ignore[method-assign]
 ModelHolder.load = load  # type: ignore[method-assign]

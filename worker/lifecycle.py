@@ -35,6 +35,7 @@ from emotions.settings import log_settings
 from worker import shutdown
 from worker.celery import get_settings
 from worker.prefetch import IN_PROCESS_POOLS, pool_name, prefetch_multiplier
+from worker.watchdog import watch
 
 if TYPE_CHECKING:
     from worker.model import ModelHolder
@@ -85,6 +86,8 @@ def _preflight(sender: Any = None, **_: Any) -> None:
             if pool in IN_PROCESS_POOLS:
                 holder().load()
                 holder().warm_up()
+        if pool == "threads":
+            watch(settings.task_time_limit)  # Celery enforces no time limit in a threads pool
     except Exception as e:
         log.critical("worker cannot start: %s", e)
         raise WorkerTerminate(1) from e

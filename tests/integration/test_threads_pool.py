@@ -1,0 +1,87 @@
+"""A ``-P threads -c 1`` inference worker (the big-GPU mode): it loads its model before taking
+a message, looks ahead at the chunks it has received, labels every comment exactly once, and
+keeps a hard time limit that Celery does not enforce in a threads pool.
+
+Real redis-server, real Celery workers (the fault-injecting harness around the real app) and
+a real producer.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from harness.procs import wait_for
+from harness.stack import Stack, write_json
+from tests.services import assert_exactly_once, comments, started_marker
+
+pytestmark = pytest.mark.slow
+THREADS = ("-P", "threads")
+
+
+def test_a_threads_worker_tokenizes_received_chunks_ahead_and_labels_exactly_once(
+    stack: Stack,
+) -> None:
+    # A slow chunk guarantees the next ones have arrived while it runs.
+    stack.start_worker("w1", *THREADS, faulty=True, FAULT_SLOW_SECONDS="0.3")
+    log = stack.log("w1")
+    assert "worker ready" in log and "model" in log  # loaded before the first message
+    expected = comments(80, "t")  # 10 chunks of 8
+    write_json(stack.input / "t.json", expected)
+    assert stack.run_producer("--once", timeout=120).returncode == 0, stack.log("w1")
+    assert_exactly_once(stack, "t", expected)
+    ahead = [int(a) for a in re.findall(r"chunk=\d+ records=\d+ .* ahead=(\d)", stack.log("w1"))]
+    assert len(ahead) == 10, stack.log("w1")
+    # The first chunk cannot be known early; most of the others must have been.
+    assert sum(ahead) >= 6, ahead
+
+
+def test_a_threads_worker_reserves_chunks_beyond_the_one_it_runs(stack: Stack) -> None:
+    """Celery's prefetch multiplier is raised for a threads pool (1 in our config), or there
+    would be nothing to look ahead at; a prefork worker keeps 1."""
+    stack.start_worker("w1", *THREADS, faulty=True, FAULT_SLOW_SECONDS="2")
+    write_json(stack.input / "r.json", comments(40, "r"))
+    producer = stack.start_producer("--once")
+    from celery import Celery
+
+    app = Celery(broker=stack.env()["EMOTIONS_BROKER_URL"])
+    try:
+
+        def reserved() -> int:
+            replies = app.control.inspect(timeout=1).reserved() or {}
+            return sum(len(v) for v in replies.values())
+
+        wait_for(lambda: reserved() >= 2, 30, "two chunks reserved behind the running one")
+    finally:
+        app.close()
+    assert producer.wait(timeout=120) == 0
+
+
+def test_a_threads_worker_past_the_hard_time_limit_exits_and_the_file_still_ends(
+    stack: Stack,
+) -> None:
+    marker = started_marker(stack)
+    stuck = stack.start_worker(
+        "w1",
+        *THREADS,
+        faulty=True,
+        FAULT_STARTED_DIR=str(marker),
+        FAULT_STUCK_SECONDS="120",
+        EMOTIONS_TASK_TIME_LIMIT="3",
+        EMOTIONS_VISIBILITY_TIMEOUT="300",
+    )
+    expected = comments(4, "h")
+    write_json(stack.input / "h.json", expected)
+    producer = stack.start_producer("--once", EMOTIONS_TASK_TIME_LIMIT="3")
+    wait_for(lambda: any(marker.iterdir()), 30, "the chunk started (and hangs)")
+    begun = time.monotonic()
+    assert stuck.wait(timeout=30) == 1, stack.log("w1")
+    assert time.monotonic() - begun < 15  # the 3 s limit and a check, not the 120 s hang
+    assert "passed the hard time limit" in stack.log("w1")
+    # A healthy worker takes the chunk the producer's supervision sends again (the stuck
+    # worker's messages would only come back after the 300 s visibility timeout).
+    stack.start_worker("w2", *THREADS, EMOTIONS_TASK_TIME_LIMIT="3")
+    assert producer.wait(timeout=90) == 0, stack.log("producer")
+    assert_exactly_once(stack, "h", expected)
