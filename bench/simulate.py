@@ -8,6 +8,7 @@ throughput and duty cycle (modelled GPU busy time / wall time).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sys
@@ -22,12 +23,14 @@ import numpy as np
 
 from bench.e2e import CACHE, BenchStack
 from bench.sim_engine import LOG_ENV, PROXY_ENV, SIMULATE_ENV, read_log, sim_engine
+from emotions.constants import LOOK_AHEAD_CHUNKS
 from emotions.settings import load_settings
 from worker.inference import ChunkStats
 
 STAGES = ("tokenize", "plan", "dispatch", "wait")
 WARM_UP_COMMENTS = 64
-THREADS = ("-P", "threads", "-c", "2")  # a worker that runs two chunks at once in one process
+THREADS = ("-P", "threads")  # the big-GPU worker: one process, looks ahead at received chunks
+BIG = {"batch_size": 64, "token_budget": 4096}  # the big-GPU batch setting (CUDA graphs on)
 
 
 @dataclass(frozen=True)
@@ -37,27 +40,21 @@ class Config:
     name: str
     settings: dict[str, Any]
     mask: str | None = None  # force a mask format ("2d": the old per-forward sync)
-    prefetch: bool = True  # in process: tokenize the next chunk while this one runs
+    prefetch: bool = True  # in process: look ahead at the next chunks, as a threads worker does
     worker_args: tuple[str, ...] = ()  # end to end: added to the worker's command line
 
 
 def configs(budget: int) -> dict[str, Config]:
     return {
         "before": Config("eager, 2D mask (before)", {"cuda_graphs": False}, "2d", False),
-        "eager": Config("eager, prepared mask", {"cuda_graphs": False}),
-        "default": Config("batch 16, CUDA graphs (default)", {}),
-        "wide": Config(
-            "batch 64, budget 4096, CUDA graphs", {"batch_size": 64, "token_budget": 4096}
-        ),
+        "eager": Config("eager, prepared mask", {"cuda_graphs": False}, prefetch=False),
+        "default": Config("batch 16, CUDA graphs (default)", {}, prefetch=False),
+        "default threads": Config("batch 16, CUDA graphs, `-P threads`", {}, worker_args=THREADS),
         "big": Config(
-            f"batch auto, budget {budget} (big GPU)", {"batch_size": "auto", "token_budget": budget}
+            "batch 64, budget 4096, CUDA graphs, `-P threads` (big GPU)", BIG, worker_args=THREADS
         ),
-        # Not the `-c 1` of the interface: one process, one model, two chunks in flight.
-        "default threads": Config(
-            "batch 16, CUDA graphs, `-P threads -c 2`", {}, worker_args=THREADS
-        ),
-        "big threads": Config(
-            f"batch auto, budget {budget}, `-P threads -c 2`",
+        "auto threads": Config(
+            f"batch auto, budget {budget}, `-P threads`",
             {"batch_size": "auto", "token_budget": budget},
             worker_args=THREADS,
         ),
@@ -98,8 +95,8 @@ class Run:
 
 
 def in_process(cfg: Config, profile: str, texts: Sequence[str], chunk: int, proxy: Path) -> Run:
-    """The engine driven chunk by chunk, as the task drives it (with ``prefetch``, as a task
-    that knows the next chunk could)."""
+    """The engine driven chunk by chunk, as the task drives it (with ``prefetch``, as a
+    threads worker's task does: it names the chunks received behind it)."""
     engine, device = sim_engine(
         load_settings(model=str(proxy), device="cpu", **cfg.settings), profile, proxy
     )
@@ -110,9 +107,8 @@ def in_process(cfg: Config, profile: str, texts: Sequence[str], chunk: int, prox
     chunks = [list(texts[i : i + chunk]) for i in range(0, len(texts), chunk)]
     start = time.perf_counter()
     for k, part in enumerate(chunks):
-        if cfg.prefetch and k + 1 < len(chunks):
-            engine.prefetch(chunks[k + 1])
-        engine.classify_indices(part)
+        upcoming = chunks[k + 1 : k + 1 + LOOK_AHEAD_CHUNKS] if cfg.prefetch else []
+        engine.submit(part, ahead=functools.partial(list, upcoming)).indices()
     seconds = time.perf_counter() - start
     return Run(
         "in process",
@@ -198,14 +194,14 @@ def main(args: argparse.Namespace, texts: list[str], proxy: Path, threads: int) 
     profile, chunk = args.simulate, args.sim_chunk
     table = configs(args.sim_budget)
     started, cpu_before = time.perf_counter(), cpu_seconds()
-    runs = [in_process(table[k], profile, texts, chunk, proxy) for k in table if "threads" not in k]
+    runs = [in_process(table[k], profile, texts, chunk, proxy) for k in table]
     runs += [in_process(table[k], "null", texts, chunk, proxy) for k in ("default", "big")]
     labels = sim_engine(load_settings(model=str(proxy), device="cpu"), "null", proxy)[0].labels
     indices = np.zeros(len(texts), dtype=np.int64)
     stages = render_and_store(texts, indices, labels, chunk)
     if not args.no_e2e:
         plan = [("default", profile), ("default", "null"), ("big", profile), ("big", "null")]
-        plan += [("default threads", profile), ("big threads", profile)]
+        plan += [("default threads", profile), ("auto threads", profile)]
         for key, prof in plan:
             runs.append(end_to_end(table[key], prof, texts, chunk, proxy, threads, args.keep))
     elapsed = time.perf_counter() - started

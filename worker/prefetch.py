@@ -24,15 +24,15 @@ IN_PROCESS_POOLS = frozenset({"threads", "solo"})  # pools whose tasks run in th
 
 
 def pool_name(pool_cls: Any) -> str:
-    """``threads``, ``solo``, ``prefork``...: the pool a worker was asked for (a name from
-    ``-P``/``worker_pool`` or a class, before Celery resolves it)."""
+    """``threads``, ``solo``, ``prefork``...: the pool a worker was asked for, from an alias
+    (``-P threads``), a ``module:Class`` path or a class (every Celery pool class is called
+    ``TaskPool``, so its module names it), before Celery resolves it."""
     if isinstance(pool_cls, str):
-        name = pool_cls.rpartition(":")[2].lower()
-        return "threads" if name in ("threads", "thread", "threadpool", "taskpool") else name
-    module = getattr(pool_cls, "__module__", "") or ""
-    return {"celery.concurrency.thread": "threads", "celery.concurrency.solo": "solo"}.get(
-        module, module.rpartition(".")[2] or "prefork"
-    )
+        module, _, alias = pool_cls.rpartition(":")
+    else:
+        module, alias = getattr(pool_cls, "__module__", "") or "", ""
+    name = (module.rpartition(".")[2] if module else alias).lower()
+    return "threads" if name == "thread" else name or "prefork"
 
 
 def prefetch_multiplier(pool: str, current: int) -> int:

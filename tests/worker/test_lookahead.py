@@ -26,9 +26,6 @@ C = [chr(600 + i) * 3 for i in range(6)]
 # --- pool_name / prefetch_multiplier ---------------------------------------------------------
 
 
-BY_PATH = pytest.mark.xfail(strict=True, reason="bug: every Celery pool class is a TaskPool")
-
-
 @pytest.mark.parametrize(
     ("pool", "name"),
     [
@@ -39,8 +36,8 @@ BY_PATH = pytest.mark.xfail(strict=True, reason="bug: every Celery pool class is
         (thread.TaskPool, "threads"),
         (prefork.TaskPool, "prefork"),
         (solo.TaskPool, "solo"),
-        pytest.param("celery.concurrency.prefork:TaskPool", "prefork", marks=BY_PATH),
-        pytest.param("celery.concurrency.solo:TaskPool", "solo", marks=BY_PATH),
+        ("celery.concurrency.prefork:TaskPool", "prefork"),
+        ("celery.concurrency.solo:TaskPool", "solo"),
     ],
 )
 def test_pool_name(pool: Any, name: str) -> None:
