@@ -100,18 +100,24 @@ class OrderlyStop:
         if state.active_requests and time.monotonic() < self.deadline:
             return
         self.finished = True
-        self.hand_back(consumer)
+        code = EX_FAILURE if self.failed() else EX_OK
+        self.hand_back(consumer, code)
         # Celery's cold shutdown: nothing of value is left in the pool, and a pool child still
         # loading the model (a first start downloads it) dies at once instead of being waited
         # for, as a warm shutdown would.
-        code = EX_FAILURE if self.failed() else EX_OK
         self.worker.exitcode = code
         state.should_terminate = code
 
-    def hand_back(self, consumer: Any) -> None:
+    def hand_back(self, consumer: Any, code: int) -> None:
         """Put every unacknowledged task back on its queue, then stop the child running one:
         the task in hand, and any taken from the queue but not started (the child was busy
-        or still loading the model)."""
+        or still loading the model).
+
+        A threads pool cannot stop the thread running a task, and the interpreter would wait
+        for it at exit; its chunk is back in the queue by then, so the process exits at once
+        with ``code`` (a result the thread might still store is ignored by the job store,
+        which keeps the first one).
+        """
         running = [r for r in tuple(state.active_requests) if not r.acknowledged]
         waiting = len(state.reserved_requests) - len(state.active_requests)
         if running:
@@ -128,7 +134,20 @@ class OrderlyStop:
         # SIGTERM handler for seconds. Cancelled requests are neither acknowledged nor rejected.
         consumer.pool.close()
         for request in running:
-            request.cancel(consumer.pool, signal="SIGKILL", emit_retry=False)
+            try:
+                request.cancel(consumer.pool, signal="SIGKILL", emit_retry=False)
+            except NotImplementedError:  # a threads pool: no job can be killed
+                log.warning("stopping: exiting now, without the thread still running a task")
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                os._exit(code)
+
+
+def stopping() -> bool:
+    """Whether this process was asked to stop. A threads pool has already queued the chunks
+    it reserved, and would start them one after another while the stop waits for the chunk
+    in hand; a chunk task that starts during a stop hands its chunk back instead."""
+    return _installed is not None and _installed.deadline is not None
 
 
 def install(worker: Any, grace: float, failed: Callable[[], bool]) -> OrderlyStop | None:

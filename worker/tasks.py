@@ -28,6 +28,7 @@ from emotions.jobs import JobStore, connect
 from emotions.messages import send_assembly
 from emotions.modelid import model_identity
 from emotions.retries import compute_backoff, may_retry
+from worker import shutdown
 from worker.assembly import assemble
 from worker.celery import app, get_settings
 from worker.chunk import ASSEMBLE, check_model, classify
@@ -86,6 +87,9 @@ def classify_chunk(
 ) -> int:
     """Label one chunk of comment texts and store the labels under its index."""
     settings = get_settings()
+    if shutdown.stopping():
+        log.info("file=%s chunk=%d handed back: this worker is stopping", name, index)
+        raise Reject("the worker is stopping", requeue=True)
     try:
         check_model(model, own_model())
         outcome = classify(

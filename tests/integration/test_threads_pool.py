@@ -8,7 +8,9 @@ a real producer.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 
 import pytest
@@ -85,3 +87,66 @@ def test_a_threads_worker_past_the_hard_time_limit_exits_and_the_file_still_ends
     stack.start_worker("w2", *THREADS, EMOTIONS_TASK_TIME_LIMIT="3")
     assert producer.wait(timeout=90) == 0, stack.log("producer")
     assert_exactly_once(stack, "h", expected)
+
+
+STOP_ENV = {"EMOTIONS_VISIBILITY_TIMEOUT": "900", "EMOTIONS_STOP_GRACE_SECONDS": "1"}
+
+
+def queue_and_unacked(stack: Stack) -> tuple[int, int]:
+    client = stack.redis.client()
+    return client.llen("inference"), client.hlen("unacked")
+
+
+def test_a_threads_worker_stopped_mid_chunk_hands_every_chunk_back_at_once(stack: Stack) -> None:
+    """The running chunk and the ones reserved behind it go back to the queue within the stop
+    grace, not after the visibility timeout; the thread still running is not waited for."""
+    marker = started_marker(stack)
+    worker = stack.start_worker(
+        "w1",
+        *THREADS,
+        faulty=True,
+        FAULT_STARTED_DIR=str(marker),
+        FAULT_SLOW_SECONDS="60",
+        **STOP_ENV,
+    )
+    expected = comments(24, "s")  # three chunks of 8: one running, two reserved
+    write_json(stack.input / "s.json", expected)
+    producer = stack.start_producer("--once", **STOP_ENV)
+    wait_for(lambda: any(marker.iterdir()), 60, "a chunk to start")
+    wait_for(lambda: queue_and_unacked(stack) == (0, 3), 10, "all three chunks in the worker")
+    assert not (stack.output / "s.json").exists()
+
+    began = time.monotonic()
+    os.killpg(worker.pid, signal.SIGTERM)  # what honcho and systemd do
+    assert worker.wait(timeout=20) == 0, stack.log("w1")
+    assert time.monotonic() - began < 6, stack.log("w1")
+    assert queue_and_unacked(stack) == (3, 0), stack.log("w1")
+    for noise in ("Traceback", "ERROR/"):
+        assert noise not in stack.log("w1"), stack.log("w1")
+
+    stack.start_worker("w2", *THREADS, **STOP_ENV)
+    assert producer.wait(timeout=120) == 0, stack.log("producer")
+    assert_exactly_once(stack, "s", expected)
+
+
+def test_a_threads_worker_stopped_lets_a_short_chunk_finish(stack: Stack) -> None:
+    marker = started_marker(stack)
+    env = {**STOP_ENV, "EMOTIONS_STOP_GRACE_SECONDS": "30"}
+    worker = stack.start_worker(
+        "w1", *THREADS, faulty=True, FAULT_STARTED_DIR=str(marker), FAULT_SLOW_SECONDS="3", **env
+    )
+    expected = comments(24, "f")
+    write_json(stack.input / "f.json", expected)
+    producer = stack.start_producer("--once", **env)
+    wait_for(lambda: any(marker.iterdir()), 60, "a chunk to start")
+    assert not (stack.output / "f.json").exists()
+
+    os.killpg(worker.pid, signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0, stack.log("w1")
+    log = stack.log("w1")
+    assert "file=f.json chunk=0 records=8" in log and "unfinished" not in log, log
+    assert queue_and_unacked(stack) == (2, 0), log  # chunk 0 acknowledged, 1 and 2 back
+
+    stack.start_worker("w2", *THREADS, **env)
+    assert producer.wait(timeout=120) == 0, stack.log("producer")
+    assert_exactly_once(stack, "f", expected)
