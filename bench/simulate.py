@@ -1,8 +1,9 @@
 """``python -m bench.run --simulate h100|t4|a100``: the worker on a simulated GPU, in process and
-end to end (Redis, a real ``-c 1`` worker, ``producer --once``). Every figure is MODELLED
-(:mod:`bench.sim`): the host work is real and timed on this machine, the GPU is a calibrated
-model. The last two lines are the default setting's and the big-GPU setting's end-to-end
-throughput and duty cycle (modelled GPU busy time / wall time).
+end to end (Redis, a real ``-c 1`` worker, prefork or ``-P threads``, ``producer --once``).
+Every figure is MODELLED (:mod:`bench.sim`): the host work is real and timed on this machine,
+the GPU is a calibrated model. The last two lines are the default setting's (the prefork
+worker, batch 16) and the big-GPU setting's (a ``-P threads`` worker, batch 64, budget 4096)
+end-to-end throughput and duty cycle (modelled GPU busy time / wall time).
 """
 
 from __future__ import annotations

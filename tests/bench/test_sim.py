@@ -5,6 +5,7 @@ the worker's engine on it keeps every comment's label and order on every path.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -146,3 +147,47 @@ def test_a_real_worker_on_the_simulated_gpu_end_to_end(proxy: Path) -> None:
     assert result.stats.graph_forwards == result.stats.forwards > 3
     assert 0 < result.duty <= 1 and result.rate > 0
     assert result.extra["producer rate"] > 0
+
+
+def test_looking_ahead_on_the_simulated_gpu_changes_no_label_and_keeps_one_wait(
+    proxy: Path,
+) -> None:
+    """Driven as a threads worker's task drives it: the next chunks are named, tokenized and
+    queued ahead; each chunk still waits once (its own labels' copy), and no label moves."""
+    settings = load_settings(model=str(proxy), device="cpu", batch_size=64, token_budget=4096)
+    texts = list(comments(1600, seed=6))
+    chunks = [texts[i : i + 400] for i in range(0, len(texts), 400)]
+    reference = [run(proxy, "h100", chunk)[0] for chunk in chunks]
+    engine, device = sim_engine(settings, "h100", proxy)
+    syncs = device.syncs
+    for k, chunk in enumerate(chunks):
+        upcoming = functools.partial(list, chunks[k + 1 : k + 3])
+        np.testing.assert_array_equal(engine.submit(chunk, ahead=upcoming).indices(), reference[k])
+    assert device.syncs - syncs == len(chunks)
+    assert engine.totals.tokenized_ahead == engine.totals.dispatched_ahead == len(chunks) - 1
+
+
+@pytest.mark.slow
+def test_a_threads_worker_on_the_simulated_gpu_looks_ahead_end_to_end(proxy: Path) -> None:
+    from bench.simulate import configs, end_to_end
+
+    texts = list(comments(1100, seed=5))
+    result = end_to_end(configs(16384)["big"], "h100", texts, 512, proxy, 1, keep=False)
+    assert result.comments == 1100
+    assert result.syncs == 3  # still one wait per chunk
+    assert result.stats.tokenized_ahead >= 1 and result.stats.dispatched_ahead >= 1
+
+
+def test_a_fetch_waits_for_the_work_queued_before_it_only() -> None:
+    """As on CUDA (a copy and an event on the stream): work queued after a chunk's fetch, such
+    as the next chunk queued ahead, does not delay it."""
+    import torch
+
+    device = SimDevice(Profile("flat", rate=1e30, fixed_s=0.0, floor_s=0.05))
+    device.launch(1, 8, time.perf_counter())
+    wait = device.fetch(torch.zeros(1, dtype=torch.long))
+    for _ in range(6):  # 0.3 s more, queued after the fetch
+        device.launch(1, 8, time.perf_counter())
+    begun = time.perf_counter()
+    wait()
+    assert time.perf_counter() - begun < 0.2
