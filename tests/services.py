@@ -38,3 +38,9 @@ def started_marker(stack: Stack) -> Path:
     path = stack.root / "started"
     path.mkdir(exist_ok=True)
     return path
+
+
+def queue_and_unacked(stack: Stack) -> tuple[int, int]:
+    """Chunk messages waiting in the inference queue, and messages taken but not acknowledged."""
+    client = stack.redis.client()
+    return client.llen("inference"), client.hlen("unacked")

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _holder: ModelHolder | None = None  # this process's model, when it consumes inference
 _serves_inference = True
+_looks_ahead = False  # a threads pool: the chunks received behind the running one are visible
 # Set by a pool child whose model load failed; shared memory created before the fork, so the
 # main process can exit non-zero (a supervisor then sees a failure, not a clean stop).
 _child_failed = multiprocessing.Value("b", 0)
@@ -57,6 +58,13 @@ def holder() -> ModelHolder:
 
         _holder = ModelHolder(get_settings())
     return _holder
+
+
+def looks_ahead() -> bool:
+    """Whether chunk tasks should name the chunks received behind them (:mod:`worker.prefetch`):
+    only in a threads pool. A prefork child's copy of Celery's request sets is whatever the
+    main process held when it was forked, not what it holds now."""
+    return _looks_ahead
 
 
 def _consumes_inference(consumer: Any) -> bool:
@@ -73,7 +81,7 @@ def _preflight(sender: Any = None, **_: Any) -> None:
     is loaded here, before the first message is taken; a threads pool also reserves the next
     chunk while it runs one (:mod:`worker.prefetch`).
     """
-    global _serves_inference
+    global _serves_inference, _looks_ahead
     try:
         settings = get_settings()
         _serves_inference = _consumes_inference(sender)
@@ -83,6 +91,7 @@ def _preflight(sender: Any = None, **_: Any) -> None:
 
             preflight(settings)
             sender.prefetch_multiplier = prefetch_multiplier(pool, sender.prefetch_multiplier)
+            _looks_ahead = pool == "threads"
             if pool in IN_PROCESS_POOLS:
                 holder().load()
                 holder().warm_up()

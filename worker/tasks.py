@@ -32,7 +32,7 @@ from worker import shutdown
 from worker.assembly import assemble
 from worker.celery import app, get_settings
 from worker.chunk import ASSEMBLE, check_model, classify
-from worker.lifecycle import holder
+from worker.lifecycle import holder, looks_ahead
 from worker.prefetch import next_chunks
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def classify_chunk(
             texts=texts,
             name=name,
             max_retries=settings.max_retries,
-            ahead=lambda: next_chunks(self.request.id, own_model()),
+            ahead=(lambda: next_chunks(self.request.id, own_model())) if looks_ahead() else None,
         )
     except ModelMismatchError as e:
         hand_back(self, e)

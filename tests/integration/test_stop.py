@@ -23,6 +23,7 @@ from tests.integration.test_faults import (
     first_start,
     started_marker,
 )
+from tests.services import queue_and_unacked
 
 pytestmark = pytest.mark.slow
 
@@ -35,11 +36,6 @@ def _group_sigterm(pid: int) -> None:
 
 def _ctrl_c(pid: int) -> None:
     os.kill(pid, signal.SIGINT)  # what the terminal delivers to a foreground worker
-
-
-def queue_and_unacked(stack: Stack) -> tuple[int, int]:
-    client = stack.redis.client()
-    return client.llen("inference"), client.hlen("unacked")
 
 
 @pytest.mark.parametrize("stop", [_group_sigterm, _ctrl_c], ids=["group-sigterm", "sigint"])

@@ -17,7 +17,7 @@ import pytest
 
 from harness.procs import wait_for
 from harness.stack import Stack, write_json
-from tests.services import assert_exactly_once, comments, started_marker
+from tests.services import assert_exactly_once, comments, queue_and_unacked, started_marker
 
 pytestmark = pytest.mark.slow
 THREADS = ("-P", "threads")
@@ -90,11 +90,6 @@ def test_a_threads_worker_past_the_hard_time_limit_exits_and_the_file_still_ends
 
 
 STOP_ENV = {"EMOTIONS_VISIBILITY_TIMEOUT": "900", "EMOTIONS_STOP_GRACE_SECONDS": "1"}
-
-
-def queue_and_unacked(stack: Stack) -> tuple[int, int]:
-    client = stack.redis.client()
-    return client.llen("inference"), client.hlen("unacked")
 
 
 def test_a_threads_worker_stopped_mid_chunk_hands_every_chunk_back_at_once(stack: Stack) -> None:
