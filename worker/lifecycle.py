@@ -21,6 +21,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+from celery import bootsteps
 from celery.exceptions import WorkerTerminate
 from celery.signals import (
     after_setup_logger,
@@ -33,7 +34,7 @@ from celery.signals import (
 from emotions.constants import INFERENCE_QUEUE
 from emotions.settings import log_settings
 from worker import shutdown
-from worker.celery import get_settings
+from worker.celery import app, get_settings
 from worker.prefetch import IN_PROCESS_POOLS, pool_name, prefetch_multiplier
 from worker.watchdog import watch
 
@@ -77,9 +78,8 @@ def _consumes_inference(consumer: Any) -> bool:
 def _preflight(sender: Any = None, **_: Any) -> None:
     """Main process, before the pool forks: validate settings, device and model config.
 
-    A pool that runs tasks in this process (``-P threads``/``solo``) never forks, so the model
-    is loaded here, before the first message is taken; a threads pool also reserves the next
-    chunk while it runs one (:mod:`worker.prefetch`).
+    A threads pool also reserves the next chunks while it runs one (:mod:`worker.prefetch`);
+    a pool that never forks loads the model in :class:`LoadInProcess`.
     """
     global _serves_inference, _looks_ahead
     try:
@@ -92,14 +92,35 @@ def _preflight(sender: Any = None, **_: Any) -> None:
             preflight(settings)
             sender.prefetch_multiplier = prefetch_multiplier(pool, sender.prefetch_multiplier)
             _looks_ahead = pool == "threads"
-            if pool in IN_PROCESS_POOLS:
-                holder().load()
-                holder().warm_up()
         if pool == "threads":
             watch(settings.task_time_limit)  # Celery enforces no time limit in a threads pool
     except Exception as e:
         log.critical("worker cannot start: %s", e)
         raise WorkerTerminate(1) from e
+
+
+class LoadInProcess(bootsteps.StartStopStep):
+    """A pool that runs tasks in the main process (``-P threads``/``solo``) never forks, so the
+    model is loaded here: after logging is set up (``worker_init`` is too early for its lines),
+    before the consumer takes the first message (a task would otherwise wait for the load,
+    and a threads pool's time limit would count it). A failed load stops the worker with
+    status 1, as Celery does for any step that cannot start."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def include_if(self, w: Any) -> bool:
+        return _serves_inference and pool_name(w.pool_cls) in IN_PROCESS_POOLS
+
+    def start(self, w: Any) -> None:
+        try:
+            holder().load()
+            holder().warm_up()
+        except Exception as e:
+            log.critical("model load failed, stopping the worker: %s", e)
+            raise
+
+
+app.steps["worker"].add(LoadInProcess)
 
 
 @worker_process_init.connect
@@ -155,4 +176,8 @@ def _ready(sender: Any = None, **_: Any) -> None:
         shutdown.install(
             sender.controller, settings.stop_grace_seconds, lambda: bool(_child_failed.value)
         )
-    log.info("worker ready (inference=%s)", _serves_inference)
+    log.info(
+        "worker ready (inference=%s, looks ahead at received chunks=%s)",
+        _serves_inference,
+        _looks_ahead,
+    )

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +31,9 @@ def test_a_threads_worker_tokenizes_received_chunks_ahead_and_labels_exactly_onc
     # A slow chunk guarantees the next ones have arrived while it runs.
     stack.start_worker("w1", *THREADS, faulty=True, FAULT_SLOW_SECONDS="0.3")
     log = stack.log("w1")
-    assert "worker ready" in log and "model" in log  # loaded before the first message
+    assert "looks ahead at received chunks=True" in log
+    # Loaded in the main process before the worker said it was ready (no pool child to do it).
+    assert -1 < log.find(" loaded on cpu") < log.find("worker ready"), log
     expected = comments(80, "t")  # 10 chunks of 8
     write_json(stack.input / "t.json", expected)
     assert stack.run_producer("--once", timeout=120).returncode == 0, stack.log("w1")
@@ -145,3 +149,16 @@ def test_a_threads_worker_stopped_lets_a_short_chunk_finish(stack: Stack) -> Non
     stack.start_worker("w2", *THREADS, **env)
     assert producer.wait(timeout=120) == 0, stack.log("producer")
     assert_exactly_once(stack, "f", expected)
+
+
+def test_a_threads_worker_that_cannot_load_the_model_stops_with_status_1(
+    stack: Stack, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken-model"
+    shutil.copytree(stack.model, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")  # config still loads
+    proc = stack.start_worker("broken", *THREADS, wait=False, EMOTIONS_MODEL=str(broken))
+    assert proc.wait(timeout=90) == 1, stack.log("broken")
+    log = stack.log("broken")
+    assert "model load failed, stopping the worker" in log
+    assert " ready." not in log  # it never took a message
