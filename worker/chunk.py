@@ -19,7 +19,8 @@ from emotions.errors import ModelMismatchError, PermanentError
 from emotions.jobs import ALREADY, GIVE_UP, GO, SKIP, JobStore
 
 if TYPE_CHECKING:
-    from worker.inference import Ahead, Engine
+    from worker.inference import Engine
+    from worker.lookahead import Ahead
 
 log = logging.getLogger(__name__)
 

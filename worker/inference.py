@@ -21,8 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,6 +31,7 @@ from emotions.constants import PIPELINE_MIN_SLICE
 from emotions.errors import InferenceOOMError
 from worker.batching import BatchPlan, merge, pad, pad_ids, plan_batches
 from worker.device import Forward, MaskFormat, attention_mask, fetch_to_host, is_oom
+from worker.lookahead import Ahead, Lookahead, Prepared
 from worker.pending import ChunkStats, Fetch, Pending
 from worker.tokens import Encode
 
@@ -47,9 +47,6 @@ __all__ = [
     "top1",
 ]
 log = logging.getLogger(__name__)
-Ahead = Callable[[], Sequence[Sequence[str]]]  # the texts of the chunks expected next
-PREFETCH_KEPT = 4  # chunks tokenized ahead and not yet asked for, at most
-Prepared = tuple[list[list[int]], BatchPlan]  # a chunk's (or slice's) token ids and its plan
 
 
 class Graphs(Protocol):
@@ -90,16 +87,6 @@ def labels_for(indices: np.ndarray, labels: Sequence[str]) -> list[str]:
     return [labels[i] for i in indices.tolist()]
 
 
-@dataclass(eq=False)
-class _Ahead:
-    """A chunk tokenized, and perhaps queued on the device, before its task asked for it."""
-
-    key: list[str]
-    prepared: Future[Prepared]
-    queued: Pending | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 class Engine:
     """Labels comments with a loaded tokenizer and model; one per worker process."""
 
@@ -135,9 +122,8 @@ class Engine:
         self.observers: list[Callable[[ChunkStats], None]] = []  # told of each finished chunk
         self._lock = threading.Lock()
         self._tokenizing = threading.Lock()  # HF fast tokenizers are not safe to call twice at once
-        self._prefetched: list[_Ahead] = []  # oldest first
+        self.ahead = Lookahead(self._prepare)  # chunks prepared before they are asked for
         self.run_ahead = False  # queue a prefetched chunk's forwards before waiting (async GPUs)
-        self._pool: ThreadPoolExecutor | None = None
         self.encode: Encode | None = None  # a faster path to the same ids (worker.tokens)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -161,25 +147,20 @@ class Engine:
         return encoded["input_ids"]
 
     def prefetch(self, texts: Sequence[str]) -> None:
-        """Start tokenizing ``texts`` on the tokenizer thread now (unless already started); the
-        :meth:`submit` of an equal list uses the result instead of tokenizing. The last
-        :data:`PREFETCH_KEPT` chunks are kept."""
-        key = texts if isinstance(texts, list) else list(texts)
-        with self._lock:
-            if any(e.key is key for e in self._prefetched):
-                return
-        entry = _Ahead(key, self._executor().submit(self._prepare, key))
-        with self._lock:
-            self._prefetched = [*self._prefetched, entry][-PREFETCH_KEPT:]
+        """Start tokenizing and planning ``texts`` on the tokenizer thread now (unless already
+        started); the :meth:`submit` of an equal list uses the result (:mod:`worker.lookahead`).
+        """
+        self.ahead.prefetch(texts)
 
     def _prepare(self, texts: Sequence[str]) -> Prepared:
         """Tokens and batch plan of ``texts``: what runs on the tokenizer thread. (A plan made
         for graph shapes that were dropped since still runs, eagerly, at the same batches.)"""
         rows = self.tokenize(texts)
+        return rows, self._plan(rows)
+
+    def _plan(self, rows: list[list[int]]) -> BatchPlan:
         shapes = self.graphs.shapes if self.graphs is not None else None
-        return rows, plan_batches(
-            [len(r) for r in rows], self.batch_size, self.token_budget, shapes
-        )
+        return plan_batches([len(r) for r in rows], self.batch_size, self.token_budget, shapes)
 
     def classify(self, texts: Sequence[str]) -> list[str]:
         """Top-1 emotion of each comment, in input order."""
@@ -202,10 +183,10 @@ class Engine:
         GPU starts before the whole chunk is tokenized (at the cost of sorting smaller groups).
         """
         texts = list(texts)
-        entry = self._take_prefetched(texts)
+        entry = self.ahead.take(texts)
         if entry is not None and entry.queued is not None:  # already on the device
             if ahead is not None:
-                self._look_ahead(ahead)
+                self.ahead.look(ahead)
             return entry.queued
         return self._submit(texts, entry.prepared if entry is not None else None, ahead)
 
@@ -229,17 +210,17 @@ class Engine:
             if ready is None:
                 rows = self.tokenize(texts[a:b])
                 mark = stats.lap("tokenize", mark)
-                shapes = self.graphs.shapes if self.graphs is not None else None
-                lengths = [len(r) for r in rows]
-                ready = rows, plan_batches(lengths, self.batch_size, self.token_budget, shapes)
+                ready = rows, self._plan(rows)
                 mark = stats.lap("plan", mark)
             else:
                 mark = stats.lap("tokenize", mark)  # waiting for the tokenizer thread
             rows, plan = ready
             if k + 1 < len(pieces):
-                following = self._executor().submit(self._prepare, texts[slice(*pieces[k + 1])])
+                following = self.ahead.executor().submit(
+                    self._prepare, texts[slice(*pieces[k + 1])]
+                )
             elif ahead is not None:
-                ahead = None if self._look_ahead(ahead) else ahead
+                ahead = None if self.ahead.look(ahead) else ahead
             plans.append(plan)
             for batch, (_, width) in zip(plan.batches, plan.shapes, strict=True):
                 parts += self._dispatch([rows[i] for i in batch], width, stats)
@@ -247,7 +228,7 @@ class Engine:
             mark = stats.lap("dispatch", mark)
             ready = None
         if ahead is not None:
-            self._look_ahead(ahead)
+            self.ahead.look(ahead)
         self.last_plan = merge(plans, [a for a, _ in pieces])
         stats.real_tokens = self.last_plan.real_tokens
         stats.padded_tokens = self.last_plan.padded_tokens
@@ -276,57 +257,11 @@ class Engine:
         for observe in self.observers:
             observe(stats)
 
-    def _look_ahead(self, ahead: Ahead) -> bool:
-        """Prefetch the chunks ``ahead()`` lists; whether it listed any. Only a hint: whatever
-        goes wrong costs the time it would have saved, never the chunk in hand."""
-        try:
-            upcoming = [texts for texts in ahead() if texts]
-            for texts in upcoming:
-                self.prefetch(texts)
-            return bool(upcoming)
-        except Exception as e:
-            log.warning("could not tokenize the next chunk ahead (no harm done): %r", e)
-        return False
-
-    def _take_prefetched(self, texts: list[str]) -> _Ahead | None:
-        """The entry prefetched for ``texts``, taken out (after any dispatch of it in flight)."""
-        with self._lock:
-            found = next((e for e in self._prefetched if e.key is texts or e.key == texts), None)
-            if found is None:
-                return None
-            self._prefetched = [e for e in self._prefetched if e is not found]
-        with found.lock:  # a _queue_ahead of this entry in another thread finishes first
-            return found
-
     def _queue_ahead(self) -> None:
-        """Queue the forwards of the oldest prefetched chunk now, before this chunk's wait, so
-        that the device goes on with it while the host stores this chunk and its task hands
-        over to the next. Its task then finds them queued (or done). Only on an asynchronous
-        device: on a CPU it would run a whole chunk inside another's task. Whatever goes wrong
-        leaves the chunk to run when its task does."""
-        if not self.run_ahead:
-            return
-        with self._lock:
-            entry = next((e for e in self._prefetched if e.queued is None), None)
-        if entry is None or not entry.lock.acquire(blocking=False):
-            return
-        try:
-            with self._lock:
-                if entry not in self._prefetched or entry.queued is not None:
-                    return
-            pending = self._submit(entry.key, entry.prepared, None)
-            pending.stats.dispatched_ahead = 1
-            entry.queued = pending
-        except Exception as e:
-            log.warning("could not queue the next chunk ahead (it runs with its task): %r", e)
-        finally:
-            entry.lock.release()
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="tokenizer")
-            return self._pool
+        """Queue the oldest prefetched chunk's forwards before this chunk's wait. Only on an
+        asynchronous device: on a CPU it would run a whole chunk inside another's task."""
+        if self.run_ahead:
+            self.ahead.queue_oldest(lambda texts, prepared: self._submit(texts, prepared, None))
 
     def _dispatch(self, rows: list[list[int]], width: int, stats: ChunkStats) -> list[torch.Tensor]:
         """Queue one planned batch; on out-of-memory, retry it in halves down to one comment.

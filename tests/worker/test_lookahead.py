@@ -15,7 +15,7 @@ from celery.concurrency import prefork, solo, thread
 
 from emotions.constants import CLASSIFY_TASK, LOOK_AHEAD_CHUNKS
 from tests.worker.test_gpu_path import expected, fake_engine, logits_for
-from worker.inference import PREFETCH_KEPT
+from worker.lookahead import KEPT as PREFETCH_KEPT
 from worker.prefetch import next_chunks, pool_name, prefetch_multiplier
 
 MODEL = "org/model@v1"
@@ -198,7 +198,7 @@ def test_only_the_last_prefetched_chunks_are_kept() -> None:
     chunks = [[chr(70 + k) + str(i) for i in range(3)] for k in range(PREFETCH_KEPT + 2)]
     for texts in chunks:
         eng.prefetch(texts)
-    assert len(eng._prefetched) == PREFETCH_KEPT
+    assert len(eng.ahead) == PREFETCH_KEPT
     oldest, newest = eng.submit(chunks[0]), eng.submit(chunks[-1])
     assert (oldest.stats.tokenized_ahead, newest.stats.tokenized_ahead) == (0, 1)
     assert oldest.indices().tolist() == expected(chunks[0])
