@@ -60,8 +60,10 @@ class Pending:
 
     def indices(self) -> np.ndarray:
         """Top-1 label index of each comment, in input order (the chunk's one sync)."""
-        self.before_wait()
+        # Marked first: the next chunk queued ahead is part of this chunk's time on the host
+        # (its start is measured from here, and nothing of this chunk may fall outside).
         mark = (time.perf_counter(), time.process_time())
+        self.before_wait()
         out = np.zeros(len(self.order), dtype=np.int64)
         if self.result is not None:
             out[self.order] = self.result()
