@@ -24,15 +24,13 @@ IN_PROCESS_POOLS = frozenset({"threads", "solo"})  # pools whose tasks run in th
 
 
 def pool_name(pool_cls: Any) -> str:
-    """``threads``, ``solo``, ``prefork``...: the pool a worker was asked for, from an alias
-    (``-P threads``), a ``module:Class`` path or a class (every Celery pool class is called
-    ``TaskPool``, so its module names it), before Celery resolves it."""
-    if isinstance(pool_cls, str):
-        module, _, alias = pool_cls.rpartition(":")
-    else:
-        module, alias = getattr(pool_cls, "__module__", "") or "", ""
-    name = (module.rpartition(".")[2] if module else alias).lower()
-    return "threads" if name == "thread" else name or "prefork"
+    """``threads``, ``solo``, ``prefork``...: the pool a worker was asked for, resolved as
+    Celery resolves it (an alias from ``-P``, a ``module:Class`` path or a class) and named
+    after its module (every Celery pool class is called ``TaskPool``)."""
+    from celery.concurrency import get_implementation
+
+    module = get_implementation(pool_cls).__module__.rpartition(".")[2]
+    return "threads" if module == "thread" else module
 
 
 def prefetch_multiplier(pool: str, current: int) -> int:

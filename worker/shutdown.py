@@ -138,9 +138,15 @@ class OrderlyStop:
                 request.cancel(consumer.pool, signal="SIGKILL", emit_retry=False)
             except NotImplementedError:  # a threads pool: no job can be killed
                 log.warning("stopping: exiting now, without the thread still running a task")
-                for handler in logging.getLogger().handlers:
-                    handler.flush()
-                os._exit(code)
+                exit_now(code)
+
+
+def exit_now(code: int) -> None:
+    """Leave the process at once with ``code``, its log lines written: for a worker whose
+    tasks run on threads, which neither Celery nor the interpreter's exit can stop."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(code)
 
 
 def stopping() -> bool:

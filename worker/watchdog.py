@@ -15,11 +15,12 @@ systemd, honcho) starts the worker again.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from worker.shutdown import exit_now
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def watch(
     limit: float,
     *,
     running: Callable[[], Iterable[Any]] = running_requests,
-    exit_process: Callable[[int], Any] = os._exit,
+    exit_process: Callable[[int], Any] = exit_now,
     interval: float = CHECK_SECONDS,
     stop: threading.Event | None = None,
 ) -> threading.Thread:
@@ -69,8 +70,6 @@ def watch(
                     getattr(request, "id", "?"),
                     limit,
                 )
-                for handler in logging.getLogger().handlers:
-                    handler.flush()
                 exit_process(1)
                 return
 
