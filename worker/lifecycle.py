@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 from celery import bootsteps
@@ -36,6 +37,7 @@ from emotions.settings import log_settings
 from worker import shutdown
 from worker.celery import app, get_settings
 from worker.prefetch import IN_PROCESS_POOLS, pool_name, prefetch_multiplier
+from worker.shutdown import exit_now
 from worker.watchdog import watch
 
 if TYPE_CHECKING:
@@ -112,12 +114,24 @@ class LoadInProcess(bootsteps.StartStopStep):
         return _serves_inference and pool_name(w.pool_cls) in IN_PROCESS_POOLS
 
     def start(self, w: Any) -> None:
+        limit = get_settings().model_load_timeout
+        # What Celery's worker_proc_alive_timeout does for a prefork child that hangs loading.
+        hung = threading.Timer(limit, _load_hung, (limit,))
+        hung.daemon = True
+        hung.start()
         try:
             holder().load()
             holder().warm_up()
         except Exception as e:
             log.critical("model load failed, stopping the worker: %s", e)
             raise
+        finally:
+            hung.cancel()
+
+
+def _load_hung(limit: float) -> None:
+    log.critical("model load took longer than EMOTIONS_MODEL_LOAD_TIMEOUT=%.0f s; exiting", limit)
+    exit_now(1)
 
 
 app.steps["worker"].add(LoadInProcess)

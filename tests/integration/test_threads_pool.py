@@ -162,3 +162,20 @@ def test_a_threads_worker_that_cannot_load_the_model_stops_with_status_1(
     log = stack.log("broken")
     assert "model load failed, stopping the worker" in log
     assert " ready." not in log  # it never took a message
+
+
+def test_a_threads_worker_whose_model_load_hangs_stops_with_status_1(stack: Stack) -> None:
+    """A prefork child that hangs loading is killed after EMOTIONS_MODEL_LOAD_TIMEOUT by
+    Celery; a threads worker loads in its main process, so it bounds the load itself."""
+    proc = stack.start_worker(
+        "hung",
+        *THREADS,
+        faulty=True,
+        wait=False,
+        FAULT_SLOW_LOAD_SECONDS="120",
+        EMOTIONS_MODEL_LOAD_TIMEOUT="5",
+    )
+    assert proc.wait(timeout=60) == 1, stack.log("hung")
+    log = stack.log("hung")
+    assert "model load took longer than EMOTIONS_MODEL_LOAD_TIMEOUT=5 s" in log, log
+    assert " ready." not in log
