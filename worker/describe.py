@@ -68,8 +68,10 @@ def published() -> dict[str, Any]:
     return json.loads(raw.decode()) if raw else {}
 
 
-class RunsOn(bootsteps.Step):
-    """Adds ``emotions``: how the model runs, to the worker's stats (``inspect stats``)."""
+class RunsOn(bootsteps.StartStopStep):
+    """Adds ``emotions``: how the model runs, to the worker's stats (``inspect stats``). A
+    start-stop step because only those are kept in the worker's steps, whose ``info`` the stats
+    gather."""
 
     def info(self, obj: Any) -> dict[str, Any]:
         return {"emotions": published()}
