@@ -99,7 +99,7 @@ def build_engine(
     shapes = wanted_graph_shapes(settings, max_length)
     factory = graphs or (cuda_graphs if device.type == "cuda" else None)
     if device.type == "cuda":
-        engine.gpu_name = f"{device} ({torch.cuda.get_device_name(device)})"
+        engine.gpu_name = f"GPU {device} ({torch.cuda.get_device_name(device)})"
     engine.about.update(
         device=str(device),
         gpu=engine.gpu_name,

@@ -80,7 +80,7 @@ def as_device_fault(error: BaseException, gpu: str) -> DeviceFaultError | None:
     """The error to raise for ``error`` met on ``gpu`` if it is a device fault, else None."""
     if not is_device_fault(error):
         return None
-    return DeviceFaultError(f"GPU {gpu} failed: {type(error).__name__}: {error}")
+    return DeviceFaultError(f"{gpu} failed: {type(error).__name__}: {error}")
 
 
 def _chunk_key(job: str, index: int) -> int:
