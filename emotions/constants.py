@@ -113,3 +113,5 @@ SELFTEST_GAP: Final = 0.05
 # Label index that a forward returns for a row whose logits are not all finite (relabelled in
 # fp32 on the CPU); never a real label.
 NONFINITE_LABEL: Final = -1
+# Comments of the synthetic corpus that ``python -m worker.check`` times by default.
+CHECK_COMMENTS: Final = 20_000

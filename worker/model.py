@@ -124,6 +124,14 @@ class ModelHolder:
         assert self._engine is not None
         return self._engine
 
+    @property
+    def loaded_engine(self) -> Engine:
+        """The engine once loaded, before or after its warm-up (for a tool that reports on the
+        warm-up and self-test as they happen)."""
+        if self._engine is None:
+            raise RuntimeError("loaded_engine before load()")
+        return self._engine
+
     def load(self) -> None:
         """Load tokenizer and weights: fp32 on the CPU (the self-test's reference, and the
         relabelling of rows whose device logits are not finite), and a copy on the device, in
