@@ -91,3 +91,13 @@ def test_the_driver_version_is_read_from_the_driver(tmp_path: Path) -> None:
     )
     assert check.driver_version(version) == "535.104.05"
     assert check.driver_version(tmp_path / "missing") == "unknown"
+
+
+def test_the_colab_notebook_runs_the_check_once_the_worker_is_up() -> None:
+    import json
+
+    cells = json.loads((ROOT / "examples" / "colab.ipynb").read_text())["cells"]
+    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    worker = next(i for i, s in enumerate(code) if "celery -A worker worker" in s)
+    checks = [i for i, s in enumerate(code) if "python -m worker.check" in s]
+    assert checks and checks[0] > worker
