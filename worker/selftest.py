@@ -23,9 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from emotions.constants import SELFTEST_GAP
 from emotions.errors import ModelLoadError
+from worker.device import Forward
 from worker.inference import Engine
 from worker.reference import Reference
 
@@ -153,23 +155,26 @@ def graphs_off(engine: Engine) -> None:
     engine.about["graphs"] = "off (self-test)"
 
 
-def attention_kernels(
-    name: str, backends: list[torch.nn.attention.SDPBackend]
-) -> Callable[[Engine], None]:
+class KernelForward:
+    """``forward`` run under ``sdpa_kernel(backends)``. Wrapping one again replaces its
+    backends (nested ``sdpa_kernel`` contexts would let the inner one win)."""
+
+    def __init__(self, forward: Forward, backends: list[SDPBackend]) -> None:
+        self.inner: Forward = forward.inner if isinstance(forward, KernelForward) else forward
+        self.backends = backends
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with sdpa_kernel(self.backends):
+            return self.inner(inputs)
+
+
+def attention_kernels(name: str, backends: list[SDPBackend]) -> Callable[[Engine], None]:
     """Step down: run every forward under ``sdpa_kernel(backends)`` (graphs are off by then:
     a captured graph keeps the kernel it was captured with)."""
 
     def apply(engine: Engine) -> None:
-        from torch.nn.attention import sdpa_kernel
-
         graphs_off(engine)
-        inner = engine.forward
-
-        def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-            with sdpa_kernel(backends):
-                return inner(inputs)
-
-        engine.forward = forward
+        engine.forward = KernelForward(engine.forward, backends)
         engine.about["attention"] = name
 
     return apply
@@ -177,8 +182,6 @@ def attention_kernels(
 
 def step_downs(engine: Engine, to_fp32: Callable[[Engine], None] | None) -> list[StepDown]:
     """The steps that change anything on this engine, in order."""
-    from torch.nn.attention import SDPBackend
-
     steps = []
     if graphs_on(engine):
         steps.append(StepDown("CUDA graphs off", graphs_off))

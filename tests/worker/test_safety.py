@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.nn.attention import SDPBackend
 
 from emotions.constants import DEVICE_FAULT_CHUNKS, NONFINITE_LABEL, SELFTEST_GAP
 from emotions.errors import DeviceFaultError, ModelLoadError
@@ -19,7 +20,14 @@ from worker.device import host_gpus, tokenizer_threads
 from worker.graphs import capture_all
 from worker.inference import Engine, flag_nonfinite
 from worker.model import ModelHolder
-from worker.selftest import LONG_COMMENT, compare, sample_texts, self_test, step_downs
+from worker.selftest import (
+    LONG_COMMENT,
+    attention_kernels,
+    compare,
+    sample_texts,
+    self_test,
+    step_downs,
+)
 
 
 def loaded(model: Path) -> ModelHolder:
@@ -207,6 +215,25 @@ def test_the_fp32_step_down_is_last_and_only_off_the_cpu(bert_model: Path) -> No
     assert [s.name for s in steps] == ["math attention kernel", "fp32 on the device"]
     steps[-1].apply(engine)
     assert applied == ["fp32"]
+
+
+def test_a_later_kernel_step_replaces_the_earlier_one(bert_model: Path) -> None:
+    engine = loaded(bert_model).engine
+    seen: list[tuple[bool, bool, bool]] = []
+    inner = engine.forward
+
+    def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        b = torch.backends.cuda
+        seen.append((b.flash_sdp_enabled(), b.mem_efficient_sdp_enabled(), b.math_sdp_enabled()))
+        return inner(inputs)
+
+    engine.forward = forward
+    attention_kernels("no-cudnn", [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])(engine)
+    engine.classify(["a"])
+    attention_kernels("math", [SDPBackend.MATH])(engine)
+    engine.classify(["a"])
+    assert seen == [(True, False, True), (False, False, True)]
+    assert engine.about["attention"] == "math"
 
 
 def test_only_confident_labels_must_agree(bert_model: Path) -> None:
