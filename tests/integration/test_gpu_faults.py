@@ -102,20 +102,27 @@ def test_a_threads_worker_with_a_broken_gpu_hands_back_its_chunks_and_exits(
     stack: Stack,
 ) -> None:
     marker = started_marker(stack)
+    files = {f"t{i}": comments(16, f"t{i}") for i in range(3)}
+    for stem, records in files.items():
+        write_json(stack.input / f"{stem}.json", records)
+    producer = stack.start_producer("--once")
+    chunks = 6  # two per file
+    wait_for(lambda: queue_and_unacked(stack)[0] == chunks, 60, "every chunk to be queued")
     broken = stack.start_worker(
         "broken",
         "-P",
         "threads",
         faulty=True,
+        wait=False,
         FAULT_DEVICE_ERROR="1",
         FAULT_STARTED_DIR=str(marker),
     )
-    files = {f"t{i}": comments(16, f"t{i}") for i in range(3)}
-    for stem, records in files.items():
-        write_json(stack.input / f"{stem}.json", records)
-    producer = stack.start_producer("--once")
     assert broken.wait(timeout=120) == DEVICE_FAULT_EXIT, stack.log("broken")
     assert len(device_faults(marker)) == 1
+    # The chunk in hand and the ones it reserved behind it are all back in the queue at once,
+    # none left unacknowledged until the visibility timeout.
+    assert queue_and_unacked(stack) == (chunks, 0)
+    assert stack.log("broken").count("Task emotions.classify_chunk") >= 2  # it held several
     stack.start_worker("healthy")
     assert producer.wait(timeout=120) == 0, stack.log("producer")
     for stem, records in files.items():
