@@ -11,6 +11,8 @@ sees exactly what a user would: real pool children, real acks, real redelivery.
 - ``FAULT_DEVICE_ERROR``: every forward after the model is ready raises the error a real card
   gives after a device fault (``torch.AcceleratorError``, an illegal memory access), touching
   ``devfault-<pid>-<ns>`` in ``FAULT_STARTED_DIR`` first
+- ``FAULT_DEVICE_STICKS``: with ``FAULT_DEVICE_ERROR``, the GPU stays lost after its first
+  fault (as a card that fell off the bus): a later model load in this worker fails
 - ``FAULT_DEVICE_TEXT``: a forward of a chunk containing this text raises that error, always
 - ``FAULT_NAN_EVERY``: on the device path (the engine's forward, not the fp32 reference), the
   logits of every row whose token count is a multiple of this number become NaN
@@ -57,6 +59,9 @@ _armed = True  # faults strike real chunks, not the warm-up batch of the model l
 
 
 def load(self: ModelHolder) -> None:
+    started = os.environ.get("FAULT_STARTED_DIR")
+    if os.environ.get("FAULT_DEVICE_STICKS") and started and Path(started, "gpu-lost").exists():
+        raise RuntimeError("CUDA error: unknown error (injected: the GPU is lost)")
     if slow := float(os.environ.get("FAULT_SLOW_LOAD_SECONDS", "0")):
         if started := os.environ.get("FAULT_STARTED_DIR"):
             Path(started, f"loading-{os.getpid()}").touch()
@@ -109,6 +114,8 @@ def run(self: Engine, part: list[list[int]], width: int, stats: ChunkStats) -> t
     if _armed and os.environ.get("FAULT_DEVICE_ERROR"):
         if started := os.environ.get("FAULT_STARTED_DIR"):
             Path(started, f"devfault-{os.getpid()}-{time.monotonic_ns()}").touch()
+            if os.environ.get("FAULT_DEVICE_STICKS"):
+                Path(started, "gpu-lost").touch()
         raise device_fault()
     above = os.environ.get("FAULT_OOM_ABOVE")
     if _armed and above is not None and len(part) > int(above):

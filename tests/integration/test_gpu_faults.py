@@ -75,6 +75,22 @@ def test_a_broken_gpu_stops_its_worker_and_every_file_comes_out(stack: Stack) ->
     assert queue_and_unacked(stack) == (0, 0)
 
 
+def test_a_gpu_that_stays_lost_stops_its_worker_at_the_reload(stack: Stack) -> None:
+    marker = started_marker(stack)
+    env = {"FAULT_DEVICE_ERROR": "1", "FAULT_DEVICE_STICKS": "1"}
+    broken = stack.start_worker("broken", faulty=True, FAULT_STARTED_DIR=str(marker), **env)
+    expected = comments(16, "l")
+    write_json(stack.input / "l.json", expected)
+    producer = stack.start_producer("--once")
+    assert broken.wait(timeout=90) == 1, stack.log("broken")
+    assert len(device_faults(marker)) == 1  # one fault, then the fresh child could not load
+    assert "model load failed in pool child" in stack.log("broken")
+    assert queue_and_unacked(stack)[1] == 0
+    stack.start_worker("healthy")
+    assert producer.wait(timeout=90) == 0, stack.log("producer")
+    assert_exactly_once(stack, "l", expected)
+
+
 def test_a_chunk_that_breaks_every_gpu_fails_its_file_after_the_start_limit(
     stack: Stack,
 ) -> None:
