@@ -101,3 +101,12 @@ def test_the_colab_notebook_runs_the_check_once_the_worker_is_up() -> None:
     worker = next(i for i, s in enumerate(code) if "celery -A worker worker" in s)
     checks = [i for i, s in enumerate(code) if "python -m worker.check" in s]
     assert checks and checks[0] > worker
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_check_times_a_gpu_with_cuda_events(bert_model: Path) -> None:
+    done = run_check(bert_model, "--device", "cuda", "--comments", "2000")
+    assert done.returncode == 0, done.stdout + done.stderr
+    busy = next(line for line in done.stdout.splitlines() if line.startswith("gpu busy:"))
+    assert 0.0 < float(busy.split()[2]) <= 1.0
+    assert "MiB" in done.stdout and "VERDICT: OK" in done.stdout

@@ -324,3 +324,25 @@ def test_tokenizer_threads_ignore_cuda_visible_devices(
     monkeypatch.setattr("worker.device.host_gpus", lambda: 8)
     assert tokenizer_threads(0, "cuda:0") == 2
     assert tokenizer_threads(0, "cpu") == 8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="capture needs a CUDA device")
+def test_a_capture_that_raises_drops_every_graph_and_leaves_cuda_usable(bert_model: Path) -> None:
+    from worker.graphs import CudaGraphs
+
+    engine = ModelHolder(load_settings(model=str(bert_model), device="cuda")).engine
+    calls = []
+
+    def step(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        calls.append(ids.shape[1])
+        if torch.cuda.is_current_stream_capturing() and ids.shape[1] == 16:
+            raise RuntimeError("an op that refuses capture")
+        return engine.step(ids, lengths)
+
+    graphs = CudaGraphs(step, {8: 4, 16: 4, 32: 4}, engine.device, engine.pad_id)
+    graphs.capture()
+    assert graphs.failure is not None and "4x16" in graphs.failure
+    assert graphs.shapes == {}
+    assert torch.cuda.current_stream(engine.device) == torch.cuda.default_stream(engine.device)
+    engine.graphs = graphs
+    assert len(engine.classify(["still runs", "eagerly"])) == 2
