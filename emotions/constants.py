@@ -102,3 +102,16 @@ PIPELINE_MIN_SLICE: Final = 128
 LOOK_AHEAD_CHUNKS: Final = 2
 # Tokenizing one chunk stops scaling beyond this many threads.
 TOKENIZER_THREADS_MAX: Final = 8
+# A prefork worker whose GPU faulted on this many different chunks in a row (no chunk finished
+# in between; each fault restarts the pool child) treats its GPU as broken and stops.
+DEVICE_FAULT_CHUNKS: Final = 2
+# Exit status of a pool child (or an in-process worker) that stopped for a device fault.
+DEVICE_FAULT_EXIT: Final = 3
+# Self-test at start (worker/selftest.py): labels of the device path must equal the CPU fp32
+# reference wherever the reference's top-2 logit gap exceeds this.
+SELFTEST_GAP: Final = 0.05
+# Label index that a forward returns for a row whose logits are not all finite (relabelled in
+# fp32 on the CPU); never a real label.
+NONFINITE_LABEL: Final = -1
+# Comments of the synthetic corpus that ``python -m worker.check`` times by default.
+CHECK_COMMENTS: Final = 20_000

@@ -48,3 +48,9 @@ class IncompleteInputError(InputError):
     Usually the file is still being written (a downloader pausing between pages); the producer
     reads it again later and fails it only if it stays cut short, unchanged, for a long time.
     """
+
+
+class DeviceFaultError(EmotionsError):
+    """The GPU failed in a way that sticks to the process (illegal memory access, device-side
+    assert, a cuBLAS/cuDNN execution failure): neither transient nor the chunk's fault. The
+    chunk goes back to its queue and the process holding the broken CUDA context stops."""

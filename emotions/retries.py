@@ -1,7 +1,8 @@
 """The retry policy of the pipeline, in one place.
 
 - **What is retried**: a chunk whose error is not a :class:`~emotions.errors.PermanentError`
-  (CUDA errors, out of memory on a single comment, lost connections, the soft time limit) is
+  (out of memory on a single comment, lost connections, the soft time limit; a GPU fault stops
+  its process instead, :mod:`worker.faults`) is
   retried up to ``EMOTIONS_MAX_RETRIES`` times; then its job fails with a report naming the
   chunk. An assembly that cannot write its output (disk full, folder read-only) is retried
   for as long as its job is queued; the supervisor in the producer fails the job after

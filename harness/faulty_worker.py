@@ -6,7 +6,20 @@ sees exactly what a user would: real pool children, real acks, real redelivery.
 - ``FAULT_SLOW_SECONDS``: sleep this long inside every chunk
 - ``FAULT_SLOW_LOAD_SECONDS``: sleep this long before the pool child loads the model (a
   first start that downloads it), touching ``loading-<pid>`` in ``FAULT_STARTED_DIR`` first
-- ``FAULT_FAIL_TEXT``: a chunk containing this text raises a CUDA-like RuntimeError, always
+- ``FAULT_FAIL_TEXT``: a chunk containing this text raises an ordinary error (not a device
+  fault: it is retried), always
+- ``FAULT_DEVICE_ERROR``: every forward after the model is ready raises the error a real card
+  gives after a device fault (``torch.AcceleratorError``, an illegal memory access), touching
+  ``devfault-<pid>-<ns>`` in ``FAULT_STARTED_DIR`` first
+- ``FAULT_DEVICE_STICKS``: with ``FAULT_DEVICE_ERROR``, the GPU stays lost after its first
+  fault (as a card that fell off the bus): a later model load in this worker fails
+- ``FAULT_DEVICE_TEXT``: a forward of a chunk containing this text raises that error, always
+- ``FAULT_NAN_EVERY``: on the device path (the engine's forward, not the fp32 reference), the
+  logits of every row whose token count is a multiple of this number become NaN
+- ``FAULT_WRONG_ATTENTION``: comma-separated attention paths (``default``, ``math``...) whose
+  device logits are shifted by one label, so the self-test at start sees them disagree
+- ``FAULT_CAPTURE_FAILS``: on a CPU, graphs are "captured" by a stand-in runner
+  (:class:`CpuGraphs`, replays eagerly); the capture of the N-th shape raises
 - ``FAULT_OOM_ABOVE``: a forward pass over more rows than this raises torch.OutOfMemoryError
   (``0``: every pass, down to a single comment)
 - ``FAULT_KILL_TEXT``: a chunk containing this text SIGKILLs the pool child running it, every
@@ -18,6 +31,7 @@ sees exactly what a user would: real pool children, real acks, real redelivery.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -25,14 +39,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
 
+import worker.engine
 from worker.celery import app
+from worker.graphs import capture_all
 from worker.inference import ChunkStats, Engine
 from worker.model import ModelHolder
 
 _submit = Engine.submit
+_logits = Engine.logits
+_build_engine = worker.engine.build_engine
 _run = Engine._run
 _warm_up = ModelHolder.warm_up
 _load = ModelHolder.load
@@ -40,6 +59,9 @@ _armed = True  # faults strike real chunks, not the warm-up batch of the model l
 
 
 def load(self: ModelHolder) -> None:
+    started = os.environ.get("FAULT_STARTED_DIR")
+    if os.environ.get("FAULT_DEVICE_STICKS") and started and Path(started, "gpu-lost").exists():
+        raise RuntimeError("CUDA error: unknown error (injected: the GPU is lost)")
     if slow := float(os.environ.get("FAULT_SLOW_LOAD_SECONDS", "0")):
         if started := os.environ.get("FAULT_STARTED_DIR"):
             Path(started, f"loading-{os.getpid()}").touch()
@@ -62,7 +84,9 @@ def submit(self: Engine, texts: Any, ahead: Any = None) -> Any:
     if started := os.environ.get("FAULT_STARTED_DIR"):
         Path(started, f"{os.getpid()}-{time.monotonic_ns()}").touch()
     if (fail := os.environ.get("FAULT_FAIL_TEXT")) and any(fail in t for t in texts):
-        raise RuntimeError("CUDA error: an illegal memory access was encountered (injected)")
+        raise RuntimeError("injected failure of this chunk")
+    if (poison := os.environ.get("FAULT_DEVICE_TEXT")) and any(poison in t for t in texts):
+        raise device_fault()
     if (kill := os.environ.get("FAULT_KILL_TEXT")) and any(kill in t for t in texts):
         os.kill(os.getpid(), signal.SIGKILL)
     if stuck := float(os.environ.get("FAULT_STUCK_SECONDS", "0")):
@@ -75,7 +99,24 @@ def submit(self: Engine, texts: Any, ahead: Any = None) -> Any:
     return _submit(self, texts, ahead)
 
 
+def device_fault() -> Exception:
+    """What a real card raises after an illegal memory access (torch >= 2.8; a RuntimeError
+    with the same text before)."""
+    kind = getattr(torch, "AcceleratorError", RuntimeError)
+    return kind(
+        "CUDA error: an illegal memory access was encountered\n"
+        "CUDA kernel errors might be asynchronously reported at some other API call, so the "
+        "stacktrace below might be incorrect."
+    )
+
+
 def run(self: Engine, part: list[list[int]], width: int, stats: ChunkStats) -> torch.Tensor:
+    if _armed and os.environ.get("FAULT_DEVICE_ERROR"):
+        if started := os.environ.get("FAULT_STARTED_DIR"):
+            Path(started, f"devfault-{os.getpid()}-{time.monotonic_ns()}").touch()
+            if os.environ.get("FAULT_DEVICE_STICKS"):
+                Path(started, "gpu-lost").touch()
+        raise device_fault()
     above = os.environ.get("FAULT_OOM_ABOVE")
     if _armed and above is not None and len(part) > int(above):
         if started := os.environ.get("FAULT_STARTED_DIR"):
@@ -84,10 +125,64 @@ def run(self: Engine, part: list[list[int]], width: int, stats: ChunkStats) -> t
     return _run(self, part, width, stats)
 
 
+def logits(self: Engine, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    out = _logits(self, ids, lengths)
+    wrong = os.environ.get("FAULT_WRONG_ATTENTION")
+    if wrong and self.about.get("attention", "default") in wrong.split(","):
+        out = out.roll(1, dims=-1)
+    if _armed and (every := int(os.environ.get("FAULT_NAN_EVERY", "0"))):
+        out = out.clone()
+        out[lengths % every == 0] = float("nan")
+    return out
+
+
+class CpuGraphs:
+    """A stand-in for :class:`worker.graphs.CudaGraphs` on a CPU: the same all-or-nothing
+    capture (:func:`worker.graphs.capture_all`), replays run the eager step."""
+
+    def __init__(self, engine: Engine, wanted: dict[int, int]) -> None:
+        self.engine, self.wanted = engine, dict(wanted)
+        self.shapes: dict[int, int] = {}
+        self.device = engine.device
+        self.failure: str | None = None
+
+    def capture(self) -> None:
+        fail_at = int(os.environ.get("FAULT_CAPTURE_FAILS", "0"))
+        count = itertools.count(1)
+
+        def capture_one(rows: int, width: int) -> int:
+            if next(count) == fail_at:
+                raise RuntimeError("operation not permitted when stream is capturing (injected)")
+            return rows
+
+        captured, self.failure = capture_all(self.wanted, capture_one)
+        if self.failure is None:
+            self.shapes = captured
+
+    def run(self, ids: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
+        return self.engine.step(torch.from_numpy(ids), torch.from_numpy(lengths))
+
+    def drop(self) -> None:
+        self.shapes.clear()
+
+
+def build_engine(*args: Any, **kwargs: Any) -> Engine:
+    if os.environ.get("FAULT_CAPTURE_FAILS"):
+        kwargs["graphs"] = CpuGraphs
+    return _build_engine(*args, **kwargs)
+
+
 Engine.submit = submit  # type: ignore[method-assign]
+Engine.logits = logits  # type: ignore[method-assign]
+worker.engine.build_engine = build_engine
 Engine._run = run  # type: ignore[method-assign]
 ModelHolder.warm_up = warm_up  # type: ignore[method-assign]
 ModelHolder.load = load  # type: ignore[method-assign]
 
 if __name__ == "__main__":
-    app.worker_main(sys.argv[1:])
+    # As app.worker_main does, but standalone: click then exits with the worker's status
+    # (worker_main drops it).
+    from celery.bin.celery import celery
+
+    celery.params[0].default = app
+    celery.main(args=sys.argv[1:], prog_name="celery")

@@ -4,7 +4,8 @@ It takes the engine and the job store as arguments, so tests and tools call it w
 Celery. Order matters: the model is checked before the start is counted (a worker holding
 another model hands the chunk back without using up its starts), the start is counted before
 any work (so a chunk that kills its worker every time is noticed), and the labels are stored
-in one script that also says whether this was the file's last chunk.
+in one script that also says whether this was the file's last chunk. A device fault during
+the work is raised as :class:`~emotions.errors.DeviceFaultError` (:mod:`worker.faults`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from emotions.constants import LOST_WORKER_STARTS
 from emotions.errors import ModelMismatchError, PermanentError
 from emotions.jobs import ALREADY, GIVE_UP, GO, SKIP, JobStore
+from worker.faults import as_device_fault, chunk_finished
 
 if TYPE_CHECKING:
     from worker.inference import Engine
@@ -85,8 +87,15 @@ def classify(
         )
         return begun
     started = time.perf_counter()
-    pending = engine.submit(texts, ahead=ahead)
-    indices = pending.indices()
+    try:
+        pending = engine.submit(texts, ahead=ahead)
+        indices = pending.indices()
+    except Exception as e:
+        fault = as_device_fault(e, engine.gpu_name)
+        if fault is None:
+            raise
+        raise fault from e
+    chunk_finished()
     outcome = store.store_part(job, index, indices.tolist(), engine.labels)
     if outcome == LABELS_DIFFER:
         raise PermanentError(
@@ -95,13 +104,14 @@ def classify(
         )
     seconds = time.perf_counter() - started
     log.info(
-        "file=%s chunk=%d records=%d seconds=%.3f rate=%.1f/s ahead=%d%s",
+        "file=%s chunk=%d records=%d seconds=%.3f rate=%.1f/s ahead=%d nonfinite=%d%s",
         name,
         index,
         len(texts),
         seconds,
         len(texts) / max(seconds, 1e-9),
         pending.stats.tokenized_ahead,
+        pending.stats.nonfinite,
         " (job ended; dropped)" if outcome < 0 else "",
     )
     return outcome

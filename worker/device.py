@@ -16,6 +16,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -44,6 +45,7 @@ SYNC_OPS = frozenset(
 )
 # cuBLAS/cuDNN report a failed workspace allocation as a RuntimeError, not an OutOfMemoryError.
 OOM_MESSAGES = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+PROC_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU of the host (the driver's)
 DTYPE_KEYWORD_SINCE = (4, 56)  # transformers renamed torch_dtype to dtype (PR #39782)
 
 
@@ -157,7 +159,7 @@ def fetch_to_host(top1: torch.Tensor) -> Callable[[], np.ndarray]:
         return top1.numpy
     host = torch.empty(top1.shape, dtype=top1.dtype, pin_memory=True)
     host.copy_(top1, non_blocking=True)
-    done = torch.cuda.Event()
+    done = torch.cuda.Event(blocking=True)  # the default busy-waits a core in synchronize()
     done.record(torch.cuda.current_stream(top1.device))  # the labels' device, not device 0
 
     def wait() -> np.ndarray:
@@ -167,17 +169,38 @@ def fetch_to_host(top1: torch.Tensor) -> Callable[[], np.ndarray]:
     return wait
 
 
-def tokenizer_threads(setting: int, device: str) -> int:
+def tokenizer_threads(setting: int, device: str, gpus: int | None = None) -> int:
     """Threads for the tokenizer: the setting, or (0) this worker's share of the host's cores.
 
-    The share is the usable cores divided by the GPUs on the host (one worker per GPU), capped
-    at :data:`TOKENIZER_THREADS_MAX`: tokenizing a chunk does not scale further.
+    The share is the usable cores divided by the GPUs on the host (one worker per GPU; ``gpus``
+    defaults to :func:`host_gpus`), capped at :data:`TOKENIZER_THREADS_MAX`: tokenizing a
+    chunk does not scale further.
     """
     if setting > 0:
         return setting
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpus = torch.cuda.device_count() if device.startswith("cuda") else 1
+    if gpus is None:
+        gpus = host_gpus() if device.startswith("cuda") else 1
     return max(1, min(TOKENIZER_THREADS_MAX, (cores or 1) // max(1, gpus)))
+
+
+def host_gpus(proc_gpus: Path = PROC_GPUS) -> int:
+    """The NVIDIA GPUs of the whole host (0 if none are found), whatever this process sees.
+
+    A deployment pins each worker to its GPU with ``CUDA_VISIBLE_DEVICES``, under which
+    ``torch.cuda.device_count()`` is 1 in every worker; NVML, and the driver's entries under
+    ``/proc/driver/nvidia/gpus`` (one folder per GPU), count them all.
+    """
+    try:
+        count = torch.cuda._raw_device_count_nvml()  # NVML ignores CUDA_VISIBLE_DEVICES
+    except (OSError, AttributeError):  # no libnvidia-ml on this host, or an older torch
+        count = -1
+    if count > 0:
+        return int(count)
+    try:
+        return sum(1 for entry in proc_gpus.iterdir() if entry.is_dir())
+    except OSError:
+        return 0
 
 
 def limit_tokenizer_threads(threads: int) -> None:

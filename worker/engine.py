@@ -98,11 +98,37 @@ def build_engine(
     use_fast_tokenizer(engine)
     shapes = wanted_graph_shapes(settings, max_length)
     factory = graphs or (cuda_graphs if device.type == "cuda" else None)
+    if device.type == "cuda":
+        engine.gpu_name = f"GPU {device} ({torch.cuda.get_device_name(device)})"
+    engine.about.update(
+        device=str(device),
+        gpu=engine.gpu_name,
+        attention="default",
+        mask=fmt,
+        batch_size=settings.rows_per_batch or "auto",
+        token_budget=settings.token_budget,
+        max_length=max_length,
+        tokenizer="rust fast path" if engine.encode is not None else "transformers",
+        graphs=graphs_reason(settings, bool(shapes), factory is not None, fmt),
+    )
     if shapes and factory is not None and fmt == "2d":
         log.warning("CUDA graphs off: a forward that waits for the GPU cannot be captured")
     elif shapes and factory is not None:
         engine.graphs = factory(engine, shapes)
     return engine
+
+
+def graphs_reason(settings: Settings, shapes: bool, runner: bool, fmt: str) -> str:
+    """Graphs on or off, and why, as the start-up line says it."""
+    if not settings.cuda_graphs:
+        return "off (EMOTIONS_CUDA_GRAPHS=false)"
+    if not shapes:
+        return f"off (batches larger than {GRAPH_MAX_ROWS} rows or auto need none)"
+    if not runner:
+        return "off (not on CUDA)"
+    if fmt == "2d":
+        return "off (the 2D mask makes every forward wait for the GPU)"
+    return "on (not captured yet)"
 
 
 def use_fast_tokenizer(engine: Engine) -> None:
@@ -132,6 +158,11 @@ def warm_up(engine: Engine) -> None:
     from worker.graphs import verify
 
     graphs.capture()
+    failure = getattr(graphs, "failure", None)
+    if failure:
+        log.warning("CUDA graphs off, running eagerly: %s", failure)
+        engine.about["graphs"] = f"off ({failure})"
+        return
     compared, wrong = verify(graphs, engine.logits, engine.tokenize(WARM_UP_TEXTS), engine.pad_id)
     if wrong:
         log.warning(
@@ -141,6 +172,8 @@ def warm_up(engine: Engine) -> None:
             compared,
         )
         graphs.drop()
+        engine.about["graphs"] = f"off ({wrong} labels differed from eager)"
         return
     log.info("CUDA graphs match eager on %d sample rows", compared)
+    engine.about["graphs"] = f"on ({len(graphs.shapes)} shapes)"
     engine.classify(list(WARM_UP_TEXTS))  # the first replays, untimed

@@ -11,8 +11,12 @@ attention mask), and the mask is computed inside the graph from the row lengths,
 copied into the graph's input buffers with the token ids before each replay.
 
 Captured at warm-up, on CUDA only; then checked against the eager forward on sample comments
-(:func:`disagreements`), and dropped with a warning if a confident label differs. A shape that
-cannot be captured (out of memory, an op that refuses capture) runs eagerly.
+(:func:`disagreements`), and dropped with a warning if a confident label differs. A capture
+that fails (out of memory, an op that refuses capture) drops every graph: an exception inside
+``torch.cuda.graph`` can leave the thread on the capture stream and the allocator in a capture
+state, so nothing captured after it (or with it, in the same pool) is trusted. The device is
+synchronized, the thread put back on its default stream, and the worker runs eagerly
+(:attr:`CudaGraphs.failure` says why).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +35,7 @@ from worker.batching import pad_ids
 from worker.inference import Graphs
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (ids, lengths) -> top-1
 
 
@@ -53,30 +58,32 @@ class CudaGraphs:
         self.pad_id = pad_id
         self._graphs: dict[int, _Captured] = {}
         self._lock = threading.Lock()  # one replay at a time: the buffers are shared
+        self.failure: str | None = None  # why capture failed (every graph dropped)
 
     def capture(self) -> None:
-        """Capture every wanted shape, widest first, all in one memory pool.
+        """Capture every wanted shape, widest first, all in one memory pool; all or none.
 
         One pool is safe because replays never overlap (one stream, one at a time) and every
         graph's input and output buffers stay allocated, so no capture reuses them.
         """
         with torch.cuda.device(self.device):  # capture streams and pool on the engine's GPU
             pool = torch.cuda.graph_pool_handle()
-            for width in sorted(self.wanted, reverse=True):
-                self._capture_logged(self.wanted[width], width, pool)
+            captured, self.failure = capture_all(
+                self.wanted, lambda rows, width: self._capture(rows, width, pool)
+            )
+            if self.failure is not None:
+                for done in captured.values():
+                    done.graph.reset()
+                torch.cuda.set_stream(torch.cuda.default_stream(self.device))
+                torch.cuda.synchronize(self.device)
+                return
+        self._graphs = captured
+        self.shapes = {width: self.wanted[width] for width in captured}
         log.info(
             "CUDA graphs captured for %d shapes (rows x width): %s",
             len(self.shapes),
             ", ".join(f"{r}x{w}" for w, r in sorted(self.shapes.items())),
         )
-
-    def _capture_logged(self, rows: int, width: int, pool: Any) -> None:
-        try:
-            self._graphs[width] = self._capture(rows, width, pool)
-        except Exception as e:  # out of memory, or an op that cannot be captured
-            log.warning("CUDA graph %dx%d not captured, runs eagerly: %s", rows, width, e)
-            return
-        self.shapes[width] = rows
 
     def _capture(self, rows: int, width: int, pool: Any) -> _Captured:
         ids = torch.full((rows, width), self.pad_id, dtype=torch.long, device=self.device)
@@ -107,6 +114,20 @@ class CudaGraphs:
         """Forget every graph: the engine runs eagerly from now on."""
         self.shapes.clear()
         self._graphs.clear()
+
+
+def capture_all(
+    wanted: dict[int, int], capture: Callable[[int, int], T]
+) -> tuple[dict[int, T], str | None]:
+    """``capture(rows, width)`` of every wanted shape, widest first: ``(captured, None)``, or
+    at the first failure ``(captured so far, why)`` (the caller drops them all)."""
+    captured: dict[int, T] = {}
+    for width in sorted(wanted, reverse=True):
+        try:
+            captured[width] = capture(wanted[width], width)
+        except Exception as e:  # out of memory, or an op that cannot be captured
+            return captured, f"capture of {wanted[width]}x{width} failed: {type(e).__name__}: {e}"
+    return captured, None
 
 
 def disagreements(eager_logits: torch.Tensor, graph_top1: torch.Tensor, min_gap: float) -> int:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from emotions.constants import PIPELINE_MIN_SLICE
+from emotions.constants import NONFINITE_LABEL, PIPELINE_MIN_SLICE
 from emotions.errors import InferenceOOMError
 from worker.batching import BatchPlan, merge, pad, pad_ids, plan_batches
 from worker.device import Forward, MaskFormat, attention_mask, fetch_to_host, is_oom
@@ -81,6 +81,14 @@ def top1(scores: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return torch.argmax(logits.float().masked_fill(scores < best, float("-inf")), dim=-1)
 
 
+def flag_nonfinite(indices: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``indices`` with :data:`~emotions.constants.NONFINITE_LABEL` in every row whose logits
+    are not all finite: computed on the device, so the flag reaches the host with the labels,
+    in the chunk's one copy, at no extra wait (``argmax`` would give such a row a label)."""
+    finite = torch.isfinite(logits).all(dim=-1)
+    return torch.where(finite, indices, torch.full_like(indices, NONFINITE_LABEL))
+
+
 def labels_for(indices: np.ndarray, labels: Sequence[str]) -> list[str]:
     """Map label indexes to names from the model config, unchanged: no filtering,
     no renaming."""
@@ -125,6 +133,10 @@ class Engine:
         self.ahead = Lookahead(self._prepare)  # chunks prepared before they are asked for
         self.run_ahead = False  # queue a prefetched chunk's forwards before waiting (async GPUs)
         self.encode: Encode | None = None  # a faster path to the same ids (worker.tokens)
+        # Relabels rows whose logits were not finite (worker.reference.Reference.indices).
+        self.relabel: Callable[[list[list[int]]], np.ndarray] | None = None
+        self.gpu_name = "CPU" if device.type == "cpu" else str(device)  # named in fault reports
+        self.about: dict[str, Any] = {}  # how this engine runs (worker.describe)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of every comment, truncated to the model's maximum, in one fast call."""
@@ -237,7 +249,25 @@ class Engine:
         if parts:
             with torch.inference_mode():
                 result = self.fetch(torch.cat(parts) if len(parts) > 1 else parts[0])
-        return Pending(order, result, stats, self._account, self._queue_ahead)
+        return Pending(
+            order,
+            result,
+            stats,
+            self._account,
+            self._queue_ahead,
+            lambda out: self._relabel_nonfinite(texts, out, stats),
+        )
+
+    def _relabel_nonfinite(self, texts: list[str], out: np.ndarray, stats: ChunkStats) -> None:
+        """Give the rows flagged as not finite their fp32 labels (:attr:`relabel`), in place."""
+        bad = np.flatnonzero(out == NONFINITE_LABEL)
+        if not len(bad):
+            return
+        stats.nonfinite = len(bad)
+        if self.relabel is None:
+            raise RuntimeError(f"{len(bad)} rows had non-finite logits and no fp32 path is set")
+        log.warning("%d of %d rows had non-finite logits: relabelled in fp32", len(bad), len(out))
+        out[bad] = self.relabel(self.tokenize([texts[i] for i in bad]))
 
     def logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The model's logits for device tensors of token ids and row lengths."""
@@ -246,10 +276,11 @@ class Engine:
             return self.forward({"input_ids": ids, "attention_mask": mask})
 
     def step(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """One forward on device tensors: mask, logits, top-1. What CUDA graphs capture."""
+        """One forward on device tensors: mask, logits, top-1 (flagged where the logits are
+        not finite). What CUDA graphs capture."""
         with torch.inference_mode():
             logits = self.logits(ids, lengths)
-            return top1(scores_from_logits(logits), logits)
+            return flag_nonfinite(top1(scores_from_logits(logits), logits), logits)
 
     def _account(self, stats: ChunkStats) -> None:
         with self._lock:

@@ -36,6 +36,7 @@ from emotions.constants import INFERENCE_QUEUE
 from emotions.settings import log_settings
 from worker import shutdown
 from worker.celery import app, get_settings
+from worker.describe import RunsOn
 from worker.prefetch import IN_PROCESS_POOLS, pool_name, prefetch_multiplier
 from worker.shutdown import exit_now
 from worker.watchdog import watch
@@ -51,6 +52,8 @@ _looks_ahead = False  # a threads pool: the chunks received behind the running o
 # Set by a pool child whose model load failed; shared memory created before the fork, so the
 # main process can exit non-zero (a supervisor then sees a failure, not a clean stop).
 _child_failed = multiprocessing.Value("b", 0)
+_in_pool_child = False  # set in a prefork pool child once it starts
+_worker: Any = None  # the WorkController of this worker (main process)
 
 
 def holder() -> ModelHolder:
@@ -83,7 +86,8 @@ def _preflight(sender: Any = None, **_: Any) -> None:
     A threads pool also reserves the next chunks while it runs one (:mod:`worker.prefetch`);
     a pool that never forks loads the model in :class:`LoadInProcess`.
     """
-    global _serves_inference, _looks_ahead
+    global _serves_inference, _looks_ahead, _worker
+    _worker = sender
     try:
         settings = get_settings()
         _serves_inference = _consumes_inference(sender)
@@ -135,12 +139,15 @@ def _load_hung(limit: float) -> None:
 
 
 app.steps["worker"].add(LoadInProcess)
+app.steps["worker"].add(RunsOn)
 
 
 @worker_process_init.connect
 def _load_model(**_: Any) -> None:
     """Pool child: load and warm the model once; it then serves every chunk of this child."""
+    global _in_pool_child
     shutdown.leave_process_group()  # first: a stop signal for the worker must not kill it
+    _in_pool_child = True
     if not _serves_inference:
         return
     try:
@@ -148,9 +155,27 @@ def _load_model(**_: Any) -> None:
         holder().warm_up()
     except Exception as e:
         log.critical("model load failed in pool child %d, stopping the worker: %s", os.getpid(), e)
-        _child_failed.value = 1
-        os.kill(os.getppid(), signal.SIGTERM)  # a stop; its exit status is then 1
+        stop_worker_from_child()
         os._exit(1)
+
+
+def in_pool_child() -> bool:
+    """Whether this process is a prefork pool child (whose death the pool sees and repairs)."""
+    return _in_pool_child
+
+
+def stop_worker_from_child() -> None:
+    """Pool child: ask the worker's main process to stop, with exit status 1."""
+    _child_failed.value = 1
+    os.kill(os.getppid(), signal.SIGTERM)  # a stop (worker.shutdown); its exit status is then 1
+
+
+def hand_back_unacked() -> None:
+    """Main process: push every unacknowledged message (the chunks in hand and reserved) back
+    onto its queue now, before the process leaves without Celery's shutdown."""
+    consumer = getattr(_worker, "consumer", None)
+    if consumer is not None and consumer.task_consumer is not None:
+        shutdown.restore_unacked(consumer)
 
 
 @worker_shutdown.connect

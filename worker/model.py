@@ -9,6 +9,7 @@ that cannot work stops at once instead of restarting a failing child forever.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -102,6 +103,8 @@ class ModelHolder:
         self.state = State.EMPTY
         self._engine: Engine | None = None
         self._loading = threading.Lock()
+        self.model: Any = None  # the model on the device
+        self.reference: Any = None  # worker.reference.Reference: fp32 on the CPU
 
     @property
     def ready(self) -> bool:
@@ -121,12 +124,23 @@ class ModelHolder:
         assert self._engine is not None
         return self._engine
 
+    @property
+    def loaded_engine(self) -> Engine:
+        """The engine once loaded, before or after its warm-up (for a tool that reports on the
+        warm-up and self-test as they happen)."""
+        if self._engine is None:
+            raise RuntimeError("loaded_engine before load()")
+        return self._engine
+
     def load(self) -> None:
-        """Load tokenizer and weights onto the device; fp16 and SDPA attention on CUDA."""
+        """Load tokenizer and weights: fp32 on the CPU (the self-test's reference, and the
+        relabelling of rows whose device logits are not finite), and a copy on the device, in
+        fp16 with SDPA attention on CUDA (the CPU worker uses the fp32 model itself)."""
         import torch
 
         from worker.device import limit_tokenizer_threads, tokenizer_threads
         from worker.engine import build_engine
+        from worker.reference import Reference
 
         check_device(self.settings.device)
         device = torch.device(self.settings.device)
@@ -134,17 +148,28 @@ class ModelHolder:
         limit_tokenizer_threads(threads)  # before the first tokenization of this process
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         name = self.settings.model
-        tokenizer, model = load_pretrained(name, dtype)
-        _check_vocabulary(tokenizer, model.config, name)
-        model.to(device).eval()
+        tokenizer, reference = load_pretrained(name, torch.float32)
+        _check_vocabulary(tokenizer, reference.config, name)
+        reference.eval()
+        model = reference if device.type == "cpu" else copy.deepcopy(reference)
+        model.to(device=device, dtype=dtype).eval()
         labels = check_config(model.config, name)
         max_length = self.settings.max_length or _model_max_length(tokenizer, model.config)
 
         def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
             return model(**inputs).logits
 
+        def forward_fp32(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+            return reference(**inputs).logits
+
         self.model = model
-        self._engine = build_engine(self.settings, tokenizer, forward, labels, device, max_length)
+        engine = build_engine(self.settings, tokenizer, forward, labels, device, max_length)
+        self.reference = Reference(forward_fp32, engine.pad_id)
+        engine.relabel = self.reference.indices
+        engine.about.update(
+            model=name, dtype=str(dtype).removeprefix("torch."), tokenizer_threads=threads
+        )
+        self._engine = engine
         self.state = State.LOADED
         log.info(
             "model %s loaded on %s (%s, max_length=%d, tokenizer threads=%d)",
@@ -155,15 +180,30 @@ class ModelHolder:
             threads,
         )
 
+    def to_fp32(self, engine: Engine) -> None:
+        """Self-test step-down: the device model in float32 from now on (graphs are off)."""
+        import torch
+
+        engine.graphs = None
+        self.model.to(dtype=torch.float32)
+        engine.about.update(dtype="float32", graphs="off (fp32 step-down)")
+
     def warm_up(self) -> None:
         """Run every kind of batch once (and capture CUDA graphs), so the first real chunk meets
-        no cold code path: lazy initialisation, allocator pools, maximum-length inputs."""
+        no cold code path: lazy initialisation, allocator pools, maximum-length inputs. Then
+        check the labels against fp32 (:mod:`worker.selftest`), stepping down if need be, and
+        say in one line how the worker runs (:mod:`worker.describe`)."""
+        from worker.describe import announce
         from worker.engine import warm_up
+        from worker.selftest import self_test, step_downs
 
         if self.state is State.EMPTY:
             raise RuntimeError("warm_up() before load()")
         assert self._engine is not None
         warm_up(self._engine)
+        fp32 = self.to_fp32 if self._engine.device.type != "cpu" else None
+        self_test(self._engine, self.reference, step_downs(self._engine, fp32))
+        announce(self._engine)
         self.state = State.READY
 
 

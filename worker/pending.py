@@ -25,6 +25,7 @@ class ChunkStats:
     forwards: int = 0
     graph_forwards: int = 0
     oom_splits: int = 0
+    nonfinite: int = 0  # rows whose logits were not finite, relabelled in fp32
     tokenized_ahead: int = 0  # chunks whose tokens were ready when they arrived
     dispatched_ahead: int = 0  # chunks whose forwards were queued before they arrived
     tokenize_s: float = 0.0
@@ -57,6 +58,7 @@ class Pending:
     stats: ChunkStats
     on_done: Callable[[ChunkStats], None] = field(default=lambda _: None)
     before_wait: Callable[[], None] = field(default=lambda: None)  # queue more work first
+    repair: Callable[[np.ndarray], None] = field(default=lambda _: None)  # fix flagged rows
 
     def indices(self) -> np.ndarray:
         """Top-1 label index of each comment, in input order (the chunk's one sync)."""
@@ -68,5 +70,6 @@ class Pending:
         if self.result is not None:
             out[self.order] = self.result()
         self.stats.lap("wait", mark)
+        self.repair(out)
         self.on_done(self.stats)
         return out

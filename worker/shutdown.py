@@ -36,7 +36,7 @@ import signal
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from celery.platforms import EX_FAILURE, EX_OK
 from celery.worker import state
@@ -124,11 +124,7 @@ class OrderlyStop:
             log.warning("stopping: handing %d unfinished task(s) back to the queue", len(running))
         if waiting > 0:
             log.info("stopping: handing %d task(s) not started yet back to the queue", waiting)
-        try:
-            # First, so that even a SIGKILL of this process right after leaves them queued.
-            consumer.task_consumer.channel.qos.restore_unacked()
-        except Exception as e:  # the broker is gone: it redelivers after the visibility timeout
-            log.warning("stopping: could not hand tasks back now (%s)", e)
+        restore_unacked(consumer)  # first: even a SIGKILL right after leaves them queued
         # A closed pool starts no replacement child (with a model to load) for the one killed
         # below. SIGKILL because a child deep in tokenizers or torch would not run a Python
         # SIGTERM handler for seconds. Cancelled requests are neither acknowledged nor rejected.
@@ -141,7 +137,16 @@ class OrderlyStop:
                 exit_now(code)
 
 
-def exit_now(code: int) -> None:
+def restore_unacked(consumer: Any) -> None:
+    """Push every message this worker holds unacknowledged back onto its queue (kombu's Redis
+    transport keeps them aside until then, or until the visibility timeout)."""
+    try:
+        consumer.task_consumer.channel.qos.restore_unacked()
+    except Exception as e:  # the broker is gone: it redelivers after the visibility timeout
+        log.warning("could not hand tasks back now (%s)", e)
+
+
+def exit_now(code: int) -> NoReturn:
     """Leave the process at once with ``code``, its log lines written: for a worker whose
     tasks run on threads, which neither Celery nor the interpreter's exit can stop."""
     for handler in logging.getLogger().handlers:

@@ -23,7 +23,12 @@ from celery import Task
 from celery.exceptions import Reject
 
 from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE
-from emotions.errors import ModelMismatchError, OutputWriteError, PermanentError
+from emotions.errors import (
+    DeviceFaultError,
+    ModelMismatchError,
+    OutputWriteError,
+    PermanentError,
+)
 from emotions.jobs import JobStore, connect
 from emotions.messages import send_assembly
 from emotions.modelid import model_identity
@@ -32,6 +37,7 @@ from worker import shutdown
 from worker.assembly import assemble
 from worker.celery import app, get_settings
 from worker.chunk import ASSEMBLE, check_model, classify
+from worker.faults import stop_for_device_fault
 from worker.lifecycle import holder, looks_ahead
 from worker.prefetch import next_chunks
 
@@ -104,6 +110,8 @@ def classify_chunk(
         )
     except ModelMismatchError as e:
         hand_back(self, e)
+    except DeviceFaultError as e:  # the GPU broke: the chunk goes back, this process stops
+        stop_for_device_fault(e, job=job, index=index, name=name)
     except PermanentError:
         raise
     except Exception as e:
