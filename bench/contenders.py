@@ -78,7 +78,7 @@ def load_hf(model_dir: Path, device: torch.device) -> tuple[Any, Any]:
 
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    kwargs = {dtype_keyword(transformers.__version__): dtype}
+    kwargs: dict[str, Any] = {dtype_keyword(transformers.__version__): dtype}
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
     return tokenizer, model.to(device).eval()
 
@@ -217,7 +217,7 @@ def fp32_agreement(
 
     from worker.device import dtype_keyword
 
-    kwargs = {dtype_keyword(transformers.__version__): torch.float32}
+    kwargs: dict[str, Any] = {dtype_keyword(transformers.__version__): torch.float32}
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kwargs)
     model = model.to(device).eval()
     tops, gaps = [], []
