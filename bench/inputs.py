@@ -9,7 +9,9 @@ Each writer returns the number of comments written (a Data API thread holds its 
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,14 +26,20 @@ API_PAGE: Final = 100  # commentThreads.list returns at most 100 threads per pag
 REPLY_EVERY: Final = 7  # one thread in seven carries a reply
 
 
+def _token(i: int, salt: bytes, size: int) -> str:
+    """A YouTube-like id: ``size`` URL-safe base64 characters, a pure function of ``i``."""
+    digest = hashlib.blake2b(i.to_bytes(8, "little"), digest_size=size, person=salt).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:size]
+
+
 def _downloader(i: int, text: str) -> dict[str, Any]:
     """One comment as youtube-comment-downloader writes it (its eleven keys, in its order)."""
     return {
-        "cid": f"Ugw{i:020d}AaABAg",
+        "cid": f"Ugw{_token(i, b'cid', 20)}4AaABAg",
         "text": text,
         "time": "2 years ago",
         "author": f"@user-{i % 9973:04d}",
-        "channel": f"UC{i % 7919:022d}",
+        "channel": f"UC{_token(i % 7919, b'channel', 22)}",
         "votes": str(i % 1000),
         "replies": str(i % 7),
         "photo": "https://yt3.ggpht.com/ytc/AIdro_k-placeholder=s88-c-k-c0x00ffffff-no-rj",
@@ -48,14 +56,14 @@ def _api_comment(cid: str, text: str, i: int) -> dict[str, Any]:
         "etag": f"etag{i:012d}",
         "id": cid,
         "snippet": {
-            "channelId": "UCchannel000000000000000",
+            "channelId": "UCuAXFkgsw1L7xaCfnd5JJOw",
             "videoId": "dQw4w9WgXcQ",
             "textDisplay": text,
             "textOriginal": text,
             "authorDisplayName": f"@user-{i % 9973:04d}",
             "authorProfileImageUrl": "https://yt3.ggpht.com/ytc/placeholder=s48-c-k-c0x00ffffff",
             "authorChannelUrl": f"http://www.youtube.com/@user-{i % 9973:04d}",
-            "authorChannelId": {"value": f"UC{i % 7919:022d}"},
+            "authorChannelId": {"value": f"UC{_token(i % 7919, b'channel', 22)}"},
             "canRate": True,
             "viewerRating": "none",
             "likeCount": i % 1000,
@@ -99,13 +107,13 @@ def _threads(n: int, seed: int) -> Iterator[dict[str, Any]]:
     texts = comments(n, seed)
     i = 0
     for text in texts:
-        top = _api_comment(f"Ugz{i:020d}4AaABAg", text, i)
+        top = _api_comment(f"Ugz{_token(i, b'cid', 20)}4AaABAg", text, i)
         thread: dict[str, Any] = {
             "kind": "youtube#commentThread",
-            "etag": f"thread{i:012d}",
+            "etag": _token(i, b"thread", 27),
             "id": top["id"],
             "snippet": {
-                "channelId": "UCchannel000000000000000",
+                "channelId": "UCuAXFkgsw1L7xaCfnd5JJOw",
                 "videoId": "dQw4w9WgXcQ",
                 "topLevelComment": top,
                 "canReply": True,
@@ -116,7 +124,7 @@ def _threads(n: int, seed: int) -> Iterator[dict[str, Any]]:
         i += 1
         if i % REPLY_EVERY == 0 and i < n:
             reply_text = next(texts)
-            reply = _api_comment(f"{top['id']}.reply{i:08d}", reply_text, i)
+            reply = _api_comment(f"{top['id']}.{_token(i, b'reply', 22)}", reply_text, i)
             thread["snippet"]["totalReplyCount"] = 1
             thread["replies"] = {"comments": [reply]}
             i += 1

@@ -13,12 +13,17 @@ from collections.abc import Iterable, Iterator
 from emotions.formats import Record
 
 
+def utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8; ``str.isascii`` is a flag check, so ASCII costs no encoding."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def chunks(records: Iterable[Record], size: int, max_bytes: int) -> Iterator[list[Record]]:
     """Consecutive lists of at most ``size`` records and about ``max_bytes`` of text."""
     batch: list[Record] = []
     used = 0
     for record in records:
-        cost = len(record.comment.encode("utf-8", "surrogatepass"))
+        cost = utf8_length(record.comment)
         if batch and (len(batch) >= size or used + cost > max_bytes):
             yield batch
             batch, used = [], 0

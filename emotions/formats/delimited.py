@@ -13,11 +13,11 @@ header and no line break after it.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import re
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from emotions.errors import IncompleteInputError, InputError, InputTooLargeError
 from emotions.formats.detect import STILL_WRITING, not_utf8_error
@@ -86,26 +86,33 @@ def _allow_long_fields(max_comment_chars: int) -> None:
         csv.field_size_limit(max_comment_chars + 1)
 
 
-def _first_bad_line(path: Path) -> InputError:
-    """The InputError for a file that failed to decode, naming its first non-UTF-8 line."""
-    with path.open("rb") as stream:
+def _first_bad_line(stream: BinaryIO, name: str) -> InputError:
+    """The InputError for a stream that failed to decode, naming its first non-UTF-8 line
+    (read again from the start where the stream can seek)."""
+    if stream.seekable():
+        stream.seek(0)
         for number, line in enumerate(stream, start=1):
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as e:
-                return not_utf8_error(path.name, line, e, first_line=number)
-    return InputError(f"{path.name}: not UTF-8 text: is this a comment file?")
+                return not_utf8_error(name, line, e, first_line=number)
+    return InputError(f"{name}: not UTF-8 text: is this a comment file?")
 
 
-def csv_records(path: Path, maker: RecordMaker) -> Iterator[Record]:
-    """Yield every comment of a CSV file in order; the header names the id and text columns."""
+def csv_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[Record]:
+    """Yield every comment of a CSV stream in order; the header names the id and text columns.
+
+    The text layer is detached, not closed, at the end: the caller owns the stream (and may
+    read on, to hash the rest of the file).
+    """
     _allow_long_fields(maker.max_comment_chars)
-    name = path.name
-    with path.open(encoding="utf-8-sig", newline="") as stream:
-        try:
-            yield from _rows(name, stream, maker)
-        except UnicodeDecodeError as e:
-            raise _first_bad_line(path) from e
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    try:
+        yield from _rows(name, text, maker)
+    except UnicodeDecodeError as e:
+        raise _first_bad_line(stream, name) from e
+    finally:
+        text.detach()
 
 
 def _rows(name: str, stream: Iterator[str], maker: RecordMaker) -> Iterator[Record]:

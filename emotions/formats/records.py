@@ -8,11 +8,8 @@ exactly the same records (the output is joined with the embeddings pipeline by `
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, NamedTuple
-
-import orjson
 
 from emotions.errors import InputError, InputTooLargeError
 
@@ -28,26 +25,29 @@ _KINDS: Final = (
     (dict, "an object"),
 )
 
-# A run of 19 digits may be an integer beyond 64 bits (2**63 has 19 digits).
-_LONG_INTEGER: Final = re.compile(rb"[0-9]{19}")
+# What orjson may have parsed inexactly: it turns an integer beyond 64 bits into a float, and
+# an id can be an array or object holding one. Only ids and texts matter (other fields are not
+# kept), and such values are rare, so a record holding one is parsed again (exact_loads).
+_MAYBE_INEXACT: Final = (float, list, dict)
+
+
+class InexactNumber(Exception):
+    """A record's id or text may have lost digits in orjson: parse its source again exactly.
+
+    orjson silently turns an integer beyond 64 bits into a float, and an id is a join key: a
+    comment id ``12345678901234567890123`` must come out as it went in, not as
+    ``1.2345678901234568e22``. Checking each record's two values is far cheaper than scanning
+    every input byte for long runs of digits (which ids and URLs inside strings are full of).
+    """
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def loads(raw: bytes | memoryview) -> Any:
-    """Parse JSON like orjson, except that integers beyond 64 bits stay exact integers.
-
-    orjson silently turns such an integer into a float, and an id is a join key: a comment id
-    ``12345678901234567890123`` must come out as it went in, not as ``1.2345678901234568e22``.
-    Documents with a long run of digits anywhere are therefore parsed again with the standard
-    library, which keeps integers exact (rarely: a few per cent slower on such files only).
-    """
-    value = orjson.loads(raw)
-    if _LONG_INTEGER.search(raw):
-        return json.loads(bytes(raw), parse_constant=_refuse_constant)
-    return value
+def exact_loads(raw: bytes | memoryview) -> Any:
+    """Parse JSON keeping every integer exact (the standard library; slower than orjson)."""
+    return json.loads(bytes(raw), parse_constant=_refuse_constant)
 
 
 # Where a record sits, for error messages only: rendered lazily, because a file can hold a
@@ -149,9 +149,23 @@ class RecordMaker:
     def __init__(self, max_comment_chars: int) -> None:
         self.max_comment_chars = max_comment_chars
         self.position = 0
+        self.exact = False  # True: values come from exact_loads, floats are really floats
+
+    def exactly(self, make: Callable[[], Iterable[Record]], position: int) -> list[Record]:
+        """Records made again from an exact parse, numbered from ``position`` on."""
+        self.position, self.exact = position, True
+        try:
+            return list(make())
+        finally:
+            self.exact = False
 
     def make(self, id_value: Any, text: Any, where: Where, field: str = "text") -> Record:
-        """A record from an id (``None``: use the position) and a raw text value."""
+        """A record from an id (``None``: use the position) and a raw text value.
+
+        Raises :class:`InexactNumber` for an id or text that orjson may have parsed inexactly.
+        """
+        if not self.exact and (type(text) is float or type(id_value) in _MAYBE_INEXACT):
+            raise InexactNumber
         comment = as_text(text, where, field)
         if len(comment) > self.max_comment_chars:
             named = "" if id_value is None else f" (id {shorten(repr(id_value))})"
