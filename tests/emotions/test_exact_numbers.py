@@ -52,7 +52,7 @@ def test_a_big_integer_text_is_its_exact_decimal_string(tmp_path: Path) -> None:
 
 
 def test_json_array_with_a_big_id_in_the_middle_gives_every_record_once(tmp_path: Path) -> None:
-    document = [{"id": f"c{i}", "comment": f"t{i}"} for i in range(50)]
+    document: list[dict[str, Any]] = [{"id": f"c{i}", "comment": f"t{i}"} for i in range(50)]
     document[30] = {"id": BIG, "comment": "big"}
     document.append({"comment": "no id: its position"})
     path = tmp_path / "a.json"
