@@ -9,7 +9,7 @@ a file still being written, not a malformed one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any, BinaryIO, Final
 
@@ -84,14 +84,12 @@ def ends_early(error: orjson.JSONDecodeError, length: int) -> bool:
 def value_records(document: Any, maker: RecordMaker, where: At) -> Iterator[Record]:
     """The comments of a whole document, whichever known shape it has."""
     if isinstance(document, list):
-        for index, element in enumerate(document):
-            yield from element_records(element, maker, where.numbered("record", index))
+        yield from _elements(document, maker, lambda i: where.numbered("record", i))
         return
     if isinstance(document, dict):
         comments = document.get("comments")
         if isinstance(comments, list) and first_key(document, TEXT_FIELDS) is None:
-            for index, element in enumerate(comments):
-                yield from element_records(element, maker, where / f"comments[{index}]")
+            yield from _elements(comments, maker, lambda i: where / f"comments[{i}]")
             return
         if youtube_api.is_response(document):
             yield from youtube_api.response_records(document, maker, where)
@@ -107,6 +105,20 @@ def value_records(document: Any, maker: RecordMaker, where: At) -> Iterator[Reco
             f"{where()}: {UNKNOWN_SHAPE}; found an object with keys: {list_names(document)}"
         )
     raise InputError(f"{where()}: {UNKNOWN_SHAPE}; found {kind_of(document)}")
+
+
+def _elements(
+    elements: list[Any], maker: RecordMaker, where: Callable[[int], At]
+) -> Iterator[Record]:
+    """The records of an array's elements; plain comments take :meth:`RecordMaker.plain`."""
+    plain = maker.plain
+    for index, element in enumerate(elements):
+        if type(element) is dict and API_KEYS.isdisjoint(element):
+            record = plain(element)
+            if record is not None:
+                yield record
+                continue
+        yield from element_records(element, maker, where(index))
 
 
 def element_records(element: Any, maker: RecordMaker, where: At) -> Iterator[Record]:

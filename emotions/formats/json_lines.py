@@ -18,7 +18,7 @@ import orjson
 
 from emotions.errors import IncompleteInputError, InputError
 from emotions.formats.detect import BOM, STILL_WRITING, not_utf8_error
-from emotions.formats.json_document import element_records
+from emotions.formats.json_document import API_KEYS, element_records
 from emotions.formats.records import At, InexactNumber, Record, RecordMaker, exact_loads
 
 
@@ -28,16 +28,21 @@ def json_lines_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Itera
     Records before a bad line are yielded before the error is raised: the caller fails the
     whole file, not just that line.
     """
-    where = At(name)
+    where, plain, loads = At(name), maker.plain, orjson.loads
     for number, line in enumerate(stream, start=1):
         if number == 1:
             line = line.removeprefix(BOM)
-        if not line.strip():
-            continue
         try:
-            value = orjson.loads(line)
+            value = loads(line)
         except orjson.JSONDecodeError as e:
+            if not line.strip():
+                continue
             raise _line_error(name, number, line, e) from e
+        if type(value) is dict and API_KEYS.isdisjoint(value):
+            record = plain(value)
+            if record is not None:
+                yield record
+                continue
         yield from line_records(line, value, maker, where.numbered("line", number))
 
 

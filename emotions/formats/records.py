@@ -59,17 +59,35 @@ class At:
     """A location: the file, optionally a line or record number, then a JSON path inside it.
 
     Renders as ``comments.jsonl line 12``, ``threads.json: items[3].snippet`` or
-    ``pages.json record 2: items[0].replies.comments[1]``.
+    ``pages.json record 2: items[0].replies.comments[1]``. A step deeper keeps a reference to
+    its parent and is only rendered when an error names it: a location is made for every
+    record, and read for almost none.
     """
 
-    __slots__ = ("_label", "_name", "_number", "_path")
+    __slots__ = ("_label", "_name", "_number", "_parent", "_part")
 
-    def __init__(self, name: str, label: str = "", number: int = 0, path: str = "") -> None:
-        self._name, self._label, self._number, self._path = name, label, number, path
+    def __init__(
+        self,
+        name: str,
+        label: str = "",
+        number: int = 0,
+        parent: At | None = None,
+        part: str = "",
+    ) -> None:
+        self._name, self._label, self._number = name, label, number
+        self._parent, self._part = parent, part
 
     def __call__(self) -> str:
         base = f"{self._name} {self._label} {self._number}" if self._label else self._name
-        return f"{base}: {self._path}" if self._path else base
+        path = self._path()
+        return f"{base}: {path}" if path else base
+
+    def _path(self) -> str:
+        if self._parent is None:
+            return ""
+        above = self._parent._path()
+        dot = "." if above and not self._part.startswith("[") else ""
+        return f"{above}{dot}{self._part}"
 
     def numbered(self, label: str, number: int) -> At:
         """The same file, at a line or record number (``comments.json record 5``)."""
@@ -77,8 +95,7 @@ class At:
 
     def __truediv__(self, part: str) -> At:
         """One step deeper: ``at / "items[3]"``, ``at / "snippet"``."""
-        dot = "." if self._path and not part.startswith("[") else ""
-        return At(self._name, self._label, self._number, f"{self._path}{dot}{part}")
+        return At(self._name, self._label, self._number, self, part)
 
 
 class Record(NamedTuple):
@@ -158,6 +175,32 @@ class RecordMaker:
             return list(make())
         finally:
             self.exact = False
+
+    def plain(self, obj: dict[str, Any]) -> Record | None:
+        """The record of a plain comment object in one tight step, or None when anything about
+        it needs a closer look (:meth:`from_object` then gives the record or the error).
+
+        Plain: a text field holding a string within the limit, an id that is absent, null or
+        a string or integer (orjson parses those exactly). Most records of most files are.
+        """
+        for field in TEXT_FIELDS:
+            if field in obj:
+                text = obj[field]
+                break
+        else:
+            return None
+        if type(text) is not str or len(text) > self.max_comment_chars:
+            return None
+        for name in ID_FIELDS:
+            rid = obj.get(name)
+            if rid is not None:
+                if type(rid) is not str and type(rid) is not int:
+                    return None
+                break
+        else:
+            rid = str(self.position)
+        self.position += 1
+        return Record(rid, text)
 
     def make(self, id_value: Any, text: Any, where: Where, field: str = "text") -> Record:
         """A record from an id (``None``: use the position) and a raw text value.
