@@ -11,11 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from emotions.formats import Record
-
-
-def utf8_length(text: str) -> int:
-    """Bytes of ``text`` in UTF-8; ``str.isascii`` is a flag check, so ASCII costs no encoding."""
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+from emotions.formats.records import utf8_length
 
 
 def chunks(records: Iterable[Record], size: int, max_bytes: int) -> Iterator[list[Record]]:

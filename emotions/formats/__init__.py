@@ -32,6 +32,7 @@ __all__ = [
     "TEXT_FIELDS",
     "Format",
     "Record",
+    "RecordMaker",
     "detect",
     "iter_records",
     "read_records",
@@ -59,8 +60,15 @@ def iter_records(path: Path, *, max_comment_chars: int = 1_000_000) -> Iterator[
 
 
 def read_records(
-    stream: BinaryIO, name: str, fmt: Format, *, max_comment_chars: int = 1_000_000
+    stream: BinaryIO,
+    name: str,
+    fmt: Format,
+    *,
+    max_comment_chars: int = 1_000_000,
+    maker: RecordMaker | None = None,
 ) -> Iterator[Record]:
     """The records of an open binary ``stream`` in format ``fmt`` (see :func:`iter_records`);
-    ``name`` is the file name error messages give. The stream is read forward only."""
-    yield from _READERS[fmt](stream, name, RecordMaker(max_comment_chars))
+    ``name`` is the file name error messages give. The stream is read forward only. A
+    ``maker`` given by the caller tells where each record lies as it is made (its
+    ``span_*`` attributes) and may start numbering elsewhere than 0."""
+    yield from _READERS[fmt](stream, name, maker or RecordMaker(max_comment_chars))

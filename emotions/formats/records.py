@@ -105,6 +105,11 @@ class Record(NamedTuple):
     comment: str
 
 
+def utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8; ``str.isascii`` is a flag check, so ASCII costs no encoding."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def first_key(obj: Mapping[str, Any], names: Iterable[str]) -> str | None:
     """The first of ``names`` that ``obj`` has, whatever its value."""
     for name in names:
@@ -167,6 +172,11 @@ class RecordMaker:
         self.max_comment_chars = max_comment_chars
         self.position = 0
         self.exact = False  # True: values come from exact_loads, floats are really floats
+        # Where the latest record's bytes lie, for readers of line-based formats (-1: not
+        # known, a JSON document): [span_start, span_end) holds the line (JSON Lines) or rows
+        # (CSV) it came from; prefix_end is where a CSV header ends. See emotions.spans.
+        self.span_start = self.span_end = -1
+        self.prefix_end = 0
 
     def exactly(self, make: Callable[[], Iterable[Record]], position: int) -> list[Record]:
         """Records made again from an exact parse, numbered from ``position`` on."""
@@ -197,10 +207,15 @@ class RecordMaker:
                 if type(rid) is not str and type(rid) is not int:
                     return None
                 break
-        else:
-            rid = str(self.position)
+        return self.known(rid, text)
+
+    def known(self, id_value: Any, text: str) -> Record:
+        """The next record, from an id (``None``: use the position) and a text already known
+        to be a string within the limit."""
+        if id_value is None:
+            id_value = str(self.position)
         self.position += 1
-        return Record(rid, text)
+        return Record(id_value, text)
 
     def make(self, id_value: Any, text: Any, where: Where, field: str = "text") -> Record:
         """A record from an id (``None``: use the position) and a raw text value.
