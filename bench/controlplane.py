@@ -25,6 +25,7 @@ format of large collections; N is what one core sustains at the producer's cost)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -72,8 +73,13 @@ def _idle(meters: Sequence[Meter], seconds: float) -> None:
         meter.idle_rate = (meter.total() - cpu) / wall
 
 
+PROFILE_ENV = "BENCH_PROFILE_DIR"  # set: each measured producer runs under cProfile, saved here
+
+
 def _producer(stack: Stack, folder: Path, log: str, timeout: float) -> tuple[float, float]:
     cmd = [sys.executable, "-m", "producer", "--once", "--no-progress", "--input-dir", str(folder)]
+    if profiles := os.environ.get(PROFILE_ENV):
+        cmd[1:1] = ["-m", "cProfile", "-o", str(Path(profiles) / f"{log}.pstats")]
     watch = [*stack.procs, *([stack.redis.proc] if stack.redis.proc else [])]
     return run_measured(cmd, stack.env(), stack.root / "logs" / f"{log}.log", watch, timeout)
 
@@ -214,7 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--formats", nargs="*", default=list(FORMATS), choices=list(FORMATS))
     p.add_argument("--small-files", type=int, default=1000, help="0: skip the small-files run")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="run each producer under cProfile, saving <format>.pstats here (its CPU figures "
+        "then include the profiler's overhead)",
+    )
     args = p.parse_args(argv)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        os.environ[PROFILE_ENV] = str(args.profile.resolve())
     from bench.run import ensure_model
 
     model = ensure_model("tiny")

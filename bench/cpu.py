@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shlex
 import signal
 import subprocess
 import time
@@ -85,12 +86,12 @@ def run_measured(
         if any(p.poll() is not None for p in watch) or time.monotonic() - began > timeout:
             proc.send_signal(signal.SIGKILL)
             os.wait4(proc.pid, 0)
-            raise RuntimeError(f"a worker or redis died, or {cmd[2:4]} hung; see {log}")
+            raise RuntimeError(f"a worker or redis died, or {shlex.join(cmd[1:])} hung; see {log}")
         time.sleep(0.02)
     wall = time.monotonic() - began
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[2:4])} exited {proc.returncode}; see {log}")
+        raise RuntimeError(f"{shlex.join(cmd[1:])} exited {proc.returncode}; see {log}")
     return _cpu(usage), wall
 
 

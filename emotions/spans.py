@@ -60,6 +60,11 @@ class Layout:
     def records(self) -> int:
         return sum(span.count for span in self.spans)
 
+    @property
+    def sliced(self) -> bool:
+        """Whether chunks are read from their own bytes (not cut from a whole document)."""
+        return bool(self.spans) and self.spans[0].start != NO_SPAN
+
 
 def scan(path: Path, size: int, max_bytes: int, *, max_comment_chars: int) -> Layout:
     """Check every record of ``path`` (raising what :func:`~emotions.formats.iter_records`
