@@ -17,19 +17,27 @@ import logging
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
 from emotions.constants import QUEUED
 from emotions.errors import InputError
 from emotions.files import inside, write_atomic
-from emotions.formats import Record, detect, read_records
+from emotions.formats import Format, Record, detect, read_records
 from emotions.hashing import HashedInput
 from emotions.jobs import JobStore, decode_labels
 from emotions.output import json_array, render_indexed
 from emotions.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class Source(NamedTuple):
+    """The input's name (for messages) and its format."""
+
+    name: str
+    fmt: Format
 
 
 class NotReady(Exception):
@@ -54,12 +62,15 @@ def assemble(store: JobStore, settings: Settings, job: str) -> str:
     path = Path(meta["path"])
     try:
         output = inside(settings.output_dir, meta["output"])
-        with HashedInput(
-            path.open("rb")
-        ) as source:  # opened here: a missing input is no write error
-            write_atomic(output, json_array(_pieces(store, settings, job, meta, source, path)))
-    except (InputChanged, FileNotFoundError) as e:
-        reason = str(e) if isinstance(e, InputChanged) else "the input file disappeared"
+        # Format and stream are opened here, outside the write: a missing input is not an
+        # output error. A replacement between the two fails the digest check.
+        fmt = detect(path)
+        with HashedInput(path.open("rb")) as source:
+            pieces = _pieces(store, settings, job, meta, source, Source(path.name, fmt))
+            write_atomic(output, json_array(pieces))
+    except (InputChanged, InputError, FileNotFoundError) as e:
+        # An InputError here is detect's: content it refuses cannot be the job's, which passed.
+        reason = "the input file disappeared" if isinstance(e, FileNotFoundError) else str(e)
         store.supersede(job, reason)
         log.warning("file=%s job=%s not written: %s", meta.get("name"), job, reason)
         return f"superseded: {reason}"
@@ -84,7 +95,7 @@ def _pieces(
     job: str,
     meta: dict[str, str],
     source: HashedInput,
-    path: Path,
+    described: Source,
 ) -> Iterator[bytes]:
     """Each chunk's rendered records, then the proof that they came from the job's content.
 
@@ -94,18 +105,20 @@ def _pieces(
     """
     labels: list[str] = orjson.loads(meta.get("labels", "[]"))  # none stored: no chunks
     try:
-        yield from _paired(source, path, store, job, int(meta["total"]), labels, settings)
+        yield from _paired(source, described, store, job, int(meta["total"]), labels, settings)
     except InputError as e:  # IncompleteInputError included: content that is not the job's
         if source.hexdigest() != meta["digest"]:
             raise InputChanged(f"the input file changed while it was processed ({e})") from e
         raise
+    except FileNotFoundError as e:  # gone since it was opened (the format is read by name)
+        raise InputChanged("the input file disappeared") from e
     if source.hexdigest() != meta["digest"]:
         raise InputChanged("the input file changed while it was processed")
 
 
 def _paired(
     source: HashedInput,
-    path: Path,
+    described: Source,
     store: JobStore,
     job: str,
     total: int,
@@ -113,9 +126,9 @@ def _paired(
     settings: Settings,
 ) -> Iterator[bytes]:
     """Chunk ``k``'s records (as many as its labels, in file order), rendered with them."""
-    records: Iterator[Record] = read_records(
-        source.stream, path.name, detect(path), max_comment_chars=settings.max_comment_chars
-    )
+    name, fmt = described
+    limit = settings.max_comment_chars
+    records: Iterator[Record] = read_records(source.stream, name, fmt, max_comment_chars=limit)
     for index, part in enumerate(store.parts(job, total)):
         if part is None:
             raise NotReady(f"the labels of chunk {index} are missing")

@@ -170,6 +170,17 @@ def test_a_removed_file_is_superseded(tmp_path: Path, store: JobStore, settings:
     assert assemble(store, settings, "job") == "superseded: the input file disappeared"
 
 
+def test_a_file_emptied_since_is_superseded(
+    tmp_path: Path, store: JobStore, settings: Settings
+) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"cid": "a", "text": "x"}\n')
+    queue(store, path)
+    path.write_bytes(b"")  # being rewritten: detect refuses it before any parse
+    assert assemble(store, settings, "job").startswith("superseded: c.jsonl: file is empty")
+    assert store.meta("job")["state"] == SUPERSEDED
+
+
 def test_missing_labels_write_nothing_and_release_the_guard(
     tmp_path: Path, store: JobStore, settings: Settings
 ) -> None:
