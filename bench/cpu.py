@@ -85,7 +85,7 @@ def run_measured(
             break
         if any(p.poll() is not None for p in watch) or time.monotonic() - began > timeout:
             proc.send_signal(signal.SIGKILL)
-            os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(os.wait4(proc.pid, 0)[1])
             raise RuntimeError(f"a worker or redis died, or {shlex.join(cmd[1:])} hung; see {log}")
         time.sleep(0.02)
     wall = time.monotonic() - began
