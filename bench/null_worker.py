@@ -6,9 +6,10 @@ child, :func:`worker.chunk.classify` and the job store's scripts); only the engi
 every comment gets a label at once, from its text's length, without tokenizing. A GPU that
 keeps up with anything, so whatever limits the rate is the control plane.
 
-The patch is applied in the worker's main process, before the pool forks, so the pool child
-inherits it. Labels are the model config's (``EMOTIONS_MODEL``), read as the real load reads
-them, so the stored labels and the output are shaped exactly as in production.
+The patch is applied in the worker's main process when run as a program (:func:`install`),
+before the pool forks, so the pool child inherits it; importing the module changes nothing.
+Labels are the model config's (``EMOTIONS_MODEL``), read as the real load reads them, so the
+stored labels and the output are shaped exactly as in production.
 """
 
 from __future__ import annotations
@@ -55,8 +56,12 @@ def warm_up(self: ModelHolder) -> None:
     self.state = State.READY
 
 
-ModelHolder.load = load  # type: ignore[method-assign]
-ModelHolder.warm_up = warm_up  # type: ignore[method-assign]
+def install() -> None:
+    """Give every model holder of this process the null engine (before the pool forks)."""
+    ModelHolder.load = load  # type: ignore[method-assign]
+    ModelHolder.warm_up = warm_up  # type: ignore[method-assign]
 
-if __name__ == "__main__":
+
+if __name__ == "__main__":  # only when run as the worker: importing this module patches nothing
+    install()
     app.worker_main(sys.argv[1:])

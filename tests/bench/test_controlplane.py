@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import null_worker
 from bench.controlplane import measure_formats, measure_small_files, report
 from bench.cpu import Meter, cpu_seconds, run_measured
 from bench.null_worker import NullEngine
@@ -60,6 +61,13 @@ def test_null_engine_labels_at_once_in_order() -> None:
     pending = engine.submit(["", "x", "xy", "xyz"])
     assert np.array_equal(pending.indices(), [0, 1, 2, 0])
     assert engine.labels == ["a", "b", "c"]
+
+
+def test_importing_the_null_worker_leaves_the_real_model_holder_alone() -> None:
+    from worker.model import ModelHolder
+
+    assert ModelHolder.load is not null_worker.load
+    assert ModelHolder.warm_up is not null_worker.warm_up
 
 
 def test_report_ends_with_the_contract_line() -> None:
