@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO
 
-READ_BLOCK: Final = 1 << 20  # bytes per read: large files are read in a few big reads
+from emotions.constants import INPUT_READ_BYTES
 
 
 class _HashingRaw(io.RawIOBase):
@@ -45,12 +45,12 @@ class HashedInput:
         self._source = source
         self._digest = hashlib.sha256()
         self.stream: BinaryIO = io.BufferedReader(
-            _HashingRaw(source, self._digest), buffer_size=READ_BLOCK
+            _HashingRaw(source, self._digest), buffer_size=INPUT_READ_BYTES
         )
 
     def hexdigest(self) -> str:
         """SHA-256 of every byte of the file, the parser's and the rest."""
-        while self.stream.read(READ_BLOCK):
+        while self.stream.read(INPUT_READ_BYTES):
             pass
         return self._digest.hexdigest()
 
