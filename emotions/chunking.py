@@ -1,9 +1,10 @@
-"""Cutting a stream of records into chunks, the same way on both sides.
+"""Cutting a stream of records into chunks, the same way every time.
 
-The producer sends each chunk's texts; the assembly reads the input file again and cuts it
-the same way to pair each chunk's records with the labels stored under its index. A chunk
-closes at ``size`` comments or once its texts reach ``max_bytes`` bytes of UTF-8, whichever
-comes first (a lone longer comment still makes a chunk of one), so no message is huge.
+The producer cuts a file when it checks it (recording where each chunk lies, emotions.spans)
+and sends each chunk's texts; the assembly pairs the file's records, in order, with each
+chunk's stored labels, so the same content must always cut the same way. A chunk closes at
+``size`` comments or once its texts reach ``max_bytes`` bytes of UTF-8, whichever comes first
+(a lone longer comment still makes a chunk of one), so no message is huge.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from emotions.formats import Record
+from emotions.formats.records import utf8_length
 
 
 def chunks(records: Iterable[Record], size: int, max_bytes: int) -> Iterator[list[Record]]:
@@ -18,7 +20,7 @@ def chunks(records: Iterable[Record], size: int, max_bytes: int) -> Iterator[lis
     batch: list[Record] = []
     used = 0
     for record in records:
-        cost = len(record.comment.encode("utf-8", "surrogatepass"))
+        cost = utf8_length(record.comment)
         if batch and (len(batch) >= size or used + cost > max_bytes):
             yield batch
             batch, used = [], 0

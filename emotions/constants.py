@@ -57,6 +57,9 @@ STOP_POLL_SECONDS: Final = 0.2
 
 OUTPUT_SUFFIX: Final = ".json"
 ERROR_SUFFIX: Final = ".error.json"
+# Bytes per read of an input file that is hashed as it is parsed (emotions.hashing): a large
+# file is read in a few big reads.
+INPUT_READ_BYTES: Final = 1 << 20
 # File names are at most 255 bytes on Linux filesystems; the longest name derived from an
 # input (``.<name>.<random>.tmp`` while writing, ``<name>.error.json`` reports) must fit.
 NAME_BYTES: Final = 200

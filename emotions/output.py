@@ -44,18 +44,36 @@ def alternative_name(input_name: str) -> str:
     return shorten(stem, NAME_BYTES - len(tail)) + tail
 
 
+_dumps = orjson.dumps
+
+
 def _record(rid: object, text: str, label: str) -> bytes:
     try:
-        return orjson.dumps({"id": rid, "comment": text, "emotion": label})
+        return _dumps({"id": rid, "comment": text, "emotion": label})
     except TypeError:  # an integer id beyond 64 bits: orjson refuses, json writes it exactly
         value = {"id": rid, "comment": text, "emotion": label}
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def render(records: Sequence[Record], labels: Sequence[str]) -> bytes:
-    """One chunk's output records, one JSON object per line, ready to splice into the file."""
-    pairs = zip(records, labels, strict=True)
-    return b",\n".join(_record(r.id, r.comment, label) for r, label in pairs)
+    """One chunk's output records, one JSON object per line, ready to splice into the file.
+
+    One ``orjson.dumps`` per record in a list comprehension: the chunk is rendered in a tight
+    loop; only a chunk holding an id orjson refuses (an integer beyond 64 bits) goes record by
+    record through the exact path.
+    """
+    pairs = list(zip(records, labels, strict=True))
+    try:
+        return b",\n".join(
+            [_dumps({"id": r[0], "comment": r[1], "emotion": label}) for r, label in pairs]
+        )
+    except TypeError:
+        return b",\n".join([_record(r[0], r[1], label) for r, label in pairs])
+
+
+def render_indexed(records: Sequence[Record], indices: Sequence[int], names: list[str]) -> bytes:
+    """:func:`render` with labels given as indexes into ``names`` (as chunk results store them)."""
+    return render(records, [names[i] for i in indices])
 
 
 def json_array(parts: Iterable[bytes]) -> Iterator[bytes]:

@@ -25,6 +25,7 @@ from emotions.jobs import JobStore
 from emotions.messages import send_assembly, send_chunk
 from emotions.modelid import model_identity
 from emotions.settings import Settings
+from emotions.spans import chunk_records
 from producer.submit import Submitted
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class Feeder:
         return sent
 
     def _send(self, f: Follow, room: int) -> int:
+        if f.sub.layout is not None and f.sub.layout.sliced:
+            return self._send_spans(f, room)
         if f.reader is None:
             f.reader = islice(self._chunks(f.sub), f.sent, None)
         n = 0
@@ -94,8 +97,32 @@ class Feeder:
             f.reader = None  # done with this file: close it
         return n
 
+    def _send_spans(self, f: Follow, room: int) -> int:
+        """Chunk ``f.sent`` onwards, each read from its own bytes: a chunk whose send failed
+        is read again next time, not lost with a half-consumed reader."""
+        n, end = 0, min(f.sub.chunks, f.sent + room)
+        while f.sent < end:
+            self._send_chunk(f.sub, f.sent, self._chunk(f.sub, f.sent))
+            f.sent, n = f.sent + 1, n + 1
+        if n:
+            self.store.mark_sent(f.sub.job, f.sent)
+        return n
+
+    def _chunk(self, sub: Submitted, index: int) -> list[Record]:
+        assert sub.layout is not None
+        limit = self.settings.max_comment_chars
+        return chunk_records(sub.path, sub.layout, index, max_comment_chars=limit)
+
+    def _send_chunk(self, sub: Submitted, index: int, chunk: list[Record]) -> None:
+        texts = [r.comment for r in chunk]
+        send_chunk(self.app, sub.job, index, texts, self.model, sub.name)
+
     def resend(self, f: Follow, missing: set[int]) -> None:
         """Send chunks ``missing`` again (lost messages); one read of the file up to the last."""
+        if f.sub.layout is not None and f.sub.layout.sliced:
+            for index in sorted(missing):
+                self._send_chunk(f.sub, index, self._chunk(f.sub, index))
+            return
         last = max(missing)
         for index, chunk in enumerate(islice(self._chunks(f.sub), last + 1)):
             if index in missing:

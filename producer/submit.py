@@ -18,10 +18,9 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from emotions.chunking import chunks
 from emotions.constants import DONE, FAILED, QUEUED
 from emotions.errors import (
     EmotionsError,
@@ -30,10 +29,10 @@ from emotions.errors import (
     InputTooLargeError,
 )
 from emotions.files import display_name, file_digest, inside
-from emotions.formats import iter_records
 from emotions.jobs import JobStore
 from emotions.modelid import model_identity
 from emotions.settings import Settings
+from emotions.spans import Layout, scan
 from producer.completion import Incomplete
 from producer.failed import FailedFolder
 from producer.ledger import Entry, Ledger
@@ -57,6 +56,7 @@ class Submitted:
     sent: int = 0  # chunks already queued when the producer took the job (a resume)
     chunk_size: int = 512  # how the job's chunks are cut (the assembly cuts the same way)
     chunk_bytes: int = 256 * 1024
+    layout: Layout | None = field(default=None, repr=False, compare=False)  # None: resumed job
 
 
 class Submitter:
@@ -193,11 +193,13 @@ class Submitter:
         name, settings = path.name, self.settings
         started = time.time()
         try:
-            records = total = 0
-            stream = iter_records(path, max_comment_chars=settings.max_comment_chars)
-            for chunk in chunks(stream, settings.chunk_size, settings.chunk_bytes):
-                total += 1
-                records += len(chunk)
+            layout = scan(
+                path,
+                settings.chunk_size,
+                settings.chunk_bytes,
+                max_comment_chars=settings.max_comment_chars,
+            )
+            records, total = layout.records, len(layout.spans)
         except IncompleteInputError as e:  # cut short: no job yet; the caller defers the file
             raise Incomplete(path, str(e)) from e
         except (InputError, OSError) as e:
@@ -242,6 +244,7 @@ class Submitter:
             0,
             settings.chunk_size,
             settings.chunk_bytes,
+            layout,
         )
 
     def _check_path(self, path: Path) -> None:

@@ -1,30 +1,43 @@
 """Writing one file's output: the plain function behind the ``assemble_file`` task.
 
 Stored chunk results hold label indexes only, so the assembly reads the input file again for
-the ids and texts: it first checks that the file's SHA-256 is still the job's (a file changed
-since it was queued is never paired with labels of other content), then cuts it into the same
-chunks the producer sent and pairs each with its labels. The output is streamed into a
-temporary file and renamed into place, so a reader never sees a partial file.
+the ids and texts, in one pass: the file is opened once, its SHA-256 computed over the very
+bytes parsed (:class:`~emotions.hashing.HashedInput`), and compared with the job's before the
+output is renamed into place. A file replaced or changed since it was queued is therefore never
+written with labels of other content, whenever the change happened. Chunk ``k`` holds as many
+records as its stored labels, in file order, so the records are paired with the labels without
+cutting the file into chunks again (the same content cuts the same way, and the digest proves
+the content). The output is streamed into a temporary file, so a file of any size is written
+in bounded memory, and a reader never sees a partial file.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from itertools import zip_longest
+from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
-from emotions.chunking import chunks
 from emotions.constants import QUEUED
-from emotions.files import file_digest, inside, write_atomic
-from emotions.formats import iter_records
+from emotions.errors import InputError
+from emotions.files import inside, write_atomic
+from emotions.formats import Format, Record, detect, read_records
+from emotions.hashing import HashedInput
 from emotions.jobs import JobStore, decode_labels
-from emotions.output import json_array, render
+from emotions.output import json_array, render_indexed
 from emotions.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class Source(NamedTuple):
+    """The input's name (for messages) and its format."""
+
+    name: str
+    fmt: Format
 
 
 class NotReady(Exception):
@@ -39,20 +52,25 @@ def assemble(store: JobStore, settings: Settings, job: str) -> str:
     """Write the job's output file once; a short description of what happened.
 
     Raises :class:`~emotions.errors.OutputWriteError` when the output cannot be written (the
-    caller retries); a changed or vanished input supersedes the job (the producer then takes
-    the file as it is now); missing labels release the assembly guard for the supervisor.
+    caller retries); a changed, cut short or vanished input supersedes the job (the producer
+    then takes the file as it is now); missing labels release the assembly guard for the
+    supervisor.
     """
     meta = store.meta(job)
     if meta.get("state") != QUEUED:
         return f"skipped: job is {meta.get('state', 'expired')}"
     path = Path(meta["path"])
     try:
-        if file_digest(path) != meta["digest"]:
-            raise InputChanged("the input file changed while it was processed")
         output = inside(settings.output_dir, meta["output"])
-        write_atomic(output, json_array(_pieces(store, settings, job, meta, path)))
-    except (InputChanged, FileNotFoundError) as e:
-        reason = str(e) if isinstance(e, InputChanged) else "the input file disappeared"
+        # Format and stream are opened here, outside the write: a missing input is not an
+        # output error. A replacement between the two fails the digest check.
+        fmt = detect(path)
+        with HashedInput(path.open("rb")) as source:
+            pieces = _pieces(store, settings, job, meta, source, Source(path.name, fmt))
+            write_atomic(output, json_array(pieces))
+    except (InputChanged, InputError, FileNotFoundError) as e:
+        # An InputError here is detect's: content it refuses cannot be the job's, which passed.
+        reason = "the input file disappeared" if isinstance(e, FileNotFoundError) else str(e)
         store.supersede(job, reason)
         log.warning("file=%s job=%s not written: %s", meta.get("name"), job, reason)
         return f"superseded: {reason}"
@@ -72,22 +90,52 @@ def assemble(store: JobStore, settings: Settings, job: str) -> str:
 
 
 def _pieces(
-    store: JobStore, settings: Settings, job: str, meta: dict[str, str], path: Path
+    store: JobStore,
+    settings: Settings,
+    job: str,
+    meta: dict[str, str],
+    source: HashedInput,
+    described: Source,
 ) -> Iterator[bytes]:
-    """Each chunk's rendered records, pairing the re-read input with the stored labels."""
+    """Each chunk's rendered records, then the proof that they came from the job's content.
+
+    Raises :class:`InputChanged` (before the caller renames anything into place) when the
+    bytes read are not the job's, whatever the parser made of them: other records, an error,
+    or the end of a file still being written.
+    """
     labels: list[str] = orjson.loads(meta.get("labels", "[]"))  # none stored: no chunks
-    total = int(meta["total"])
-    records = iter_records(path, max_comment_chars=settings.max_comment_chars)
-    pairs = zip_longest(
-        chunks(records, int(meta["chunk_size"]), int(meta["chunk_bytes"])),
-        store.parts(job, total),
-    )
-    for index, (chunk, part) in enumerate(pairs):
-        if index >= total or chunk is None:
-            raise InputChanged("the input file no longer has the records it was queued with")
+    try:
+        yield from _paired(source, described, store, job, int(meta["total"]), labels, settings)
+    except InputError as e:  # IncompleteInputError included: content that is not the job's
+        if source.hexdigest() != meta["digest"]:
+            raise InputChanged(f"the input file changed while it was processed ({e})") from e
+        raise
+    except FileNotFoundError as e:  # gone since it was opened (the format is read by name)
+        raise InputChanged("the input file disappeared") from e
+    if source.hexdigest() != meta["digest"]:
+        raise InputChanged("the input file changed while it was processed")
+
+
+def _paired(
+    source: HashedInput,
+    described: Source,
+    store: JobStore,
+    job: str,
+    total: int,
+    labels: list[str],
+    settings: Settings,
+) -> Iterator[bytes]:
+    """Chunk ``k``'s records (as many as its labels, in file order), rendered with them."""
+    name, fmt = described
+    limit = settings.max_comment_chars
+    records: Iterator[Record] = read_records(source.stream, name, fmt, max_comment_chars=limit)
+    for index, part in enumerate(store.parts(job, total)):
         if part is None:
             raise NotReady(f"the labels of chunk {index} are missing")
         indices = decode_labels(part)
-        if len(indices) != len(chunk):
-            raise InputChanged(f"chunk {index} has {len(chunk)} records but {len(indices)} labels")
-        yield render(chunk, [labels[i] for i in indices])
+        chunk = list(islice(records, len(indices)))
+        if len(chunk) != len(indices):
+            raise InputChanged("the input file no longer has the records it was queued with")
+        yield render_indexed(chunk, indices, labels)
+    if next(records, None) is not None:
+        raise InputChanged("the input file has more records than it was queued with")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from emotions.formats.delimited import csv_records
 from emotions.formats.detect import Format, detect
@@ -31,8 +32,10 @@ __all__ = [
     "TEXT_FIELDS",
     "Format",
     "Record",
+    "RecordMaker",
     "detect",
     "iter_records",
+    "read_records",
 ]
 
 _READERS = {
@@ -51,5 +54,21 @@ def iter_records(path: Path, *, max_comment_chars: int = 1_000_000) -> Iterator[
     are left as ``OSError``.
     """
     path = Path(path)
-    reader = _READERS[detect(path)]
-    yield from reader(path, RecordMaker(max_comment_chars))
+    fmt = detect(path)
+    with path.open("rb") as stream:
+        yield from read_records(stream, path.name, fmt, max_comment_chars=max_comment_chars)
+
+
+def read_records(
+    stream: BinaryIO,
+    name: str,
+    fmt: Format,
+    *,
+    max_comment_chars: int = 1_000_000,
+    maker: RecordMaker | None = None,
+) -> Iterator[Record]:
+    """The records of an open binary ``stream`` in format ``fmt`` (see :func:`iter_records`);
+    ``name`` is the file name error messages give. The stream is read forward only. A
+    ``maker`` given by the caller tells where each record lies as it is made (its
+    ``span_*`` attributes) and may start numbering elsewhere than 0."""
+    yield from _READERS[fmt](stream, name, maker or RecordMaker(max_comment_chars))

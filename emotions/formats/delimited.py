@@ -13,14 +13,14 @@ header and no line break after it.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import re
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from emotions.errors import IncompleteInputError, InputError, InputTooLargeError
-from emotions.formats.detect import STILL_WRITING, not_utf8_error
+from emotions.formats.detect import BOM, STILL_WRITING, not_utf8_error
 from emotions.formats.records import (
     ID_FIELDS,
     LIMIT_SETTING,
@@ -29,6 +29,7 @@ from emotions.formats.records import (
     Record,
     RecordMaker,
     list_names,
+    utf8_length,
 )
 
 DELIMITERS: Final = (",", ";", "\t")
@@ -45,9 +46,10 @@ class _Lines:
     writer's unfinished last row.
     """
 
-    def __init__(self, lines: Iterator[str]) -> None:
+    def __init__(self, lines: Iterator[str], offset: int) -> None:
         self._lines = lines
         self.unterminated = False
+        self.offset = offset  # bytes of the file before the next line
 
     def __iter__(self) -> _Lines:
         return self
@@ -55,6 +57,7 @@ class _Lines:
     def __next__(self) -> str:
         line = next(self._lines)
         self.unterminated = not line.endswith(_LINE_BREAKS)
+        self.offset += utf8_length(line)
         return line
 
 
@@ -86,36 +89,46 @@ def _allow_long_fields(max_comment_chars: int) -> None:
         csv.field_size_limit(max_comment_chars + 1)
 
 
-def _first_bad_line(path: Path) -> InputError:
-    """The InputError for a file that failed to decode, naming its first non-UTF-8 line."""
-    with path.open("rb") as stream:
+def _first_bad_line(stream: BinaryIO, name: str) -> InputError:
+    """The InputError for a stream that failed to decode, naming its first non-UTF-8 line
+    (read again from the start where the stream can seek)."""
+    if stream.seekable():
+        stream.seek(0)
         for number, line in enumerate(stream, start=1):
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as e:
-                return not_utf8_error(path.name, line, e, first_line=number)
-    return InputError(f"{path.name}: not UTF-8 text: is this a comment file?")
+                return not_utf8_error(name, line, e, first_line=number)
+    return InputError(f"{name}: not UTF-8 text: is this a comment file?")
 
 
-def csv_records(path: Path, maker: RecordMaker) -> Iterator[Record]:
-    """Yield every comment of a CSV file in order; the header names the id and text columns."""
+def csv_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[Record]:
+    """Yield every comment of a CSV stream in order; the header names the id and text columns.
+
+    The text layer is detached, not closed, at the end: the caller owns the stream (and may
+    read on, to hash the rest of the file).
+    """
     _allow_long_fields(maker.max_comment_chars)
-    name = path.name
-    with path.open(encoding="utf-8-sig", newline="") as stream:
-        try:
-            yield from _rows(name, stream, maker)
-        except UnicodeDecodeError as e:
-            raise _first_bad_line(path) from e
+    peek = getattr(stream, "peek", None)  # buffered streams say whether a BOM comes first
+    bom = len(BOM) if peek is not None and peek(len(BOM)).startswith(BOM) else 0
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    try:
+        yield from _rows(name, text, maker, bom)
+    except UnicodeDecodeError as e:
+        raise _first_bad_line(stream, name) from e
+    finally:
+        text.detach()
 
 
-def _rows(name: str, stream: Iterator[str], maker: RecordMaker) -> Iterator[Record]:
-    """The records of an open CSV text stream (see ``csv_records``)."""
-    skipped = 0
+def _rows(name: str, stream: Iterator[str], maker: RecordMaker, bom: int) -> Iterator[Record]:
+    """The records of an open CSV text stream (see ``csv_records``); ``bom``: bytes of the
+    byte order mark the text stream dropped (for the records' byte spans)."""
+    skipped, offset = 0, bom
     first = next(stream, "")
     while first and not first.strip():
-        skipped, first = skipped + 1, next(stream, "")
+        skipped, offset, first = skipped + 1, offset + utf8_length(first), next(stream, "")
     delimiter = sniff_delimiter(first)
-    lines = _Lines(itertools.chain([first], stream))
+    lines = _Lines(itertools.chain([first], stream), offset)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     end = 0
     try:
@@ -130,11 +143,17 @@ def _rows(name: str, stream: Iterator[str], maker: RecordMaker) -> Iterator[Reco
                 raise IncompleteInputError(f"{message}; no line break after it: {STILL_WRITING}")
             raise InputError(message)
         id_index = find_column(columns, ID_FIELDS)
-        width, end = len(columns), reader.line_num
+        width, end, limit = len(columns), reader.line_num, maker.max_comment_chars
+        maker.prefix_end = maker.span_end = lines.offset
         for row in reader:
             start, end = skipped + end + 1, reader.line_num
+            maker.span_start, maker.span_end = maker.span_end, lines.offset
             if not row or (width > 1 and len(row) == 1 and not row[0].strip()):
                 continue  # a blank line
+            if len(row) == width and len(text := row[text_index]) <= limit:  # the common case
+                id_value = row[id_index] if id_index is not None else ""
+                yield maker.known(id_value if id_value.strip() else None, text)
+                continue
             if len(row) < width and lines.unterminated:
                 raise IncompleteInputError(
                     f"{name} line {start}: the last row has {len(row)} of the header's {width} "

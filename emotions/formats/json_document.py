@@ -9,9 +9,9 @@ a file still being written, not a malformed one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, Final
+from collections.abc import Callable, Iterator
+from itertools import islice
+from typing import Any, BinaryIO, Final
 
 import orjson
 
@@ -21,40 +21,54 @@ from emotions.formats.detect import BOM, STILL_WRITING, not_utf8_error
 from emotions.formats.records import (
     TEXT_FIELDS,
     At,
+    InexactNumber,
     Record,
     RecordMaker,
+    exact_loads,
     first_key,
     kind_of,
     list_names,
-    loads,
 )
 
 BLANKS: Final = " \t\r\n"  # JSON's whitespace
+# An object with none of these keys is neither an API page nor an API resource (see
+# youtube_api.is_response / is_item): the common case, a plain comment, skips those checks.
+API_KEYS: Final = frozenset({"items", "kind", "snippet"})
 UNKNOWN_SHAPE: Final = (
     'unknown JSON shape: expected an array of comment objects, {"comments": [...]} or a '
     'YouTube Data API response with "items"'
 )
 
 
-def document_records(path: Path, maker: RecordMaker) -> Iterator[Record]:
-    """Parse the whole file as one JSON document and yield its comments in order."""
-    raw = path.read_bytes()
+def document_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[Record]:
+    """Parse the whole stream as one JSON document and yield its comments in order.
+
+    The raw bytes are kept while the records are made: should a record's id or text need an
+    exact parse (:class:`InexactNumber`, rare), the same bytes are parsed again and the records
+    already handed on are skipped, not repeated.
+    """
+    raw = stream.read()
     start = len(BOM) if raw.startswith(BOM) else 0
+    body = memoryview(raw)[start:]
     try:
-        document = loads(memoryview(raw)[start:])
+        document = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as bad:
-            raise not_utf8_error(path.name, raw, bad) from e
-        where = f"{path.name} line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})"
+            raise not_utf8_error(name, raw, bad) from e
+        where = f"{name} line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})"
         if ends_early(e, len(text[1 if start else 0 :].rstrip(BLANKS))):
             raise IncompleteInputError(
                 f"{where}: the document ends before it is complete; {STILL_WRITING}"
             ) from e
         raise InputError(where) from e
-    del raw
-    yield from value_records(document, maker, At(path.name))
+    try:
+        yield from value_records(document, maker, At(name))
+    except InexactNumber:
+        made, document = maker.position, None
+        maker.position, maker.exact = 0, True
+        yield from islice(value_records(exact_loads(body), maker, At(name)), made, None)
 
 
 def ends_early(error: orjson.JSONDecodeError, length: int) -> bool:
@@ -70,14 +84,12 @@ def ends_early(error: orjson.JSONDecodeError, length: int) -> bool:
 def value_records(document: Any, maker: RecordMaker, where: At) -> Iterator[Record]:
     """The comments of a whole document, whichever known shape it has."""
     if isinstance(document, list):
-        for index, element in enumerate(document):
-            yield from element_records(element, maker, where.numbered("record", index))
+        yield from _elements(document, maker, lambda i: where.numbered("record", i))
         return
     if isinstance(document, dict):
         comments = document.get("comments")
         if isinstance(comments, list) and first_key(document, TEXT_FIELDS) is None:
-            for index, element in enumerate(comments):
-                yield from element_records(element, maker, where / f"comments[{index}]")
+            yield from _elements(comments, maker, lambda i: where / f"comments[{i}]")
             return
         if youtube_api.is_response(document):
             yield from youtube_api.response_records(document, maker, where)
@@ -95,9 +107,23 @@ def value_records(document: Any, maker: RecordMaker, where: At) -> Iterator[Reco
     raise InputError(f"{where()}: {UNKNOWN_SHAPE}; found {kind_of(document)}")
 
 
+def _elements(
+    elements: list[Any], maker: RecordMaker, where: Callable[[int], At]
+) -> Iterator[Record]:
+    """The records of an array's elements; plain comments take :meth:`RecordMaker.plain`."""
+    plain = maker.plain
+    for index, element in enumerate(elements):
+        if type(element) is dict and API_KEYS.isdisjoint(element):
+            record = plain(element)
+            if record is not None:
+                yield record
+                continue
+        yield from element_records(element, maker, where(index))
+
+
 def element_records(element: Any, maker: RecordMaker, where: At) -> Iterator[Record]:
     """One element of an array or one JSON Lines value: a comment, or an API page or thread."""
-    if isinstance(element, dict):
+    if isinstance(element, dict) and not API_KEYS.isdisjoint(element):
         if youtube_api.is_response(element):
             yield from youtube_api.response_records(element, maker, where)
             return

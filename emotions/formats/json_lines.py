@@ -12,34 +12,54 @@ it is reported as incomplete. A bad line that does end in a newline is simply ma
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
 from emotions.errors import IncompleteInputError, InputError
 from emotions.formats.detect import BOM, STILL_WRITING, not_utf8_error
-from emotions.formats.json_document import element_records
-from emotions.formats.records import At, Record, RecordMaker, loads
+from emotions.formats.json_document import API_KEYS, element_records
+from emotions.formats.records import At, InexactNumber, Record, RecordMaker, exact_loads
 
 
-def json_lines_records(path: Path, maker: RecordMaker) -> Iterator[Record]:
-    """Yield every comment of a JSON Lines file in order, reading one line at a time.
+def json_lines_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[Record]:
+    """Yield every comment of a JSON Lines stream in order, reading one line at a time.
 
     Records before a bad line are yielded before the error is raised: the caller fails the
     whole file, not just that line.
     """
-    where = At(path.name)
-    with path.open("rb") as stream:
-        for number, line in enumerate(stream, start=1):
-            if number == 1:
-                line = line.removeprefix(BOM)
+    where, plain, loads = At(name), maker.plain, orjson.loads
+    offset = 0
+    for number, line in enumerate(stream, start=1):
+        maker.span_start, offset = offset, offset + len(line)
+        maker.span_end = offset
+        if number == 1:
+            line = line.removeprefix(BOM)
+        try:
+            value = loads(line)
+        except orjson.JSONDecodeError as e:
             if not line.strip():
                 continue
-            try:
-                value = loads(line)
-            except orjson.JSONDecodeError as e:
-                raise _line_error(path.name, number, line, e) from e
-            yield from element_records(value, maker, where.numbered("line", number))
+            raise _line_error(name, number, line, e) from e
+        if type(value) is dict and API_KEYS.isdisjoint(value):
+            record = plain(value)
+            if record is not None:
+                yield record
+                continue
+        yield from line_records(line, value, maker, where.numbered("line", number))
+
+
+def line_records(line: bytes, value: object, maker: RecordMaker, where: At) -> list[Record]:
+    """The records of one parsed line; parsed again exactly if orjson may have lost digits.
+
+    A line's records are made before any is handed on, so a line parsed twice gives each of
+    its records once.
+    """
+    position = maker.position
+    try:
+        return list(element_records(value, maker, where))
+    except InexactNumber:
+        return maker.exactly(lambda: element_records(exact_loads(line), maker, where), position)
 
 
 def _line_error(name: str, number: int, line: bytes, error: orjson.JSONDecodeError) -> InputError:

@@ -8,11 +8,8 @@ exactly the same records (the output is joined with the embeddings pipeline by `
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, NamedTuple
-
-import orjson
 
 from emotions.errors import InputError, InputTooLargeError
 
@@ -28,26 +25,29 @@ _KINDS: Final = (
     (dict, "an object"),
 )
 
-# A run of 19 digits may be an integer beyond 64 bits (2**63 has 19 digits).
-_LONG_INTEGER: Final = re.compile(rb"[0-9]{19}")
+# What orjson may have parsed inexactly: it turns an integer beyond 64 bits into a float, and
+# an id can be an array or object holding one. Only ids and texts matter (other fields are not
+# kept), and such values are rare, so a record holding one is parsed again (exact_loads).
+_MAYBE_INEXACT: Final = (float, list, dict)
+
+
+class InexactNumber(Exception):
+    """A record's id or text may have lost digits in orjson: parse its source again exactly.
+
+    orjson silently turns an integer beyond 64 bits into a float, and an id is a join key: a
+    comment id ``12345678901234567890123`` must come out as it went in, not as
+    ``1.2345678901234568e22``. Checking each record's two values is far cheaper than scanning
+    every input byte for long runs of digits (which ids and URLs inside strings are full of).
+    """
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def loads(raw: bytes | memoryview) -> Any:
-    """Parse JSON like orjson, except that integers beyond 64 bits stay exact integers.
-
-    orjson silently turns such an integer into a float, and an id is a join key: a comment id
-    ``12345678901234567890123`` must come out as it went in, not as ``1.2345678901234568e22``.
-    Documents with a long run of digits anywhere are therefore parsed again with the standard
-    library, which keeps integers exact (rarely: a few per cent slower on such files only).
-    """
-    value = orjson.loads(raw)
-    if _LONG_INTEGER.search(raw):
-        return json.loads(bytes(raw), parse_constant=_refuse_constant)
-    return value
+def exact_loads(raw: bytes | memoryview) -> Any:
+    """Parse JSON keeping every integer exact (the standard library; slower than orjson)."""
+    return json.loads(bytes(raw), parse_constant=_refuse_constant)
 
 
 # Where a record sits, for error messages only: rendered lazily, because a file can hold a
@@ -59,17 +59,35 @@ class At:
     """A location: the file, optionally a line or record number, then a JSON path inside it.
 
     Renders as ``comments.jsonl line 12``, ``threads.json: items[3].snippet`` or
-    ``pages.json record 2: items[0].replies.comments[1]``.
+    ``pages.json record 2: items[0].replies.comments[1]``. A step deeper keeps a reference to
+    its parent and is only rendered when an error names it: a location is made for every
+    record, and read for almost none.
     """
 
-    __slots__ = ("_label", "_name", "_number", "_path")
+    __slots__ = ("_label", "_name", "_number", "_parent", "_part")
 
-    def __init__(self, name: str, label: str = "", number: int = 0, path: str = "") -> None:
-        self._name, self._label, self._number, self._path = name, label, number, path
+    def __init__(
+        self,
+        name: str,
+        label: str = "",
+        number: int = 0,
+        parent: At | None = None,
+        part: str = "",
+    ) -> None:
+        self._name, self._label, self._number = name, label, number
+        self._parent, self._part = parent, part
 
     def __call__(self) -> str:
         base = f"{self._name} {self._label} {self._number}" if self._label else self._name
-        return f"{base}: {self._path}" if self._path else base
+        path = self._path()
+        return f"{base}: {path}" if path else base
+
+    def _path(self) -> str:
+        if self._parent is None:
+            return ""
+        above = self._parent._path()
+        dot = "." if above and not self._part.startswith("[") else ""
+        return f"{above}{dot}{self._part}"
 
     def numbered(self, label: str, number: int) -> At:
         """The same file, at a line or record number (``comments.json record 5``)."""
@@ -77,8 +95,7 @@ class At:
 
     def __truediv__(self, part: str) -> At:
         """One step deeper: ``at / "items[3]"``, ``at / "snippet"``."""
-        dot = "." if self._path and not part.startswith("[") else ""
-        return At(self._name, self._label, self._number, f"{self._path}{dot}{part}")
+        return At(self._name, self._label, self._number, self, part)
 
 
 class Record(NamedTuple):
@@ -86,6 +103,11 @@ class Record(NamedTuple):
 
     id: Any
     comment: str
+
+
+def utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8; ``str.isascii`` is a flag check, so ASCII costs no encoding."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def first_key(obj: Mapping[str, Any], names: Iterable[str]) -> str | None:
@@ -149,9 +171,59 @@ class RecordMaker:
     def __init__(self, max_comment_chars: int) -> None:
         self.max_comment_chars = max_comment_chars
         self.position = 0
+        self.exact = False  # True: values come from exact_loads, floats are really floats
+        # Where the latest record's bytes lie, for readers of line-based formats (-1: not
+        # known, a JSON document): [span_start, span_end) holds the line (JSON Lines) or rows
+        # (CSV) it came from; prefix_end is where a CSV header ends. See emotions.spans.
+        self.span_start = self.span_end = -1
+        self.prefix_end = 0
+
+    def exactly(self, make: Callable[[], Iterable[Record]], position: int) -> list[Record]:
+        """Records made again from an exact parse, numbered from ``position`` on."""
+        self.position, self.exact = position, True
+        try:
+            return list(make())
+        finally:
+            self.exact = False
+
+    def plain(self, obj: dict[str, Any]) -> Record | None:
+        """The record of a plain comment object in one tight step, or None when anything about
+        it needs a closer look (:meth:`from_object` then gives the record or the error).
+
+        Plain: a text field holding a string within the limit, an id that is absent, null or
+        a string or integer (orjson parses those exactly). Most records of most files are.
+        """
+        for field in TEXT_FIELDS:
+            if field in obj:
+                text = obj[field]
+                break
+        else:
+            return None
+        if type(text) is not str or len(text) > self.max_comment_chars:
+            return None
+        for name in ID_FIELDS:
+            rid = obj.get(name)
+            if rid is not None:
+                if type(rid) is not str and type(rid) is not int:
+                    return None
+                break
+        return self.known(rid, text)
+
+    def known(self, id_value: Any, text: str) -> Record:
+        """The next record, from an id (``None``: use the position) and a text already known
+        to be a string within the limit."""
+        if id_value is None:
+            id_value = str(self.position)
+        self.position += 1
+        return Record(id_value, text)
 
     def make(self, id_value: Any, text: Any, where: Where, field: str = "text") -> Record:
-        """A record from an id (``None``: use the position) and a raw text value."""
+        """A record from an id (``None``: use the position) and a raw text value.
+
+        Raises :class:`InexactNumber` for an id or text that orjson may have parsed inexactly.
+        """
+        if not self.exact and (type(text) is float or type(id_value) in _MAYBE_INEXACT):
+            raise InexactNumber
         comment = as_text(text, where, field)
         if len(comment) > self.max_comment_chars:
             named = "" if id_value is None else f" (id {shorten(repr(id_value))})"

@@ -67,7 +67,9 @@ def item_records(item: Any, maker: RecordMaker, where: At) -> Iterator[Record]:
         yield comment_record(item, maker, where)
         return
     top = snippet["topLevelComment"]
-    yield comment_record(top, maker, where / "snippet" / "topLevelComment", item.get("id"))
+    yield plain_comment(top, maker, item.get("id")) or comment_record(
+        top, maker, where / "snippet" / "topLevelComment", item.get("id")
+    )
     replies = item.get("replies")
     comments = replies.get("comments") if isinstance(replies, dict) else None
     if comments is None:
@@ -77,7 +79,32 @@ def item_records(item: Any, maker: RecordMaker, where: At) -> Iterator[Record]:
             f"{(where / 'replies' / 'comments')()} is {kind_of(comments)}; expected an array"
         )
     for index, reply in enumerate(comments):
-        yield comment_record(reply, maker, where / "replies" / "comments" / f"[{index}]")
+        yield plain_comment(reply, maker) or comment_record(
+            reply, maker, where / "replies" / "comments" / f"[{index}]"
+        )
+
+
+def plain_comment(comment: Any, maker: RecordMaker, fallback_id: Any = None) -> Record | None:
+    """:func:`comment_record` of a well-formed ``youtube#comment`` in one tight step, or None
+    when anything about it needs a closer look (``comment_record`` then gives the record or
+    the error): a snippet with a string text within the limit, a string or integer id."""
+    snippet = comment.get("snippet") if type(comment) is dict else None
+    if type(snippet) is not dict:
+        return None
+    for field in SNIPPET_TEXT_FIELDS:
+        if field in snippet:
+            text = snippet[field]
+            break
+    else:
+        return None
+    if type(text) is not str or len(text) > maker.max_comment_chars:
+        return None
+    comment_id = comment.get("id")
+    if comment_id is None:
+        comment_id = fallback_id
+    if comment_id is not None and type(comment_id) is not str and type(comment_id) is not int:
+        return None
+    return maker.known(comment_id, text)
 
 
 def comment_record(comment: Any, maker: RecordMaker, where: At, fallback_id: Any = None) -> Record:

@@ -1,0 +1,107 @@
+"""bench.controlplane and its helpers: CPU seconds come from /proc and wait4 and grow with work;
+a failing or hung measured command is an error, not a figure; the null worker is the production
+worker with labels from the model's config; a short real run (redis-server, a null worker, a
+results worker, producer --once) checks its output and reports the contract's last line."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import null_worker
+from bench.controlplane import measure_formats, measure_small_files, report
+from bench.cpu import Meter, cpu_seconds, run_measured
+from bench.null_worker import NullEngine
+
+
+def burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_cpu_seconds_of_this_process_grow_with_work() -> None:
+    before = cpu_seconds(os.getpid())
+    burn(0.3)
+    assert cpu_seconds(os.getpid()) - before >= 0.25
+    assert cpu_seconds(2**22 + 12345) == 0.0  # no such process: nothing, not an error
+
+
+def test_meter_charges_off_the_idle_rate() -> None:
+    meter = Meter([os.getpid()], idle_rate=0.0)
+    meter.start()
+    burn(0.3)
+    busy = meter.stop()
+    assert busy >= 0.25
+    meter.idle_rate = 1.0  # as if the process burned a core while idle
+    meter.start()
+    burn(0.2)
+    assert meter.stop() < 0.1
+
+
+def test_run_measured_reports_the_child_cpu_and_refuses_failures(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    spin = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    cpu, wall = run_measured([sys.executable, "-c", spin], dict(os.environ), log, [], 60)
+    assert cpu >= 0.25 and wall >= cpu * 0.5
+    with pytest.raises(RuntimeError, match="exited 3"):
+        run_measured([sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ), log, [], 60)
+    with pytest.raises(RuntimeError, match="hung"):
+        run_measured([sys.executable, "-c", "import time; time.sleep(60)"], {}, log, [], 0.5)
+
+
+def test_null_engine_labels_at_once_in_order() -> None:
+    engine = NullEngine(["a", "b", "c"])
+    pending = engine.submit(["", "x", "xy", "xyz"])
+    assert np.array_equal(pending.indices(), [0, 1, 2, 0])
+    assert engine.labels == ["a", "b", "c"]
+
+
+def test_importing_the_null_worker_leaves_the_real_model_holder_alone() -> None:
+    from worker.model import ModelHolder
+
+    assert ModelHolder.load is not null_worker.load
+    assert ModelHolder.warm_up is not null_worker.warm_up
+
+
+def test_report_ends_with_the_contract_line() -> None:
+    row = {
+        "comments": 10.0,
+        "producer": 2.5,
+        "results": 1.5,
+        "redis": 0.5,
+        "null_workers": 3.0,
+        "rate": 100.0,
+        "startup": 0.3,
+    }
+    text = report({"downloader-jsonl": row, "json-array": {**row, "producer": 9.0}}, None, 2)
+    assert text.splitlines()[-1] == (
+        "control plane: producer 2.50 us/comment, results 1.50 us/comment, redis 0.50 "
+        "us/comment; one producer feeds 400,000 comments/s"
+    )
+
+
+@pytest.mark.slow
+def test_a_short_real_run_checks_its_output_and_measures_every_process(tmp_path: Path) -> None:
+    from bench.run import ensure_model
+
+    model = ensure_model("tiny")
+    found = measure_formats(model, 600, 1, ["downloader-jsonl", "api-threads"], 3)
+    for name in ("downloader-jsonl", "api-threads"):
+        assert found[name]["comments"] == 600
+        assert found[name]["producer"] > 0 and found[name]["results"] > 0
+        assert found[name]["null_workers"] > 0 and found[name]["rate"] > 0
+    small = measure_small_files(model, 5, 0)
+    assert small["files"] == 5 and small["redis_commands"] > 0
+    last = report(found, small, 1).splitlines()[-1]
+    assert re.fullmatch(
+        r"control plane: producer [\d.]+ us/comment, results [\d.]+ us/comment, redis "
+        r"[\d.]+ us/comment; one producer feeds [\d,]+ comments/s",
+        last,
+    )
