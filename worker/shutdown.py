@@ -124,11 +124,8 @@ class OrderlyStop:
             log.warning("stopping: handing %d unfinished task(s) back to the queue", len(running))
         if waiting > 0:
             log.info("stopping: handing %d task(s) not started yet back to the queue", waiting)
-        try:
-            # First, so that even a SIGKILL of this process right after leaves them queued.
-            consumer.task_consumer.channel.qos.restore_unacked()
-        except Exception as e:  # the broker is gone: it redelivers after the visibility timeout
-            log.warning("stopping: could not hand tasks back now (%s)", e)
+        # First, so that even a SIGKILL of this process right after leaves them queued.
+        restore_reserved(consumer)
         # A closed pool starts no replacement child (with a model to load) for the one killed
         # below. SIGKILL because a child deep in tokenizers or torch would not run a Python
         # SIGTERM handler for seconds. Cancelled requests are neither acknowledged nor rejected.
@@ -139,6 +136,28 @@ class OrderlyStop:
             except NotImplementedError:  # a threads pool: no job can be killed
                 log.warning("stopping: exiting now, without the thread still running a task")
                 exit_now(code)
+
+
+def restore_reserved(consumer: Any) -> None:
+    """Push every message this worker holds unacknowledged back onto its queue, now (kombu's
+    Redis transport restores them from its ``unacked`` record); if Redis cannot be reached,
+    the broker redelivers them after the visibility timeout instead."""
+    try:
+        consumer.task_consumer.channel.qos.restore_unacked()
+    except Exception as e:
+        log.warning("stopping: could not hand tasks back now (%s)", e)
+
+
+def exit_handing_back(worker: Any, code: int) -> None:
+    """Hand the chunks this worker holds back to their queue, then leave at once with
+    ``code``: for a threads worker whose task passed the hard time limit. Without the hand
+    back, its reserved chunks would wait out the visibility timeout."""
+    consumer = getattr(worker, "consumer", None)
+    if consumer is not None and getattr(consumer, "task_consumer", None) is not None:
+        held = len(state.reserved_requests)
+        log.warning("exiting: handing %d task(s) back to the queue first", held)
+        restore_reserved(consumer)
+    exit_now(code)
 
 
 def exit_now(code: int) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Reject
@@ -27,6 +27,7 @@ from emotions.errors import ModelMismatchError, OutputWriteError, PermanentError
 from emotions.jobs import JobStore, connect
 from emotions.messages import send_assembly
 from emotions.modelid import model_identity
+from emotions.redisfaults import unavailable
 from emotions.retries import compute_backoff, may_retry
 from worker import shutdown
 from worker.assembly import assemble
@@ -101,6 +102,7 @@ def classify_chunk(
             name=name,
             max_retries=settings.max_retries,
             ahead=(lambda: next_chunks(self.request.id, own_model())) if looks_ahead() else None,
+            token=self.request.id or "",
         )
     except ModelMismatchError as e:
         hand_back(self, e)
@@ -111,10 +113,42 @@ def classify_chunk(
             raise
         log.warning("file=%s chunk=%d retry=%d error=%r", name, index, self.request.retries, e)
         countdown = compute_backoff(self.request.retries, settings.retry_backoff_max)
-        raise self.retry(exc=e, countdown=countdown, max_retries=settings.max_retries) from e
+        retry_or_hand_back(self, e, countdown, settings.max_retries, name, index)
     if outcome == ASSEMBLE:
-        send_assembly(app, job, name)
+        try:
+            send_assembly(app, job, name)
+        except Exception as e:
+            if not unavailable(e):
+                raise
+            # The labels are stored; the chunk's copy, handed back, queues the assembly when
+            # it comes again (the job store tells it to: it holds the assembly guard).
+            log.warning(
+                "file=%s chunk=%d assembly not queued: redis unavailable (%s)", name, index, e
+            )
+            raise Reject(f"redis unavailable: {e}", requeue=True) from e
     return len(texts)
+
+
+def retry_or_hand_back(
+    task: Task, error: Exception, countdown: float, max_retries: int, name: str, index: int
+) -> NoReturn:
+    """Retry the chunk; if the retry cannot be published, hand the message back instead.
+
+    Celery turns a retry whose message cannot be published (Redis down or refusing writes)
+    into ``Reject(requeue=False)``: the chunk would be acknowledged and dropped, without the
+    failure hook. Requeued, it stays unacknowledged in Redis until it is pushed back to its
+    queue (now, or once Redis takes writes again, or after the visibility timeout).
+    """
+    try:
+        raise task.retry(exc=error, countdown=countdown, max_retries=max_retries) from error
+    except Reject as rejected:
+        log.warning(
+            "file=%s chunk=%d retry not queued (%s): the chunk goes back to the queue",
+            name,
+            index,
+            rejected.reason,
+        )
+        raise Reject(f"retry not queued: {rejected.reason}", requeue=True) from error
 
 
 def hand_back(task: Task, error: ModelMismatchError) -> None:
