@@ -33,7 +33,12 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from redis._parsers.resp3 import _RESP3Parser
 
-from emotions.constants import REFUSAL_PATIENCE_SECONDS, REFUSAL_RETRY_MAX_SECONDS
+from emotions.constants import (
+    PROBE_KEY,
+    PROBE_TTL_SECONDS,
+    REFUSAL_PATIENCE_SECONDS,
+    REFUSAL_RETRY_MAX_SECONDS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,15 @@ def unavailable(error: BaseException) -> bool:
     """Whether ``error`` means Redis cannot be used right now: a lost connection, a timeout,
     kombu failing to publish, or a refusal, however the client reported it."""
     return isinstance(error, UNAVAILABLE) or is_refusal(error)
+
+
+def check_writes(client: redis.Redis) -> None:
+    """Raise :class:`RedisRefused` (or a connection error) unless Redis takes a write now.
+
+    Reads still work while Redis refuses writes, so a client that only reads would call such
+    a server healthy while every worker and producer waits.
+    """
+    client.set(PROBE_KEY, "1", ex=PROBE_TTL_SECONDS)
 
 
 class RefusalParser(_RESP3Parser):

@@ -9,7 +9,7 @@ from kombu.utils.url import maybe_sanitize_url
 
 from emotions.constants import QUEUED
 from emotions.jobs import JobStore, connect
-from emotions.redisfaults import UNAVAILABLE
+from emotions.redisfaults import UNAVAILABLE, check_writes
 from emotions.settings import Settings
 from producer.ledger import Ledger
 
@@ -35,6 +35,7 @@ def print_status(settings: Settings) -> int:
                 f"{name}\t{done}/{total if total is not None else '?'} chunks\t"
                 f"{entry.records or '?'} comments\t{age:.0f}s"
             )
+        check_writes(client)  # workers and producers wait while Redis refuses writes
     except UNAVAILABLE as e:  # down, or refusing commands (see emotions.redisfaults)
         url = maybe_sanitize_url(settings.backend_url)
         print(f"emotions-producer: redis unavailable at {url}: {e}", file=sys.stderr)
