@@ -13,6 +13,9 @@ sees exactly what a user would: real pool children, real acks, real redelivery.
   time (as the kernel's OOM killer would)
 - ``FAULT_STUCK_SECONDS``: every chunk hangs this long and the soft time limit cannot stop it
   (as with a call stuck in C code), so only the hard time limit ends it
+- ``FAULT_KILL_AFTER_STORE``: a folder; the first chunk whose stored labels complete its file
+  SIGKILLs its process right after the store, before the assembly is queued, touching
+  ``killed-after-store`` there first (once: the file's presence disarms the fault)
 """
 
 from __future__ import annotations
@@ -28,10 +31,13 @@ from typing import Any
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
 
+from emotions.jobs import JobStore
 from worker.celery import app
+from worker.chunk import ASSEMBLE
 from worker.inference import ChunkStats, Engine
 from worker.model import ModelHolder
 
+_store_part = JobStore.store_part
 _submit = Engine.submit
 _run = Engine._run
 _warm_up = ModelHolder.warm_up
@@ -84,7 +90,18 @@ def run(self: Engine, part: list[list[int]], width: int, stats: ChunkStats) -> t
     return _run(self, part, width, stats)
 
 
+def store_part(self: JobStore, *args: Any, **kwargs: Any) -> int:
+    outcome = _store_part(self, *args, **kwargs)
+    if (folder := os.environ.get("FAULT_KILL_AFTER_STORE")) and outcome == ASSEMBLE:
+        mark = Path(folder, "killed-after-store")
+        if not mark.exists():
+            mark.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return outcome
+
+
 Engine.submit = submit  # type: ignore[method-assign]
+JobStore.store_part = store_part  # type: ignore[method-assign]
 Engine._run = run  # type: ignore[method-assign]
 ModelHolder.warm_up = warm_up  # type: ignore[method-assign]
 ModelHolder.load = load  # type: ignore[method-assign]
