@@ -1,0 +1,59 @@
+"""A chunk whose retry cannot be published is handed back, not dropped.
+
+Celery 5.7 turns a ``retry()`` whose message cannot be published into ``Reject(requeue=False)``:
+the message is acknowledged and the chunk is gone, without the failure hook. Shown here with a
+real Celery app on a real redis-server that refuses writes (``min-replicas-to-write``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.exceptions import Reject, Retry
+
+from emotions.celeryconfig import make_app
+from emotions.settings import load_settings
+from harness.stack import RedisServer
+from worker.tasks import retry_or_hand_back
+
+
+@pytest.fixture
+def app(redis_server: RedisServer) -> Iterator[Celery]:
+    celery = make_app(load_settings(broker_url=redis_server.url, device="cpu"))
+    yield celery
+    celery.close()
+
+
+def chunk_task(app: Celery) -> Any:
+    @app.task(bind=True, name="emotions.test_chunk")
+    def chunk(self: Any) -> None:  # never run: only its retry is published
+        raise AssertionError
+
+    chunk.push_request(id="task-1", retries=0, args=[], kwargs={}, called_directly=False)
+    return chunk
+
+
+def test_a_retry_that_cannot_be_published_is_handed_back(
+    app: Celery, redis_server: RedisServer
+) -> None:
+    task = chunk_task(app)
+    admin = redis_server.client()
+    admin.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(Reject) as dropped:  # Celery's own answer: drop the message
+            task.retry(exc=RuntimeError("CUDA error"), countdown=0, max_retries=3)
+        assert dropped.value.requeue is False
+        with pytest.raises(Reject) as handed_back:
+            retry_or_hand_back(task, RuntimeError("CUDA error"), 0.0, 3, "a.json", 2)
+        assert handed_back.value.requeue is True
+        assert "NOREPLICAS" in str(handed_back.value.reason)
+    finally:
+        admin.config_set("min-replicas-to-write", 0)
+    assert admin.llen("inference") == 0
+    with pytest.raises(Retry):  # Redis takes writes again: an ordinary retry
+        retry_or_hand_back(task, RuntimeError("CUDA error"), 0.0, 3, "a.json", 2)
+    assert admin.llen("inference") == 1  # the retry's message is queued
+    admin.close()
