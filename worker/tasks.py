@@ -19,7 +19,7 @@ import functools
 import logging
 from typing import Any, NoReturn
 
-from celery import Task
+from celery import Celery, Task
 from celery.exceptions import Reject
 
 from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE
@@ -115,18 +115,24 @@ def classify_chunk(
         countdown = compute_backoff(self.request.retries, settings.retry_backoff_max)
         retry_or_hand_back(self, e, countdown, settings.max_retries, name, index)
     if outcome == ASSEMBLE:
-        try:
-            send_assembly(app, job, name)
-        except Exception as e:
-            if not unavailable(e):
-                raise
-            # The labels are stored; the chunk's copy, handed back, queues the assembly when
-            # it comes again (the job store tells it to: it holds the assembly guard).
-            log.warning(
-                "file=%s chunk=%d assembly not queued: redis unavailable (%s)", name, index, e
-            )
-            raise Reject(f"redis unavailable: {e}", requeue=True) from e
+        queue_assembly(app, job, name, index)
     return len(texts)
+
+
+def queue_assembly(celery: Celery, job: str, name: str, index: int) -> None:
+    """Queue the file's assembly after its last chunk was stored, or hand the chunk back.
+
+    Failing the chunk because Redis is unavailable would fail a good file. Handed back, the
+    same message comes again, and the job store tells it (it holds the assembly guard) to
+    queue the assembly then.
+    """
+    try:
+        send_assembly(celery, job, name)
+    except Exception as e:
+        if not unavailable(e):
+            raise
+        log.warning("file=%s chunk=%d assembly not queued: redis unavailable (%s)", name, index, e)
+        raise Reject(f"redis unavailable: {e}", requeue=True) from e
 
 
 def retry_or_hand_back(

@@ -9,15 +9,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
+from kombu import Connection
 from kombu.exceptions import OperationalError
+from kombu.transport import redis as kombu_redis
 
 from emotions.jobs import JobStore, connect
 from emotions.redisfaults import (
     RedisRefused,
     RefusalParser,
+    Transport,
     check_writes,
     is_refusal,
     refusal_code,
@@ -119,3 +123,41 @@ def test_a_patient_client_rides_out_a_refusal(
     assert time.monotonic() - began >= 1.0  # it waited for the room
     assert store.meta("j")["name"] == "a.json"
     store.r.close()
+
+
+def received(url: str, transport: Any, server: redis.Redis) -> tuple[Any, float]:
+    """Receive one message from a queue while Redis is at maxmemory for 1.5 s: the message,
+    or the error, and how long receiving took."""
+    with Connection(url, transport=transport) as conn:
+        queue = conn.SimpleQueue("refusal-test")
+        queue.put({"chunk": 1})
+        used = int(server.info("memory")["used_memory"])
+        server.config_set("maxmemory", used - 64 * 1024)  # BRPOP works; recording it does not
+        lifted = threading.Timer(1.5, server.config_set, ("maxmemory", 0))
+        lifted.start()
+        began = time.monotonic()
+        try:
+            message: Any = queue.get(timeout=10)
+            message.ack()
+        except Exception as e:
+            message = e
+        lifted.join()
+        took = time.monotonic() - began
+        queue.close()
+    return message, took
+
+
+def test_a_received_message_is_kept_until_redis_records_it(
+    redis_server: RedisServer, server: redis.Redis
+) -> None:
+    """kombu pops a message before it records it as unacknowledged; when that record is
+    refused, kombu's own transport loses the message (it is in neither the queue nor the
+    record). The project's transport keeps trying until Redis has room again."""
+    lost, _ = received(redis_server.url, kombu_redis.Transport, server)
+    assert isinstance(lost, redis.exceptions.OutOfMemoryError)
+    assert server.llen("refusal-test") == 0 and server.hlen("unacked") == 0  # gone
+
+    message, took = received(redis_server.url, Transport, server)
+    assert message.payload == {"chunk": 1}
+    assert took >= 1.0  # it waited for the record to be taken
+    assert server.llen("refusal-test") == 0 and server.hlen("unacked") == 0  # and acked

@@ -1,7 +1,8 @@
 """A chunk whose retry cannot be published is handed back, not dropped.
 
 Celery 5.7 turns a ``retry()`` whose message cannot be published into ``Reject(requeue=False)``:
-the message is acknowledged and the chunk is gone, without the failure hook. Shown here with a
+the message is acknowledged and the chunk is gone, without the failure hook; an assembly that
+cannot be queued after the last chunk would fail the file. Shown here with a
 real Celery app on a real redis-server that refuses writes (``min-replicas-to-write``).
 """
 
@@ -17,7 +18,7 @@ from celery.exceptions import Reject, Retry
 from emotions.celeryconfig import make_app
 from emotions.settings import load_settings
 from harness.stack import RedisServer
-from worker.tasks import retry_or_hand_back
+from worker.tasks import queue_assembly, retry_or_hand_back
 
 
 @pytest.fixture
@@ -56,4 +57,22 @@ def test_a_retry_that_cannot_be_published_is_handed_back(
     with pytest.raises(Retry):  # Redis takes writes again: an ordinary retry
         retry_or_hand_back(task, RuntimeError("CUDA error"), 0.0, 3, "a.json", 2)
     assert admin.llen("inference") == 1  # the retry's message is queued
+    admin.close()
+
+
+def test_an_assembly_that_cannot_be_queued_hands_the_last_chunk_back(
+    app: Celery, redis_server: RedisServer
+) -> None:
+    """Raising would fail the file (the chunk's failure hook); the chunk goes back instead,
+    and its next run is told to queue the assembly (see the job store's REASSEMBLE)."""
+    admin = redis_server.client()
+    admin.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(Reject) as handed_back:
+            queue_assembly(app, "job-1", "a.json", 3)
+        assert handed_back.value.requeue is True
+    finally:
+        admin.config_set("min-replicas-to-write", 0)
+    queue_assembly(app, "job-1", "a.json", 3)
+    assert admin.llen("results") == 1
     admin.close()
