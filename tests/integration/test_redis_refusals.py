@@ -2,13 +2,15 @@
 
 A real redis-server is made to refuse writes while it stays up: at ``maxmemory`` with
 ``noeviction`` (``OOM``), or with ``min-replicas-to-write 1`` and no replica (``NOREPLICAS``,
-which refuses every write, BRPOP included). Workers (prefork and threads), the producer
+which refuses every write, BRPOP included), or with a snapshot failed because its folder is
+gone (``MISCONF``, as with a full disk). Workers (prefork and threads), the producer
 daemon and ``status`` meet the refusal; afterwards no process has exited, no file has failed,
 and every comment comes out once with the label the same model gives its chunk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
@@ -24,7 +26,7 @@ import redis
 from emotions.redisfaults import is_refusal
 from emotions.settings import load_settings
 from harness.procs import ROOT, spawn, wait_for
-from harness.stack import Stack, write_json
+from harness.stack import RedisServer, Stack, write_json
 from harness.standins import corpus
 from tests.services import TEST_ENV, started_marker
 from worker.inference import Engine
@@ -37,34 +39,74 @@ PREFORK: tuple[str, ...] = ()
 THREADS = ("-P", "threads")
 
 
-def refuse(client: redis.Redis, kind: str) -> None:
-    """Make the server refuse writes (``kind``: ``oom`` or ``noreplicas``)."""
+class ReconfigurableRedis(RedisServer):
+    """The stack's redis-server, with ``CONFIG SET dir`` allowed (a protected setting), which
+    is how a test makes snapshots fail and Redis answer ``MISCONF``."""
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--enable-protected-configs", "yes"]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = ReconfigurableRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def bgsave_status(client: redis.Redis) -> str:
+    return str(client.info("persistence")["rdb_last_bgsave_status"])
+
+
+def saved(client: redis.Redis, status: str) -> bool:
+    """Start a snapshot (unless one runs) and say whether the last one ended with ``status``."""
+    with contextlib.suppress(redis.ResponseError):  # one in progress already
+        client.bgsave()
+    time.sleep(0.2)
+    return bgsave_status(client) == status
+
+
+def refuse(client: redis.Redis, kind: str, scratch: Path) -> None:
+    """Make the server refuse writes: at maxmemory (``oom``), too few replicas
+    (``noreplicas``), or a failed snapshot (``misconf``: its folder is gone)."""
     if kind == "oom":
         used = int(client.info("memory")["used_memory"])
         client.config_set("maxmemory", max(1, used - 256 * 1024))  # at (past) maxmemory
-    else:
+    elif kind == "noreplicas":
         client.config_set("min-replicas-to-write", 1)
+    else:
+        scratch.mkdir()
+        client.config_set("save", "3600 1")  # snapshots on: their failure stops writes
+        client.config_set("dir", str(scratch))
+        scratch.rmdir()
+        wait_for(lambda: saved(client, "err"), 20, "a snapshot to fail")
     with pytest.raises(redis.ResponseError) as refused:  # the server really refuses
         client.set("emotions:test:probe", "x" * 1024)
     assert is_refusal(refused.value)
 
 
-def accept(client: redis.Redis) -> None:
+def accept(client: redis.Redis, home: str) -> None:
     """Writes are taken again."""
     client.config_set("maxmemory", 0)
     client.config_set("min-replicas-to-write", 0)
+    if client.config_get("dir")["dir"] != home:
+        client.config_set("dir", home)
+        wait_for(lambda: saved(client, "ok"), 20, "a snapshot to succeed")
+        client.config_set("save", "")
 
 
 @contextmanager
 def refusing(stack: Stack, kind: str, seconds: float = REFUSAL_SECONDS) -> Iterator[None]:
     """Redis refuses writes for ``seconds`` (and for as long as the body runs)."""
     client = stack.redis.client()
-    refuse(client, kind)
+    home = str(client.config_get("dir")["dir"])
+    refuse(client, kind, stack.root / "gone")
     try:
         yield
         time.sleep(seconds)
     finally:
-        accept(client)
+        accept(client, home)
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +163,16 @@ def alive(*procs: subprocess.Popen[bytes]) -> bool:
     ("kind", "pool", "supervised"),
     [
         ("oom", PREFORK, False),
+        ("misconf", PREFORK, False),
         ("noreplicas", PREFORK, True),
         ("oom", THREADS, True),
     ],
-    ids=["oom-prefork", "noreplicas-prefork-supervised", "oom-threads-supervised"],
+    ids=[
+        "oom-prefork",
+        "misconf-prefork",
+        "noreplicas-prefork-supervised",
+        "oom-threads-supervised",
+    ],
 )
 def test_a_backlog_fed_while_redis_refuses_writes_comes_out_exactly_once(
     stack: Stack, reference_engine: Engine, kind: str, pool: tuple[str, ...], supervised: bool
