@@ -109,6 +109,7 @@ def classify_chunk(
     except PermanentError:
         raise
     except Exception as e:
+        redis_unavailable(e, name, index)
         if not may_retry(self.request.retries, settings.max_retries):
             raise
         log.warning("file=%s chunk=%d retry=%d error=%r", name, index, self.request.retries, e)
@@ -135,24 +136,42 @@ def queue_assembly(celery: Celery, job: str, name: str, index: int) -> None:
         raise Reject(f"redis unavailable: {e}", requeue=True) from e
 
 
+def redis_unavailable(error: Exception, name: str, index: int | None = None) -> None:
+    """Hand the message back if ``error`` says Redis is unavailable (down, or refusing writes).
+
+    The job store's client has already waited minutes for it; the file is not at fault, so
+    this uses up none of the chunk's retries (whose end fails the file). The job store still
+    counts each start, which bounds how long one chunk can go round.
+    """
+    if not unavailable(error):
+        return
+    where = f"file={name}" + (f" chunk={index}" if index is not None else "")
+    log.warning("%s goes back to the queue: redis unavailable (%s)", where, error)
+    raise Reject(f"redis unavailable: {error}", requeue=True) from error
+
+
 def retry_or_hand_back(
-    task: Task, error: Exception, countdown: float, max_retries: int, name: str, index: int
+    task: Task,
+    error: Exception,
+    countdown: float,
+    max_retries: int | None,
+    name: str,
+    index: int | None = None,
 ) -> NoReturn:
-    """Retry the chunk; if the retry cannot be published, hand the message back instead.
+    """Retry the task; if the retry cannot be published, hand the message back instead.
 
     Celery turns a retry whose message cannot be published (Redis down or refusing writes)
-    into ``Reject(requeue=False)``: the chunk would be acknowledged and dropped, without the
-    failure hook. Requeued, it stays unacknowledged in Redis until it is pushed back to its
-    queue (now, or once Redis takes writes again, or after the visibility timeout).
+    into ``Reject(requeue=False)``: the chunk (or assembly) would be acknowledged and dropped,
+    without the failure hook. Requeued, it stays unacknowledged in Redis until it is pushed
+    back to its queue (now, or once Redis takes writes again, or after the visibility
+    timeout). ``max_retries`` None: the task's own limit.
     """
     try:
         raise task.retry(exc=error, countdown=countdown, max_retries=max_retries) from error
     except Reject as rejected:
+        where = f"file={name}" + (f" chunk={index}" if index is not None else "")
         log.warning(
-            "file=%s chunk=%d retry not queued (%s): the chunk goes back to the queue",
-            name,
-            index,
-            rejected.reason,
+            "%s retry not queued (%s): the message goes back to the queue", where, rejected.reason
         )
         raise Reject(f"retry not queued: {rejected.reason}", requeue=True) from error
 
@@ -177,9 +196,12 @@ def assemble_file(self: AssemblyTask, job: str, name: str) -> str:
     settings = get_settings()
     try:
         return assemble(store(), settings, job)
-    except OutputWriteError as e:
+    except Exception as e:
+        redis_unavailable(e, name)
+        if not isinstance(e, OutputWriteError):
+            raise
         # Labels stay in Redis; retried while the job is queued (the producer's supervisor
         # fails it after a few stall periods without progress).
         log.error("file=%s cannot write output, will retry: %s", name, e)
         countdown = compute_backoff(self.request.retries, settings.retry_backoff_max)
-        raise self.retry(exc=e, countdown=countdown) from e
+        retry_or_hand_back(self, e, countdown, None, name)

@@ -12,13 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 from celery.exceptions import Reject, Retry
 
 from emotions.celeryconfig import make_app
+from emotions.jobs import connect
 from emotions.settings import load_settings
 from harness.stack import RedisServer
-from worker.tasks import queue_assembly, retry_or_hand_back
+from worker.tasks import queue_assembly, redis_unavailable, retry_or_hand_back
 
 
 @pytest.fixture
@@ -76,3 +78,26 @@ def test_an_assembly_that_cannot_be_queued_hands_the_last_chunk_back(
     queue_assembly(app, "job-1", "a.json", 3)
     assert admin.llen("results") == 1
     admin.close()
+
+
+def test_redis_unavailable_hands_the_message_back_without_using_a_retry(
+    redis_server: RedisServer,
+) -> None:
+    """A chunk whose job-store calls gave up on a refusing Redis is not the file's fault: it
+    goes back to the queue; its retries (whose end fails the file) are kept for real faults."""
+    admin = redis_server.client()
+    client = connect(redis_server.url, patient=False)
+    admin.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(redis.ConnectionError) as refused:
+            client.set("k", "v")
+    finally:
+        admin.config_set("min-replicas-to-write", 0)
+        admin.close()
+        client.close()
+    with pytest.raises(Reject) as handed_back:
+        redis_unavailable(refused.value, "a.json", 2)
+    assert handed_back.value.requeue is True and "NOREPLICAS" in str(handed_back.value.reason)
+    with pytest.raises(Reject):
+        redis_unavailable(redis.ConnectionError("Connection refused"), "a.json")
+    redis_unavailable(RuntimeError("CUDA error: illegal memory access"), "a.json")  # no raise
