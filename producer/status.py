@@ -38,7 +38,11 @@ def print_status(settings: Settings) -> int:
         check_writes(client)  # workers and producers wait while Redis refuses writes
     except UNAVAILABLE as e:  # down, or refusing commands (see emotions.redisfaults)
         url = maybe_sanitize_url(settings.backend_url)
-        print(f"emotions-producer: redis unavailable at {url}: {e}", file=sys.stderr)
+        print(
+            f"emotions-producer: redis unavailable (cannot reach Redis at {url}, or it refuses "
+            f"writes): {e}",
+            file=sys.stderr,
+        )
         return 1
     print("\n".join(["file\tprogress\tcomments\tage", *rows]) if rows else "no files in flight")
     print("ledger: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
