@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 
 # Error codes of replies that say "not now" rather than "never": the server is up but
 # refuses writes (or any command, while loading) until an operator or time fixes it.
+# UNBLOCKED is what a blocked BRPOP gets when a failover turns its master into a replica.
 REFUSAL_CODES: Final = frozenset(
-    {"OOM", "MISCONF", "READONLY", "NOREPLICAS", "LOADING", "MASTERDOWN"}
+    {"OOM", "MISCONF", "READONLY", "NOREPLICAS", "LOADING", "MASTERDOWN", "UNBLOCKED"}
 )
 # redis-py's own classes for some of those replies (the others arrive as ResponseError).
 _REFUSAL_TYPES: Final = (

@@ -37,6 +37,8 @@ REFUSALS = {
     "READONLY": "READONLY You can't write against a read only replica.",
     "NOREPLICAS": "NOREPLICAS Not enough good replicas to write.",
     "LOADING": "LOADING Redis is loading the dataset in memory",
+    "UNBLOCKED": "UNBLOCKED force unblock from blocking operation, instance state changed "
+    "(master -> replica?)",
     "MASTERDOWN": "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set "
     "to 'no'.",
 }

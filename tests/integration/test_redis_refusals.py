@@ -25,7 +25,7 @@ import redis
 
 from emotions.redisfaults import is_refusal
 from emotions.settings import load_settings
-from harness.procs import ROOT, spawn, wait_for
+from harness.procs import ROOT, free_port, spawn, wait_for
 from harness.stack import RedisServer, Stack, write_json
 from harness.standins import corpus
 from tests.services import TEST_ENV, started_marker
@@ -75,6 +75,8 @@ def refuse(client: redis.Redis, kind: str, scratch: Path) -> None:
         client.config_set("maxmemory", max(1, used - 256 * 1024))  # at (past) maxmemory
     elif kind == "noreplicas":
         client.config_set("min-replicas-to-write", 1)
+    elif kind == "readonly":  # a failover made it a replica (of a master it cannot reach)
+        client.replicaof("127.0.0.1", str(free_port()))
     else:
         scratch.mkdir()
         client.config_set("save", "3600 1")  # snapshots on: their failure stops writes
@@ -90,6 +92,7 @@ def accept(client: redis.Redis, home: str) -> None:
     """Writes are taken again."""
     client.config_set("maxmemory", 0)
     client.config_set("min-replicas-to-write", 0)
+    client.replicaof("NO", "ONE")
     if client.config_get("dir")["dir"] != home:
         client.config_set("dir", home)
         wait_for(lambda: saved(client, "ok"), 20, "a snapshot to succeed")
@@ -164,12 +167,14 @@ def alive(*procs: subprocess.Popen[bytes]) -> bool:
     [
         ("oom", PREFORK, False),
         ("misconf", PREFORK, False),
+        ("readonly", PREFORK, False),
         ("noreplicas", PREFORK, True),
         ("oom", THREADS, True),
     ],
     ids=[
         "oom-prefork",
         "misconf-prefork",
+        "readonly-prefork",
         "noreplicas-prefork-supervised",
         "oom-threads-supervised",
     ],
@@ -221,13 +226,21 @@ def test_a_backlog_fed_while_redis_refuses_writes_comes_out_exactly_once(
 
 
 @pytest.mark.parametrize("pool", [PREFORK, THREADS], ids=["prefork", "threads"])
-def test_a_worker_rides_out_redis_refusing_every_write(stack: Stack, pool: tuple[str, ...]) -> None:
-    """NOREPLICAS refuses BRPOP itself: the worker's event loop meets the refusal at once.
-    kombu's own transport lets it out of the loop and the main process exits."""
+@pytest.mark.parametrize(
+    ("kind", "codes"), [("noreplicas", ("NOREPLICAS",)), ("readonly", ("UNBLOCKED", "READONLY"))]
+)
+def test_an_idle_worker_rides_out_redis_refusing_its_brpop(
+    stack: Stack, pool: tuple[str, ...], kind: str, codes: tuple[str, ...]
+) -> None:
+    """An idle worker waits in BRPOP. NOREPLICAS refuses BRPOP itself; a failover to a replica
+    aborts it (UNBLOCKED), then refuses it (READONLY). Either way the worker's event loop
+    meets the reply at once; kombu's own transport lets it out and the main process exits."""
     worker = stack.start_worker("w1", *pool, timeout=90)
-    with refusing(stack, "noreplicas"):
+    with refusing(stack, kind):
         wait_for(
-            lambda: "NOREPLICAS" in stack.log("w1") or worker.poll() is not None, 30, "the refusal"
+            lambda: any(c in stack.log("w1") for c in codes) or worker.poll() is not None,
+            30,
+            "the refusal",
         )
     assert worker.poll() is None, stack.log("w1")
     expected = records(20, "a-", seed=7)
