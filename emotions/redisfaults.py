@@ -169,9 +169,26 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     """kombu's Redis transport with :class:`Channel`: Redis refusing a command is a connection
-    error (already among ``connection_errors``), so Celery reconnects instead of exiting."""
+    error (already among ``connection_errors``), so Celery reconnects instead of exiting.
+
+    A connection counts as made only once Redis takes a write (:func:`check_writes`): kombu
+    checks a new connection with a PING, which a Redis refusing writes answers, and the
+    worker would then restart its consumer several times a second (each start writes),
+    instead of waiting between tries as Celery does for a Redis it cannot reach.
+    """
 
     Channel = Channel
+
+    def establish_connection(self) -> Any:
+        connection = super().establish_connection()
+        channel = self._avail_channels[-1]
+        try:
+            check_writes(channel.client)
+        except Exception:
+            self._avail_channels.remove(channel)
+            channel.close()
+            raise
+        return connection
 
 
 TRANSPORT_PATH: Final = f"{__name__}:Transport"
