@@ -5,12 +5,14 @@ Thin on purpose: each calls a plain function (:func:`worker.chunk.classify`,
 what Celery must be told: retry, hand back, or fail. The retry policy is
 :mod:`emotions.retries`.
 
-Every way a task can end without success records its outcome through Celery's own failure
-hook (:meth:`ChunkTask.on_failure`), which Celery calls for any exception the task raises,
-for a retry that could not be published, and, in the worker's main process, for the hard
-time limit. A pool child that dies is requeued (``task_reject_on_worker_lost``) and counted
-by the job store's start counter; anything lost beyond that is healed by the producer's
-supervisor.
+Every way a task can fail records its outcome through Celery's own failure hook
+(:meth:`ChunkTask.on_failure`), which Celery calls for any exception the task raises and, in
+the worker's main process, for the hard time limit. Redis being unavailable (down, or
+refusing writes) is never a failure: the message goes back to its queue
+(:func:`redis_unavailable`), and so does one whose retry or assembly cannot be published
+(Celery would acknowledge and drop it). A pool child that dies is requeued
+(``task_reject_on_worker_lost``) and counted by the job store's start counter; anything lost
+beyond that is healed by the producer's supervisor.
 """
 
 from __future__ import annotations
