@@ -20,11 +20,16 @@ from emotions.constants import (
     QUEUES,
     RESULTS_QUEUE,
 )
+from emotions.redisfaults import register_transport
 from emotions.settings import Settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from ours; every choice here protects against a named fault."""
+    # redis:// and rediss:// brokers get kombu's Redis transport, except that Redis refusing
+    # writes (OOM at maxmemory, MISCONF, READONLY, NOREPLICAS, LOADING) is a lost connection:
+    # Celery reconnects and retries instead of the worker's main process exiting.
+    register_transport()
     transport = {
         # An unacknowledged chunk (its worker died) is redelivered after this long.
         "visibility_timeout": settings.visibility_timeout,

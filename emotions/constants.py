@@ -73,6 +73,16 @@ MAX_HEALS: Final = 3
 # How often the producer refreshes the TTL of the jobs it follows, in seconds.
 TOUCH_SECONDS: Final = 60.0
 
+# Redis refusing writes (emotions.redisfaults). A worker holding a message it could not record
+# as unacknowledged retries the record this long (seconds) before reconnecting: the message
+# exists nowhere else. Waits between tries grow to REFUSAL_RETRY_MAX_SECONDS.
+REFUSAL_PATIENCE_SECONDS: Final = 30.0
+REFUSAL_RETRY_MAX_SECONDS: Final = 2.0
+# ``status`` writes this key (expiring after PROBE_TTL_SECONDS) to tell a Redis that answers
+# reads but refuses writes from one that works.
+PROBE_KEY: Final = f"{KEY_PREFIX}:probe"
+PROBE_TTL_SECONDS: Final = 10
+
 # When a file in the input folder counts as complete (producer/completion.py), in seconds.
 DEFAULT_SETTLE_SECONDS: Final = 1.0  # unchanged this long after a close, a move in, or a scan
 DEFAULT_OPEN_FILE_SECONDS: Final = 3600.0  # written since its last close: waited for this long

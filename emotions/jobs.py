@@ -42,21 +42,33 @@ from emotions.constants import (
     starts_key,
 )
 from emotions.errors import PermanentError
+from emotions.redisfaults import CLIENT_OPTIONS
 
 # Outcomes of BEGIN.
 SKIP: Final = -1  # the job is no longer queued (ended, replaced or expired)
 GIVE_UP: Final = -2  # the chunk was begun too often: the job is now failed
 ALREADY: Final = 0  # this chunk's labels are already stored (a redelivered duplicate)
 GO: Final = 1
+# This very message stored the job's last chunk and took the assembly guard, and comes again:
+# its worker died, or could not publish, before the assembly was surely queued. Queue it.
+REASSEMBLE: Final = 2
 
-# KEYS[1] job hash, KEYS[2] parts, KEYS[3] starts.
+# KEYS[1] job hash, KEYS[2] parts, KEYS[3] starts, KEYS[4] assembly guard.
 # ARGV[1] chunk index, ARGV[2] most starts allowed, ARGV[3] TTL seconds,
-# ARGV[4] failure detail (JSON) used if the chunk is begun once too often, ARGV[5] now.
-# Returns SKIP, GIVE_UP, ALREADY or GO (above). Counting starts here, before any work, is what
-# catches a chunk that kills its worker every time: that worker never gets to report anything.
+# ARGV[4] failure detail (JSON) used if the chunk is begun once too often, ARGV[5] now,
+# ARGV[6] the message's token (its task id; empty: none).
+# Returns SKIP, GIVE_UP, ALREADY, GO or REASSEMBLE (above). Counting starts here, before any
+# work, is what catches a chunk that kills its worker every time: that worker never gets to
+# report anything. The guard holds the token of the message that took it (see _STORE), so a
+# message that comes again after taking it is told to queue the assembly: without that, a
+# worker dying between storing the last chunk and queueing the assembly would leave the job
+# waiting for the producer's stall supervision.
 _BEGIN = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return -1 end
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) == ARGV[6] then return 2 end
+  return 0
+end
 local n = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 if n > tonumber(ARGV[2]) then
@@ -69,7 +81,8 @@ return 1
 
 # KEYS[1] job hash, KEYS[2] parts, KEYS[3] starts, KEYS[4] assembly guard.
 # ARGV[1] chunk index, ARGV[2] the chunk's label indexes, ARGV[3] TTL seconds,
-# ARGV[4] the worker's label names (JSON list, in index order).
+# ARGV[4] the worker's label names (JSON list, in index order), ARGV[5] the message's token
+# (kept in the guard, for BEGIN).
 # Returns -1: job not queued; -3: the labels differ from those stored by an earlier chunk of
 # this job (two models in one file: refused); 0: stored; 1: stored and this caller must queue
 # the assembly. A duplicate of an already stored chunk of a complete job also returns 1 once
@@ -86,7 +99,7 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
 if total == redis.call('HLEN', KEYS[2]) then
-  if redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[3]) then return 1 end
+  if redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[3]) then return 1 end
 end
 return 0
 """
@@ -116,7 +129,8 @@ _QUICK_TIMEOUT: Final = 3.0
 
 
 def connect(url: str, *, patient: bool = True) -> redis.Redis:
-    """A Redis client; ``patient`` ones ride out a restart, others fail within seconds.
+    """A Redis client; ``patient`` ones ride out a restart (or Redis refusing writes for a
+    while), others fail within seconds.
 
     Names of input files need not be UTF-8 on Linux: they travel as Python's surrogate
     escapes and come back as the same name.
@@ -129,9 +143,12 @@ def connect(url: str, *, patient: bool = True) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         retry=_PATIENT_RETRY if patient else _QUICK_RETRY,
+        # A refusal (OOM, MISCONF, READONLY, NOREPLICAS, LOADING) arrives as RedisRefused,
+        # a ConnectionError: retried like a restart, never taken for a bug of the command.
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         health_check_interval=10,
         encoding_errors="surrogateescape",
+        **CLIENT_OPTIONS,
         **brief,
     )
 
@@ -179,18 +196,37 @@ class JobStore:
         raw: dict[bytes, bytes] = self.r.hgetall(job_key(job))  # type: ignore[assignment]
         return {k.decode(): v.decode("utf-8", "surrogateescape") for k, v in raw.items()}
 
-    def begin(self, job: str, index: int, max_starts: int, detail: dict[str, Any]) -> int:
-        """Count a start of chunk ``index``: :data:`GO`, :data:`ALREADY`, :data:`SKIP` or
+    def begin(
+        self, job: str, index: int, max_starts: int, detail: dict[str, Any], token: str = ""
+    ) -> int:
+        """Count a start of chunk ``index``: :data:`GO`, :data:`ALREADY`, :data:`SKIP`,
         :data:`GIVE_UP` (begun more than ``max_starts`` times: the job is failed with
-        ``detail``)."""
-        keys = [job_key(job), parts_key(job), starts_key(job)]
-        args: list[int | bytes | str] = [index, max_starts, self.ttl, orjson.dumps(detail), _now()]
+        ``detail``) or :data:`REASSEMBLE` (``token``, the message's task id, stored the last
+        chunk before and the assembly may not have been queued)."""
+        keys = [job_key(job), parts_key(job), starts_key(job), assemble_lock_key(job)]
+        args: list[int | bytes | str] = [
+            index,
+            max_starts,
+            self.ttl,
+            orjson.dumps(detail),
+            _now(),
+            token,
+        ]
         return int(self._begin(keys=keys, args=args))
 
-    def store_part(self, job: str, index: int, indices: Sequence[int], labels: list[str]) -> int:
-        """Store one chunk's labels: -3 other labels, -1 job inactive, 0 stored, 1 assemble."""
+    def store_part(
+        self, job: str, index: int, indices: Sequence[int], labels: list[str], token: str = ""
+    ) -> int:
+        """Store one chunk's labels: -3 other labels, -1 job inactive, 0 stored, 1 assemble
+        (the assembly guard then holds ``token``)."""
         keys = [job_key(job), parts_key(job), starts_key(job), assemble_lock_key(job)]
-        args: list[int | bytes] = [index, encode_labels(indices), self.ttl, orjson.dumps(labels)]
+        args: list[int | bytes | str] = [
+            index,
+            encode_labels(indices),
+            self.ttl,
+            orjson.dumps(labels),
+            token or "1",
+        ]
         return int(self._store(keys=keys, args=args))
 
     def rename(self, job: str, name: str, path: bytes, output: str) -> None:

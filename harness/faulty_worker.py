@@ -26,6 +26,9 @@ sees exactly what a user would: real pool children, real acks, real redelivery.
   time (as the kernel's OOM killer would)
 - ``FAULT_STUCK_SECONDS``: every chunk hangs this long and the soft time limit cannot stop it
   (as with a call stuck in C code), so only the hard time limit ends it
+- ``FAULT_KILL_AFTER_STORE``: a folder; the first chunk whose stored labels complete its file
+  SIGKILLs its process right after the store, before the assembly is queued, touching
+  ``killed-after-store`` there first (once: the file's presence disarms the fault)
 """
 
 from __future__ import annotations
@@ -44,11 +47,14 @@ import torch
 from celery.exceptions import SoftTimeLimitExceeded
 
 import worker.engine
+from emotions.jobs import JobStore
 from worker.celery import app
+from worker.chunk import ASSEMBLE
 from worker.graphs import capture_all
 from worker.inference import ChunkStats, Engine
 from worker.model import ModelHolder
 
+_store_part = JobStore.store_part
 _submit = Engine.submit
 _logits = Engine.logits
 _build_engine = worker.engine.build_engine
@@ -166,15 +172,26 @@ class CpuGraphs:
         self.shapes.clear()
 
 
+def store_part(self: JobStore, *args: Any, **kwargs: Any) -> int:
+    outcome = _store_part(self, *args, **kwargs)
+    if (folder := os.environ.get("FAULT_KILL_AFTER_STORE")) and outcome == ASSEMBLE:
+        mark = Path(folder, "killed-after-store")
+        if not mark.exists():
+            mark.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return outcome
+
+
 def build_engine(*args: Any, **kwargs: Any) -> Engine:
     if os.environ.get("FAULT_CAPTURE_FAILS"):
         kwargs["graphs"] = CpuGraphs
     return _build_engine(*args, **kwargs)
 
 
-Engine.submit = submit  # type: ignore[method-assign]
 Engine.logits = logits  # type: ignore[method-assign]
 worker.engine.build_engine = build_engine
+Engine.submit = submit  # type: ignore[method-assign]
+JobStore.store_part = store_part  # type: ignore[method-assign]
 Engine._run = run  # type: ignore[method-assign]
 ModelHolder.warm_up = warm_up  # type: ignore[method-assign]
 ModelHolder.load = load  # type: ignore[method-assign]

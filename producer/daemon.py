@@ -19,15 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-import redis
 from celery import Celery
-from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 from tqdm import tqdm
 
 from emotions.files import display_name
 from emotions.jobs import JobStore, connect
 from emotions.messages import waiting_for
+from emotions.redisfaults import UNAVAILABLE, unavailable
 from emotions.settings import Settings
 from producer.completion import Incomplete, truncated_report
 from producer.failed import FailedFolder
@@ -44,8 +43,9 @@ DOWN_WARN_SECONDS = 5.0
 # Taking a file reads it whole once; with a large backlog, feeding the workers must not wait
 # until every file has been read, so each turn of the loop takes files for at most this long.
 TAKE_SECONDS = 1.0  # while Redis is down, say so this often
-# Redis restarting: from our own client, or from kombu when publishing a chunk.
-BROKER_DOWN = (redis.ConnectionError, redis.TimeoutError, OperationalError)
+# Redis restarting or refusing writes (emotions.redisfaults): from our own client, or from
+# kombu when publishing a chunk.
+BROKER_DOWN = UNAVAILABLE
 
 
 class Producer:
@@ -101,9 +101,9 @@ class Producer:
                     self.tracker.add(self.submitter.consider(path))
             except Incomplete as e:
                 self._incomplete(e)
-            except BROKER_DOWN:
-                raise
             except Exception as e:
+                if unavailable(e):  # Redis down or refusing writes: never the file's fault
+                    raise
                 log.exception("file=%s unexpected error: %r", display_name(path.name), e)
                 self._fail_unexpected(path, e)
         return []
@@ -128,10 +128,10 @@ class Producer:
         except Incomplete as e:  # a job vanished from Redis and its file now reads cut short
             self._incomplete(e)
             return candidates
-        except BROKER_DOWN as e:
-            self._down(e)
-            return candidates
         except Exception as e:
+            if unavailable(e):
+                self._down(e)
+                return candidates
             log.exception("unexpected error in the producer loop (it goes on): %r", e)
             self.sleep(1)
             return candidates

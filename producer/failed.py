@@ -23,6 +23,7 @@ import orjson
 from emotions.constants import ERROR_SUFFIX, FAILED
 from emotions.errors import EmotionsError
 from emotions.files import display_name, inside, safe_name, write_atomic
+from emotions.redisfaults import unavailable
 from emotions.settings import Settings
 from producer.ledger import Entry, Ledger
 
@@ -86,6 +87,16 @@ class FailedFolder:
                 shown,
                 e,
             )
-        entry = self.ledger.get(name) or Entry("", "", self.settings.model, FAILED, -1, -1.0)
-        self.ledger.put(name, replace(entry, state=FAILED, error=error, size=size, mtime=mtime))
         log.error("file=%s event=failed error=%s", shown, error)
+        try:
+            entry = self.ledger.get(name) or Entry("", "", self.settings.model, FAILED, -1, -1.0)
+            self.ledger.put(name, replace(entry, state=FAILED, error=error, size=size, mtime=mtime))
+        except Exception as e:
+            if not unavailable(e):
+                raise
+            # The file's failure is its own and stands (its report is written); only the
+            # ledger's record of it waits for Redis. A file that could not be moved either is
+            # read again, and failed again, once Redis is back.
+            log.warning(
+                "file=%s failure not recorded in the ledger: redis unavailable (%s)", shown, e
+            )

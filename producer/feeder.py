@@ -86,9 +86,15 @@ class Feeder:
             f.reader = islice(self._chunks(f.sub), f.sent, None)
         n = 0
         for chunk in islice(f.reader, room):
-            send_chunk(
-                self.app, f.sub.job, f.sent, [r.comment for r in chunk], self.model, f.sub.name
-            )
+            try:
+                send_chunk(
+                    self.app, f.sub.job, f.sent, [r.comment for r in chunk], self.model, f.sub.name
+                )
+            except BaseException:
+                # The chunk left the reader unsent: read again from ``sent`` next time, or
+                # chunk k+1's texts would go out as chunk k (Redis down, or refusing writes).
+                f.reader = None
+                raise
             f.sent += 1
             n += 1
         if n:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 import time
 
-import redis
 from kombu.utils.url import maybe_sanitize_url
 
 from emotions.constants import QUEUED
 from emotions.jobs import JobStore, connect
+from emotions.redisfaults import UNAVAILABLE, check_writes
 from emotions.settings import Settings
 from producer.ledger import Ledger
 
@@ -17,7 +17,8 @@ from producer.ledger import Ledger
 def print_status(settings: Settings) -> int:
     """Print one line per file in flight (done/total chunks), then a summary.
 
-    0, or 1 within seconds (not after minutes of retries) when Redis cannot be reached.
+    0, or 1 within seconds (not after minutes of retries) when Redis cannot be reached or
+    refuses commands.
     """
     client = connect(settings.backend_url, patient=False)
     try:
@@ -34,9 +35,14 @@ def print_status(settings: Settings) -> int:
                 f"{name}\t{done}/{total if total is not None else '?'} chunks\t"
                 f"{entry.records or '?'} comments\t{age:.0f}s"
             )
-    except (redis.ConnectionError, redis.TimeoutError) as e:
+        check_writes(client)  # workers and producers wait while Redis refuses writes
+    except UNAVAILABLE as e:  # down, or refusing commands (see emotions.redisfaults)
         url = maybe_sanitize_url(settings.backend_url)
-        print(f"emotions-producer: cannot reach Redis at {url}: {e}", file=sys.stderr)
+        print(
+            f"emotions-producer: redis unavailable (cannot reach Redis at {url}, or it refuses "
+            f"writes): {e}",
+            file=sys.stderr,
+        )
         return 1
     print("\n".join(["file\tprogress\tcomments\tage", *rows]) if rows else "no files in flight")
     print("ledger: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))

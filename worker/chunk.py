@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from emotions.constants import LOST_WORKER_STARTS
 from emotions.errors import ModelMismatchError, PermanentError
-from emotions.jobs import ALREADY, GIVE_UP, GO, SKIP, JobStore
+from emotions.jobs import ALREADY, GIVE_UP, GO, REASSEMBLE, SKIP, JobStore
 from worker.faults import as_device_fault, chunk_finished
 
 if TYPE_CHECKING:
@@ -54,12 +54,16 @@ def classify(
     name: str,
     max_retries: int,
     ahead: Ahead | None = None,
+    token: str = "",
 ) -> int:
     """Label ``texts`` and store them as chunk ``index`` of ``job``.
 
     ``ahead`` lists the chunks expected next (:func:`worker.prefetch.next_chunks`): once this
     chunk's tokens are in hand, they are tokenized on the engine's tokenizer thread while this
     chunk's forwards are queued and run (:meth:`~worker.inference.Engine.submit`).
+
+    ``token`` (the message's task id) lets a message that stored the file's last chunk, and
+    comes again, learn that it must queue the assembly (:data:`~emotions.jobs.REASSEMBLE`).
 
     Returns the store's outcome (:data:`ASSEMBLE`: queue the assembly), or the begin outcome
     when no work was done (:data:`~emotions.jobs.SKIP`, ``ALREADY``, ``GIVE_UP``).
@@ -71,7 +75,10 @@ def classify(
         "chunk": index,
         "file": name,
     }
-    begun = store.begin(job, index, limit, detail)
+    begun = store.begin(job, index, limit, detail, token)
+    if begun == REASSEMBLE:
+        log.warning("file=%s chunk=%d stored before; the assembly is queued again", name, index)
+        return ASSEMBLE
     if begun != GO:
         why = {
             SKIP: "job ended or expired",
@@ -96,7 +103,7 @@ def classify(
             raise
         raise fault from e
     chunk_finished()
-    outcome = store.store_part(job, index, indices.tolist(), engine.labels)
+    outcome = store.store_part(job, index, indices.tolist(), engine.labels, token)
     if outcome == LABELS_DIFFER:
         raise PermanentError(
             f"chunk {index} was labelled with other labels than the file's earlier chunks: two "

@@ -14,6 +14,7 @@ bounded "finish the chunk in hand or hand it back".
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -99,7 +100,11 @@ def _preflight(sender: Any = None, **_: Any) -> None:
             sender.prefetch_multiplier = prefetch_multiplier(pool, sender.prefetch_multiplier)
             _looks_ahead = pool == "threads"
         if pool == "threads":
-            watch(settings.task_time_limit)  # Celery enforces no time limit in a threads pool
+            # Celery enforces no time limit in a threads pool.
+            watch(
+                settings.task_time_limit,
+                exit_process=functools.partial(shutdown.exit_handing_back, sender),
+            )
     except Exception as e:
         log.critical("worker cannot start: %s", e)
         raise WorkerTerminate(1) from e

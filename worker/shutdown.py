@@ -138,12 +138,25 @@ class OrderlyStop:
 
 
 def restore_unacked(consumer: Any) -> None:
-    """Push every message this worker holds unacknowledged back onto its queue (kombu's Redis
-    transport keeps them aside until then, or until the visibility timeout)."""
+    """Push every message this worker holds unacknowledged back onto its queue, now (kombu's
+    Redis transport keeps them aside until then, or until the visibility timeout); if Redis
+    cannot be reached, the broker redelivers them after the visibility timeout instead."""
     try:
         consumer.task_consumer.channel.qos.restore_unacked()
     except Exception as e:  # the broker is gone: it redelivers after the visibility timeout
         log.warning("could not hand tasks back now (%s)", e)
+
+
+def exit_handing_back(worker: Any, code: int) -> NoReturn:
+    """Hand the chunks this worker holds back to their queue, then leave at once with
+    ``code``: for a threads worker whose task passed the hard time limit. Without the hand
+    back, its reserved chunks would wait out the visibility timeout."""
+    consumer = getattr(worker, "consumer", None)
+    if consumer is not None and getattr(consumer, "task_consumer", None) is not None:
+        held = len(state.reserved_requests)
+        log.warning("exiting: handing %d task(s) back to the queue first", held)
+        restore_unacked(consumer)
+    exit_now(code)
 
 
 def exit_now(code: int) -> NoReturn:

@@ -5,21 +5,23 @@ Thin on purpose: each calls a plain function (:func:`worker.chunk.classify`,
 what Celery must be told: retry, hand back, or fail. The retry policy is
 :mod:`emotions.retries`.
 
-Every way a task can end without success records its outcome through Celery's own failure
-hook (:meth:`ChunkTask.on_failure`), which Celery calls for any exception the task raises,
-for a retry that could not be published, and, in the worker's main process, for the hard
-time limit. A pool child that dies is requeued (``task_reject_on_worker_lost``) and counted
-by the job store's start counter; anything lost beyond that is healed by the producer's
-supervisor.
+Every way a task can fail records its outcome through Celery's own failure hook
+(:meth:`ChunkTask.on_failure`), which Celery calls for any exception the task raises and, in
+the worker's main process, for the hard time limit. Redis being unavailable (down, or
+refusing writes) is never a failure: the message goes back to its queue
+(:func:`redis_unavailable`), and so does one whose retry or assembly cannot be published
+(Celery would acknowledge and drop it). A pool child that dies is requeued
+(``task_reject_on_worker_lost``) and counted by the job store's start counter; anything lost
+beyond that is healed by the producer's supervisor.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
-from celery import Task
+from celery import Celery, Task
 from celery.exceptions import Reject
 
 from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE
@@ -32,6 +34,7 @@ from emotions.errors import (
 from emotions.jobs import JobStore, connect
 from emotions.messages import send_assembly
 from emotions.modelid import model_identity
+from emotions.redisfaults import unavailable
 from emotions.retries import compute_backoff, may_retry
 from worker import shutdown
 from worker.assembly import assemble
@@ -107,6 +110,7 @@ def classify_chunk(
             name=name,
             max_retries=settings.max_retries,
             ahead=(lambda: next_chunks(self.request.id, own_model())) if looks_ahead() else None,
+            token=self.request.id or "",
         )
     except ModelMismatchError as e:
         hand_back(self, e)
@@ -115,14 +119,71 @@ def classify_chunk(
     except PermanentError:
         raise
     except Exception as e:
+        redis_unavailable(e, name, index)
         if not may_retry(self.request.retries, settings.max_retries):
             raise
         log.warning("file=%s chunk=%d retry=%d error=%r", name, index, self.request.retries, e)
         countdown = compute_backoff(self.request.retries, settings.retry_backoff_max)
-        raise self.retry(exc=e, countdown=countdown, max_retries=settings.max_retries) from e
+        retry_or_hand_back(self, e, countdown, settings.max_retries, name, index)
     if outcome == ASSEMBLE:
-        send_assembly(app, job, name)
+        queue_assembly(app, job, name, index)
     return len(texts)
+
+
+def queue_assembly(celery: Celery, job: str, name: str, index: int) -> None:
+    """Queue the file's assembly after its last chunk was stored, or hand the chunk back.
+
+    Failing the chunk because Redis is unavailable would fail a good file. Handed back, the
+    same message comes again, and the job store tells it (it holds the assembly guard) to
+    queue the assembly then.
+    """
+    try:
+        send_assembly(celery, job, name)
+    except Exception as e:
+        if not unavailable(e):
+            raise
+        log.warning("file=%s chunk=%d assembly not queued: redis unavailable (%s)", name, index, e)
+        raise Reject(f"redis unavailable: {e}", requeue=True) from e
+
+
+def redis_unavailable(error: Exception, name: str, index: int | None = None) -> None:
+    """Hand the message back if ``error`` says Redis is unavailable (down, or refusing writes).
+
+    The job store's client has already waited minutes for it; the file is not at fault, so
+    this uses up none of the chunk's retries (whose end fails the file). The job store still
+    counts each start, which bounds how long one chunk can go round.
+    """
+    if not unavailable(error):
+        return
+    where = f"file={name}" + (f" chunk={index}" if index is not None else "")
+    log.warning("%s goes back to the queue: redis unavailable (%s)", where, error)
+    raise Reject(f"redis unavailable: {error}", requeue=True) from error
+
+
+def retry_or_hand_back(
+    task: Task,
+    error: Exception,
+    countdown: float,
+    max_retries: int | None,
+    name: str,
+    index: int | None = None,
+) -> NoReturn:
+    """Retry the task; if the retry cannot be published, hand the message back instead.
+
+    Celery turns a retry whose message cannot be published (Redis down or refusing writes)
+    into ``Reject(requeue=False)``: the chunk (or assembly) would be acknowledged and dropped,
+    without the failure hook. Requeued, it stays unacknowledged in Redis until it is pushed
+    back to its queue (now, or once Redis takes writes again, or after the visibility
+    timeout). ``max_retries`` None: the task's own limit.
+    """
+    try:
+        raise task.retry(exc=error, countdown=countdown, max_retries=max_retries) from error
+    except Reject as rejected:
+        where = f"file={name}" + (f" chunk={index}" if index is not None else "")
+        log.warning(
+            "%s retry not queued (%s): the message goes back to the queue", where, rejected.reason
+        )
+        raise Reject(f"retry not queued: {rejected.reason}", requeue=True) from error
 
 
 def hand_back(task: Task, error: ModelMismatchError) -> None:
@@ -145,9 +206,12 @@ def assemble_file(self: AssemblyTask, job: str, name: str) -> str:
     settings = get_settings()
     try:
         return assemble(store(), settings, job)
-    except OutputWriteError as e:
+    except Exception as e:
+        redis_unavailable(e, name)
+        if not isinstance(e, OutputWriteError):
+            raise
         # Labels stay in Redis; retried while the job is queued (the producer's supervisor
         # fails it after a few stall periods without progress).
         log.error("file=%s cannot write output, will retry: %s", name, e)
         countdown = compute_backoff(self.request.retries, settings.retry_backoff_max)
-        raise self.retry(exc=e, countdown=countdown) from e
+        retry_or_hand_back(self, e, countdown, None, name)

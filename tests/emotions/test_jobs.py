@@ -27,6 +27,7 @@ from emotions.jobs import (
     ALREADY,
     GIVE_UP,
     GO,
+    REASSEMBLE,
     SKIP,
     JobStore,
     decode_labels,
@@ -370,3 +371,23 @@ def test_jobs_are_independent(store: JobStore) -> None:
     store.fail(JOB, {"error": "x"})
     assert store.meta("job-2")["state"] == QUEUED
     assert list(store.parts("job-2", 1)) == [b"\x00"]
+
+
+def test_a_message_that_stored_the_last_chunk_is_told_to_queue_the_assembly_again(
+    store: JobStore,
+) -> None:
+    """Its worker may have died (or failed to publish) between the store and the queueing:
+    when the same message comes again, BEGIN says REASSEMBLE; other copies of the chunk, and
+    copies of other chunks, are plain duplicates."""
+    for index in range(TOTAL - 1):
+        assert store.begin(JOB, index, 5, DETAIL, f"task-{index}") == GO
+        assert store.store_part(JOB, index, [0], LABELS, f"task-{index}") == 0
+    last = TOTAL - 1
+    assert store.begin(JOB, last, 5, DETAIL, "task-last") == GO
+    assert store.store_part(JOB, last, [0], LABELS, "task-last") == 1  # took the guard
+    assert store.begin(JOB, last, 5, DETAIL, "task-last") == REASSEMBLE
+    assert store.begin(JOB, last, 5, DETAIL, "a-resent-copy") == ALREADY
+    assert store.begin(JOB, last, 5, DETAIL) == ALREADY  # no token: never
+    assert store.begin(JOB, 0, 5, DETAIL, "task-0") == ALREADY  # did not take the guard
+    store.finish(JOB, "out.json")
+    assert store.begin(JOB, last, 5, DETAIL, "task-last") == SKIP  # the file is written

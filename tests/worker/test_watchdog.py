@@ -6,53 +6,102 @@ import threading
 import time
 from dataclasses import dataclass
 
-from worker.watchdog import overdue, watch
+from worker.watchdog import Overdue, watch
 
 
 @dataclass(eq=False)
 class Running:
     id: str
     name: str
-    time_start: float | None
 
 
-def test_only_a_task_past_the_limit_is_overdue() -> None:
-    now = 1000.0
-    fresh, accepted_late, old = (
-        Running("a", "t", 999.0),
-        Running("b", "t", None),
-        Running("c", "t", 900.0),
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_task_is_timed_from_when_it_is_first_seen_running() -> None:
+    clock = Clock()
+    timer = Overdue(30, clock)
+    a, b = Running("a", "t"), Running("b", "t")
+    assert timer.check([a]) is None
+    clock.now += 20
+    assert timer.check([a, b]) is None  # b starts its own 30 s now
+    clock.now += 10.5
+    assert timer.check([a, b]) is a
+    assert timer.check([b]) is None  # a finished: forgotten, b has run 10.5 s
+    clock.now += 20
+    assert timer.check([b]) is b
+    assert timer.check([]) is None and timer.seen == {}
+
+
+def test_a_wall_clock_step_does_not_kill_a_healthy_worker() -> None:
+    """Celery's ``time_start`` is wall-clock time; a task accepted just before the clock
+    jumped an hour ahead would look an hour old. The watchdog times on its own clock."""
+    clock = Clock()
+    exits: list[int] = []
+    stop = threading.Event()
+    started_wall = time.time() - 3600  # what a step of the wall clock makes it look like
+    task = Running("x", "emotions.classify_chunk")
+    task.time_start = started_wall  # type: ignore[attr-defined]
+    watch(
+        30, running=lambda: [task], exit_process=exits.append, interval=0.02, stop=stop, clock=clock
     )
-    assert overdue([fresh, accepted_late], 30, now) is None  # not started yet: not timed
-    assert overdue([fresh, old], 30, now) is old
-    assert overdue([Running("d", "t", 970.5)], 30, now) is None
+    time.sleep(0.3)
+    stop.set()
+    assert exits == []
 
 
 def test_the_watchdog_exits_once_with_status_1_past_the_limit() -> None:
+    clock = Clock()
     exits: list[int] = []
     stop = threading.Event()
-    running = [Running("x", "emotions.classify_chunk", time.time())]
-    watch(0.3, running=lambda: running, exit_process=exits.append, interval=0.05, stop=stop)
+    running = [Running("x", "emotions.classify_chunk")]
+    watch(
+        30,
+        running=lambda: running,
+        exit_process=exits.append,
+        interval=0.02,
+        stop=stop,
+        clock=clock,
+    )
+    time.sleep(0.15)
+    clock.now += 29
     time.sleep(0.15)
     assert exits == []  # within the limit
+    clock.now += 2
     deadline = time.monotonic() + 5
     while not exits and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    assert exits == [1]
+        time.sleep(0.02)
     time.sleep(0.2)
+    stop.set()
     assert exits == [1]  # once: the thread ends after asking to exit
 
 
 def test_the_watchdog_leaves_a_worker_whose_tasks_finish_in_time() -> None:
+    clock = Clock()
     exits: list[int] = []
     stop = threading.Event()
     running: list[Running] = []
-    watch(0.2, running=lambda: list(running), exit_process=exits.append, interval=0.02, stop=stop)
-    for i in range(10):  # short tasks, one after another
-        running[:] = [Running(str(i), "t", time.time())]
+    watch(
+        20,
+        running=lambda: list(running),
+        exit_process=exits.append,
+        interval=0.01,
+        stop=stop,
+        clock=clock,
+    )
+    for i in range(10):  # tasks of 15 s each, one after another: 150 s in all
+        running[:] = [Running(str(i), "t")]
+        time.sleep(0.05)
+        clock.now += 15
         time.sleep(0.05)
     running.clear()
-    time.sleep(0.3)
+    time.sleep(0.1)
     stop.set()
     assert exits == []
