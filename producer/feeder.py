@@ -1,15 +1,22 @@
-"""Backpressure: chunks are sent a window at a time, over all files, as earlier ones finish.
+"""Backpressure: chunks are sent a window at a time, shared fairly by the files in flight.
 
 Redis holds the window of work (``EMOTIONS_WINDOW`` chunks queued or running), not the
 backlog: a folder of fifty million comments needs no more Redis memory than one of fifty
-thousand. Files are fed oldest first, each read as a stream from where its job stands
-(``sent`` in the job record, so a restarted producer resumes instead of starting over), so
-only one file at a time is open for feeding. The same chunking runs in the assembly, which is
-how labels find their records again.
+thousand. The window is shared round-robin: each pass gives every file with unsent chunks one
+chunk, least recently fed first (a file never fed before goes first, then by the time its name
+was first seen, which the ledger keeps across restarts), so a small file arriving behind a big
+one gets room as soon as one chunk finishes. Each file is read as a stream from where its job
+stands (``sent`` in the job record, so a restarted producer resumes instead of starting over).
+The same chunking runs in the assembly, which is how labels find their records again.
+
+A chunk pulled from a file's reader is held until its send succeeded: if the send raises
+(Redis refusing writes, a timeout), the next feed sends that same chunk under the same index.
+So the text sent as chunk k is always chunk k of the input, whatever failed in between.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +37,10 @@ from producer.submit import Submitted
 log = logging.getLogger(__name__)
 
 
+class Shrunk(InputError):
+    """The file ends before the chunk count its job was created with: it changed."""
+
+
 @dataclass
 class Follow:
     """A job the producer feeds and supervises: what it knows, as of its last poll."""
@@ -41,67 +52,109 @@ class Follow:
     heals: int = 0
     touched: float = 0.0
     ended: bool = False  # ended by this producer (the poll must read it even if never fed)
+    fed: int = 0  # the feeder's turn in which this job last got a chunk (0: never)
     reader: Iterator[list[Record]] | None = field(default=None, repr=False)
+    held: list[Record] | None = field(default=None, repr=False)  # pulled, not sent yet
 
     @property
     def outstanding(self) -> int:
         """Chunks queued or running: sent, labels not stored yet."""
         return max(0, self.sent - self.stored)
 
+    @property
+    def unsent(self) -> bool:
+        return not self.ended and self.sent < self.sub.chunks
+
+    def close(self) -> None:
+        """Close the file being read (the job ended, was renamed or is fully sent)."""
+        reader, self.reader, self.held = self.reader, None, None
+        close = getattr(reader, "close", None)
+        if close is not None:
+            close()
+
 
 class Feeder:
-    """Sends the next chunks of the oldest files while the window has room."""
+    """Shares the window among the files in flight, one chunk per file per pass."""
 
     def __init__(self, settings: Settings, app: Celery, store: JobStore) -> None:
         self.settings = settings
         self.app = app
         self.store = store
         self.model = model_identity(settings.model)
+        self._turns = itertools.count(1)
 
     def feed(self, follows: list[Follow]) -> int:
-        """Fill the window; the number of chunks sent."""
+        """Fill the window; the number of chunks sent. Redis errors propagate (the chunk in
+        hand is kept for the next feed); ``sent`` is recorded for every job fed before."""
         room = self.settings.window - sum(f.outstanding for f in follows)
+        queue = sorted((f for f in follows if f.unsent), key=lambda f: (f.fed, f.sub.first_seen))
+        fed: dict[str, Follow] = {}
         sent = 0
-        for f in follows:
-            if room <= 0:
-                break
-            if f.sent >= f.sub.chunks:
-                continue
-            try:
-                n = self._send(f, room)
-            except (InputError, OSError) as e:  # the file changed or vanished while queued
-                f.reader, f.ended = None, True
-                reason = f"the input file changed while it was queued: {e}"
-                self.store.supersede(f.sub.job, reason)
-                log.warning("file=%s job=%s %s", display_name(f.sub.name), f.sub.job, reason)
-                continue
-            room, sent = room - n, sent + n
+        try:
+            while room > 0 and queue:
+                later: list[Follow] = []
+                for f in queue:
+                    if room <= 0:
+                        break
+                    if self._send_one(f):
+                        fed[f.sub.job] = f
+                        room, sent = room - 1, sent + 1
+                        if f.unsent:
+                            later.append(f)
+                queue = later
+        finally:
+            for f in fed.values():
+                self.store.mark_sent(f.sub.job, f.sent)
         return sent
 
-    def _send(self, f: Follow, room: int) -> int:
-        if f.reader is None:
-            f.reader = islice(self._chunks(f.sub), f.sent, None)
-        n = 0
-        for chunk in islice(f.reader, room):
-            send_chunk(
-                self.app, f.sub.job, f.sent, [r.comment for r in chunk], self.model, f.sub.name
-            )
-            f.sent += 1
-            n += 1
-        if n:
-            self.store.mark_sent(f.sub.job, f.sent)
+    def _send_one(self, f: Follow) -> bool:
+        """Send the job's next chunk; False when the file changed (the job is superseded)."""
+        try:
+            if f.held is None:
+                f.held = self._pull(f)
+        except (InputError, OSError) as e:  # the file changed or vanished while queued
+            f.close()
+            f.ended = True
+            reason = f"the input file changed while it was queued: {e}"
+            self.store.supersede(f.sub.job, reason)
+            log.warning("file=%s job=%s %s", display_name(f.sub.name), f.sub.job, reason)
+            return False
+        texts = [r.comment for r in f.held]
+        send_chunk(self.app, f.sub.job, f.sent, texts, self.model, f.sub.name)
+        f.held, f.sent, f.fed = None, f.sent + 1, next(self._turns)
         if f.sent >= f.sub.chunks:
-            f.reader = None  # done with this file: close it
-        return n
+            f.close()  # done with this file: close it
+        return True
+
+    def _pull(self, f: Follow) -> list[Record]:
+        if f.reader is None:
+            f.reader = self._from(f.sub, f.sent)
+        chunk = next(f.reader, None)
+        if chunk is None:
+            raise Shrunk(f"it now has {f.sent} chunk(s), not {f.sub.chunks}")
+        return chunk
+
+    def _from(self, sub: Submitted, start: int) -> Iterator[list[Record]]:
+        """The job's chunks from index ``start``; closing it closes the file at once."""
+        records = iter_records(sub.path, max_comment_chars=self.settings.max_comment_chars)
+        cut = chunks(records, sub.chunk_size, sub.chunk_bytes)
+        try:
+            yield from islice(cut, start, None)
+        finally:
+            cut.close()
+            records.close()
 
     def resend(self, f: Follow, missing: set[int]) -> None:
         """Send chunks ``missing`` again (lost messages); one read of the file up to the last."""
         last = max(missing)
-        for index, chunk in enumerate(islice(self._chunks(f.sub), last + 1)):
-            if index in missing:
-                send_chunk(
-                    self.app, f.sub.job, index, [r.comment for r in chunk], self.model, f.sub.name
-                )
+        reader = self._from(f.sub, 0)
+        try:
+            for index, chunk in enumerate(islice(reader, last + 1)):
+                if index in missing:
+                    texts = [r.comment for r in chunk]
+                    send_chunk(self.app, f.sub.job, index, texts, self.model, f.sub.name)
+        finally:
+            reader.close()
 
     def send_assembly(self, f: Follow) -> bool:
         """Queue the assembly of a job whose chunks are all stored, unless one is queued."""
@@ -109,8 +162,3 @@ class Feeder:
             return False
         send_assembly(self.app, f.sub.job, f.sub.name)
         return True
-
-    def _chunks(self, sub: Submitted) -> Iterator[list[Record]]:
-        """The job's chunks, cut as when it was created (the settings may have changed)."""
-        records = iter_records(sub.path, max_comment_chars=self.settings.max_comment_chars)
-        return chunks(records, sub.chunk_size, sub.chunk_bytes)

@@ -57,6 +57,7 @@ class Submitted:
     sent: int = 0  # chunks already queued when the producer took the job (a resume)
     chunk_size: int = 512  # how the job's chunks are cut (the assembly cuts the same way)
     chunk_bytes: int = 256 * 1024
+    first_seen: float = 0.0  # when the producer first saw this file (the feeding order)
 
 
 class Submitter:
