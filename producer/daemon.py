@@ -64,20 +64,20 @@ class Producer:
         self.failed = FailedFolder(settings, self.ledger)
         self.submitter = Submitter(settings, self.store, self.ledger, self.failed)
         feeder = Feeder(settings, app, self.store)
-        self.tracker = Tracker(
-            settings,
-            self.submitter,
-            feeder,
-            self.store,
-            self.ledger,
-            self.failed,
-            lambda queue, job: waiting_for(broker, queue, job),
-        )
         self.candidates = Candidates(
             settings.input_dir,
             settings.settle_seconds,
             settings.open_file_seconds,
             settings.incomplete_seconds,
+        )
+        self.tracker = Tracker(
+            settings,
+            feeder,
+            self.store,
+            self.ledger,
+            self.failed,
+            lambda queue, job: waiting_for(broker, queue, job),
+            self.candidates.nominate,
         )
         self.stopping = False
         self._down_since: float | None = None
