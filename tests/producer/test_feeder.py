@@ -148,7 +148,7 @@ def test_a_send_refused_mid_feed_never_shifts_an_index(rig: Rig) -> None:
     rig.client.config_set("maxmemory-policy", "noeviction")
     rig.client.config_set("maxmemory", used + 400_000)  # room for a few chunks, not for 30
     try:
-        with pytest.raises(Exception, match="OOM|maxmemory"):  # raw, or as kombu wraps it
+        with pytest.raises(Exception, match=r"OOM|maxmemory"):  # raw, or as kombu wraps it
             p.tracker.feed()
     finally:
         rig.client.config_set("maxmemory", 0)
