@@ -68,9 +68,14 @@ class Follow:
     def close(self) -> None:
         """Close the file being read (the job ended, was renamed or is fully sent)."""
         reader, self.reader, self.held = self.reader, None, None
-        close = getattr(reader, "close", None)
-        if close is not None:
-            close()
+        close(reader)
+
+
+def close(iterator: object) -> None:
+    """Close a generator now (its file with it) instead of whenever it is collected."""
+    method = getattr(iterator, "close", None)
+    if method is not None:
+        method()
 
 
 class Feeder:
@@ -141,8 +146,8 @@ class Feeder:
         try:
             yield from islice(cut, start, None)
         finally:
-            cut.close()
-            records.close()
+            close(cut)
+            close(records)
 
     def resend(self, f: Follow, missing: set[int]) -> None:
         """Send chunks ``missing`` again (lost messages); one read of the file up to the last."""
@@ -154,7 +159,7 @@ class Feeder:
                     texts = [r.comment for r in chunk]
                     send_chunk(self.app, f.sub.job, index, texts, self.model, f.sub.name)
         finally:
-            reader.close()
+            close(reader)
 
     def send_assembly(self, f: Follow) -> bool:
         """Queue the assembly of a job whose chunks are all stored, unless one is queued."""
