@@ -48,3 +48,8 @@ class IncompleteInputError(InputError):
     Usually the file is still being written (a downloader pausing between pages); the producer
     reads it again later and fails it only if it stays cut short, unchanged, for a long time.
     """
+
+
+class FolderLockedError(ConfigurationError):
+    """Another producer already watches this input folder (two would re-submit each other's
+    files): the message names it and says when a crashed one's lock expires."""
