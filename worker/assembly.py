@@ -18,10 +18,10 @@ import orjson
 
 from emotions.chunking import chunks
 from emotions.constants import QUEUED
-from emotions.files import file_digest, inside, write_atomic
+from emotions.files import file_digest, write_atomic
 from emotions.formats import iter_records
 from emotions.jobs import JobStore, decode_labels
-from emotions.output import json_array, render
+from emotions.output import job_output_path, json_array, render
 from emotions.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def assemble(store: JobStore, settings: Settings, job: str) -> str:
     try:
         if file_digest(path) != meta["digest"]:
             raise InputChanged("the input file changed while it was processed")
-        output = inside(settings.output_dir, meta["output"])
+        output = job_output_path(meta["output"], settings.output_dir)
         write_atomic(output, json_array(_pieces(store, settings, job, meta, path)))
     except (InputChanged, FileNotFoundError) as e:
         reason = str(e) if isinstance(e, InputChanged) else "the input file disappeared"
