@@ -1,8 +1,8 @@
 """The producer's loop: take complete files, submit them, feed and follow their jobs.
 
 ``Producer`` wires settings, Redis, the ledger, the submitter, the feeder, the tracker, the
-failed folder and the folder's candidates together; :meth:`Producer.run_daemon` watches the
-folder until a signal, :meth:`Producer.run_once` processes what is there and waits for it.
+failed folder and the folder's candidates together, and runs one turn of the loop at a time
+(:meth:`Producer.step`); :mod:`producer.runs` drives it as a daemon or for ``--once``.
 Both take a file only when :mod:`producer.completion` says it is complete, and hand a file
 that reads as cut short back to the candidates instead of failing it. Complete files wait in
 a :class:`~producer.queue.ReadyQueue` (each once, new files before rescanned ones) and are
@@ -22,7 +22,6 @@ so a signal stops the producer within seconds.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,6 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
-from tqdm import tqdm
 
 from emotions.constants import FEED_AHEAD_FILES, QUEUED
 from emotions.files import display_name
@@ -45,7 +43,7 @@ from producer.ledger import Ledger
 from producer.queue import ANNOUNCED, RESUMED, SCANNED, ReadyQueue
 from producer.submit import Submitter
 from producer.tracker import Tracker
-from producer.watcher import Candidates, start_observer
+from producer.watcher import Candidates
 
 log = logging.getLogger("producer")
 TICK = 0.2  # seconds between checks of settled files and job states
@@ -184,11 +182,12 @@ class Producer:
         except Exception as e:  # Redis or the disk: logged, the loop goes on
             log.error("file=%s cannot be failed either: %r", display_name(path.name), e)
 
-    def step(self) -> None:
-        """One turn of the loop: keep the lock, queue complete files, take some, then (each
-        second) poll, heal and feed jobs."""
+    def step(self, only: set[Path] | None = None) -> None:
+        """One turn of the loop: keep the lock, queue complete files (``only`` those, if
+        given), take some, then (each second) poll, heal and feed jobs."""
         try:
-            self.queue(self.candidates.settle())
+            settled = self.candidates.settle()
+            self.queue([(path, ev) for path, ev in settled if only is None or path in only])
             if not self.lock.refresh():
                 log.error("another producer took %s: stopping", self.settings.input_dir)
                 self.stopping = self.lost_lock = True
@@ -235,59 +234,6 @@ class Producer:
         while not self.stopping and time.monotonic() < deadline:
             time.sleep(min(TICK, deadline - time.monotonic()))
 
-    def run_once(self, progress: bool, poll: bool = False) -> int:
-        """Process the files in the folder now, each once complete; wait for every job.
-
-        0 if all succeeded. Files that appear later are left to the daemon; a file present at
-        the start but still being written is waited for, by the same rules as the daemon's.
-        """
-        if not self.settings.input_dir.is_dir():
-            log.info("once: no input folder %s", self.settings.input_dir)
-            return 0
-        observer = start_observer(self.candidates, poll)
-        self.candidates.scan()
-        wanted = self.candidates.pending()
-        self.candidates.skip = lambda path: path not in wanted  # later files: the daemon's
-        bar = tqdm(total=0, unit="chunk", disable=not progress, file=sys.stderr)
-        try:
-            while not self.stopping and (
-                self.ready or self.tracker.jobs or wanted & self.candidates.pending()
-            ):
-                self.step()
-                if progress:
-                    bar.n, bar.total = self.tracker.chunks()
-                    bar.refresh()
-                self.sleep(TICK)
-        finally:
-            observer.stop()
-            observer.join(timeout=5)
-            bar.close()
-            self.stop()
-        failed = self.failed.count
-        log.info("once: %d file(s) finished, %d failed", self.tracker.finished, failed)
-        return 1 if failed or self.stopping else 0
-
-    def run_daemon(self, poll: bool) -> int:
-        """Watch the folder until SIGTERM/SIGINT."""
-        self.settings.input_dir.mkdir(parents=True, exist_ok=True)
-        observer = start_observer(self.candidates, poll)
-        self.candidates.scan()
-        log.info("watching %s (%s)", self.settings.input_dir, "polling" if poll else "events")
-        next_scan = time.monotonic() + self.settings.rescan_seconds
-        try:
-            while not self.stopping:
-                self.step()
-                if time.monotonic() >= next_scan:
-                    self.candidates.scan()
-                    self._prune()
-                    next_scan = time.monotonic() + self.settings.rescan_seconds
-                self.sleep(TICK)
-        finally:
-            observer.stop()
-            observer.join(timeout=5)
-            self.stop()
-        return 1 if self.lost_lock else 0
-
     def _incomplete(self, cut: Incomplete) -> None:
         """A file read as cut short: read it again later, or fail it if it stayed so."""
         name, wait = display_name(cut.path.name), self.settings.incomplete_seconds
@@ -300,13 +246,3 @@ class Producer:
             )
             return
         self.failed.fail(cut.path, truncated_report(cut.reason, wait), truncated=True)
-
-    def _prune(self) -> None:
-        """Forget ledger entries of files that left the input folder (bounded ledger)."""
-        try:
-            present = {p.name for p in self.settings.input_dir.iterdir()}
-            keep = {f.sub.name for f in self.tracker.jobs.values()}
-            if removed := self.ledger.prune(present, keep):
-                log.info("ledger: forgot %d file(s) no longer in the input folder", removed)
-        except (OSError, *BROKER_DOWN) as e:
-            log.warning("ledger pruning skipped: %s", e)
