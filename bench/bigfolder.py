@@ -23,21 +23,10 @@ from pathlib import Path
 import orjson
 
 from bench.e2e import CACHE
-from harness.procs import peak_rss_mib, wait_for
+from harness.procs import peak_rss_mib, rss_mib, wait_for
 from harness.stack import RedisServer, Stack, write_json
 
 SAMPLE_SECONDS = 2.0
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of a live process now (VmRSS), in MiB; 0 if it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def cpu_seconds(pid: int) -> float:

@@ -37,6 +37,9 @@ PRODUCER_LOCK_REFRESH: Final = 10.0
 # many taken files still have chunks to send: the rest wait in its ready queue, where a new
 # file goes before files found by rescans, instead of behind a backlog of jobs in Redis.
 FEED_AHEAD_FILES: Final = 32
+# A missing output of unchanged content (deleted, moved away downstream) is made again this
+# many times, then left missing until the input changes (not redone at every rescan).
+OUTPUT_REDOS: Final = 1
 
 
 def ledger_key(folder: str) -> str:

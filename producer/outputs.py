@@ -18,14 +18,12 @@ import logging
 import os
 from pathlib import Path
 
+from emotions.constants import OUTPUT_REDOS as MAX_REDOS
 from emotions.errors import EmotionsError
 from emotions.files import display_name, inside
 from producer.ledger import Entry, Ledger
 
 log = logging.getLogger(__name__)
-
-# A missing output of unchanged content is made again this many times, then left missing.
-MAX_REDOS = 1
 
 
 class Outputs:
