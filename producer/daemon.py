@@ -164,12 +164,14 @@ class Producer:
                 self._fail_unexpected(path, e)
 
     def _between(self) -> None:
-        """Called while a big file is checked: poll and feed when due, so the window does not
-        drain during the check (not re-entered)."""
+        """Called while a big file is checked: keep the folder's lock, poll and feed when due,
+        so the window does not drain during the check (not re-entered)."""
         if self._between_busy or time.monotonic() < self._next_poll:
             return
         self._between_busy = True
         try:
+            if not self.lock.refresh():  # a check may outlast the lock's TTL
+                self.stopping = self.lost_lock = True
             self.tracker.poll()
             self.tracker.feed()
             self._next_poll = time.monotonic() + POLL_SECONDS

@@ -81,11 +81,13 @@ class FolderLock:
         self._refresh = client.register_script(_REFRESH)
         self._release = client.register_script(_RELEASE)
         self._next = 0.0
+        self._held = False
 
     def acquire(self) -> None:
         """Take the folder or raise :class:`FolderLockedError` naming the producer holding it."""
         if self.r.set(self.key, self.value, nx=True, ex=PRODUCER_LOCK_SECONDS):
             self._next = time.monotonic() + PRODUCER_LOCK_REFRESH
+            self._held = True
             return
         raw = self.r.get(self.key)
         holder = orjson.loads(raw) if raw else {}
@@ -97,9 +99,10 @@ class FolderLock:
         )
 
     def refresh(self) -> bool:
-        """Keep the lock (when due); False when another producer has taken the folder."""
+        """Keep the lock (when due); False when another producer has taken the folder. A
+        lock never acquired (or released) is left alone."""
         now = time.monotonic()
-        if now < self._next:
+        if not self._held or now < self._next:
             return True
         outcome = int(self._refresh(keys=[self.key], args=[self.value, PRODUCER_LOCK_SECONDS]))
         self._next = now + PRODUCER_LOCK_REFRESH
@@ -109,6 +112,7 @@ class FolderLock:
 
     def release(self) -> None:
         """Let the next producer start at once (only our own lock is deleted)."""
+        self._held = False
         self._release(keys=[self.key], args=[self.value])
 
 

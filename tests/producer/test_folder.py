@@ -83,3 +83,19 @@ def test_the_legacy_ledger_is_adopted_once_by_the_first_upgraded_producer(rig: R
     other.mkdir()
     assert adopt_legacy(rig.client, Ledger(rig.client, other, rig.output)) == 0  # once only
     assert adopt_legacy(rig.client, rig.ledger) == 0
+
+
+def test_a_producer_whose_folder_was_taken_stops(rig: Rig) -> None:
+    p = rig.producer()
+    p.start()
+    rig.client.set(p.lock.key, b"another producer")
+    p.lock._next = 0.0  # a refresh is due
+    p.step()
+    assert p.stopping and p.lost_lock
+    assert rig.client.get(p.lock.key) == b"another producer"
+
+
+def test_a_lock_never_taken_is_not_taken_by_a_refresh(rig: Rig) -> None:
+    lock = FolderLock(rig.client, rig.input)
+    assert lock.refresh()
+    assert not rig.client.exists(lock.key)
