@@ -48,10 +48,10 @@ from producer.watcher import Candidates
 log = logging.getLogger("producer")
 TICK = 0.2  # seconds between checks of settled files and job states
 POLL_SECONDS = 1.0  # seconds between reads of the followed jobs' progress
-DOWN_WARN_SECONDS = 5.0
+DOWN_WARN_SECONDS = 5.0  # while Redis is down, say so this often
 # Taking a file reads it whole once; with a large backlog, feeding the workers must not wait
 # until every file has been read, so each turn of the loop takes files for at most this long.
-TAKE_SECONDS = 1.0  # while Redis is down, say so this often
+TAKE_SECONDS = 1.0
 # Redis restarting: from our own client, or from kombu when publishing a chunk.
 BROKER_DOWN = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
@@ -175,6 +175,10 @@ class Producer:
             self.tracker.poll()
             self.tracker.feed()
             self._next_poll = time.monotonic() + POLL_SECONDS
+        except BROKER_DOWN:
+            raise  # the file being checked is put back; the loop says Redis is down
+        except Exception as e:  # not the checked file's fault: the loop's next turn retries
+            log.exception("unexpected error feeding during a check (it goes on): %r", e)
         finally:
             self._between_busy = False
 
@@ -201,8 +205,6 @@ class Producer:
                 self.tracker.feed()
                 self._next_poll = time.monotonic() + POLL_SECONDS
             self._up()
-        except Incomplete as e:  # a job vanished from Redis and its file now reads cut short
-            self._incomplete(e)
         except BROKER_DOWN as e:
             self._down(e)
         except Exception as e:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+import redis
 from watchdog.events import FileCreatedEvent
 
 from emotions.constants import FEED_AHEAD_FILES
@@ -102,3 +104,35 @@ def test_checking_a_big_file_feeds_the_window_meanwhile(rig: Rig) -> None:
     p.take([rig.write(comments(3000, "big"), "big.json")])  # ...a file of 3,000 chunks
     assert rig.sent(ja) == [2, 3]  # fed during the check, not after it
     assert len(p.tracker.jobs) == 2
+
+
+def test_an_error_feeding_during_a_check_never_fails_the_checked_file(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = rig.producer(chunk_size=1)
+
+    def broken() -> None:
+        raise RuntimeError("a bug in the tracker")
+
+    monkeypatch.setattr(p.tracker, "poll", broken)
+    p._next_poll = 0.0
+    p.take([rig.write(comments(20, "big"), "big.json")])
+    assert len(p.tracker.jobs) == 1 and p.failed.count == 0
+
+
+def test_redis_lost_during_a_check_puts_the_file_back_first(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = rig.producer(chunk_size=1)
+    waiting = rig.write(comments(1, "w"), "waiting.json")
+    big = rig.write(comments(20, "big"), "big.json")
+
+    def down() -> None:
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(p.tracker, "poll", down)
+    p.ready.push(waiting, SCANNED)
+    p._next_poll = 0.0
+    with pytest.raises(redis.ConnectionError):
+        p.take([big])
+    assert p.tracker.jobs == {} and p.ready.pop() == big and p.ready.pop() == waiting
