@@ -160,3 +160,20 @@ def test_a_send_refused_mid_feed_never_shifts_an_index(rig: Rig) -> None:
     assert [a[1] for a in args] == list(range(30))
     for a in args:  # every index carries exactly its own chunk's text
         assert a[2] == [records[a[1]]["comment"]]
+
+
+def test_a_file_that_ends_before_its_chunk_count_supersedes_its_job(rig: Rig) -> None:
+    """Fewer chunks than the job was checked with (the file changed): the job ends as
+    superseded, so the file is taken again, instead of waiting forever one chunk short."""
+    p = rig.producer(chunk_size=1, window=2)
+    path = rig.write(comments(6))
+    p.take([path])
+    (job,) = p.tracker.jobs
+    rig.write(comments(2))  # cut down while queued
+    p.tracker.feed()
+    rig.work()
+    cycle(p)
+    meta = rig.store.meta(job)
+    assert meta["state"] == "superseded"
+    assert "now has 2 chunk(s), not 6" in meta["detail"]
+    assert rig.sent(job) == []
