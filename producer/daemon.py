@@ -88,7 +88,7 @@ class Producer:
             lambda queue, job: waiting_for(broker, queue, job),
             self.candidates.nominate,
         )
-        self.ready = ReadyQueue()
+        self.ready = ReadyQueue(self.candidates.folder)
         self.candidates.skip = lambda path: path in self.ready or self.tracker.tracking(path)
         self.submitter.between = self._between
         self._resumed: dict[str, float] = {}  # names in flight at start -> first-seen time

@@ -33,7 +33,7 @@ def order(p: Producer) -> list[str]:
 
 
 def test_ready_queue_holds_each_file_once_in_class_then_time_order(tmp_path: Path) -> None:
-    q = ReadyQueue()
+    q = ReadyQueue(tmp_path)
     a, b, c, d = (tmp_path / n for n in "abcd")
     q.push(a, SCANNED, 1.0)
     q.push(b, ANNOUNCED, 5.0)
