@@ -539,3 +539,22 @@ def test_a_copy_of_a_file_with_a_non_utf8_name_is_its_own_job(rig: Rig, sub: Sub
         original.resolve()
     )
     assert rig.ledger.get(original.name).job == first.job  # type: ignore[union-attr]
+
+
+def test_a_new_name_reads_no_whole_ledger(rig: Rig, sub: Submitter) -> None:
+    """A folder of thousands of files: a new name (and a rename) costs a few single-key
+    reads, never a read of the whole ledger (HGETALL, HKEYS, HSCAN) per file."""
+    for i in range(2000):
+        rig.ledger.put(f"old{i}.json", Entry(f"j{i}", f"d{i}", "m", DONE, 1, 1.0))
+    rig.client.config_resetstat()
+    renamed = sub.consider(rig.write(comments(3), "first.json"))
+    assert renamed is not None
+    rig.write(comments(4), "new.json")
+    (rig.input / "first.json").rename(rig.input / "second.json")
+    assert sub.consider(rig.input / "new.json") is not None
+    again = sub.consider(rig.input / "second.json")
+    assert again is not None and again.job == renamed.job  # the rename was found
+    stats = rig.client.info("commandstats")
+    assert not {"cmdstat_hkeys", "cmdstat_hscan", "cmdstat_hvals"} & set(stats)
+    # HGETALL only of the one job record a rename reads, never of the ledger's 2,000 fields.
+    assert stats.get("cmdstat_hgetall", {"calls": 0})["calls"] <= 1
