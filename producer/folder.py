@@ -5,7 +5,9 @@ ledger is keyed by the folder, see :mod:`producer.ledger`). Two on the same fold
 submit each other's files, so a producer takes the folder's lock at start (``SET NX`` with a
 TTL of ``PRODUCER_LOCK_SECONDS``) and refreshes it while it runs; a second one is refused
 with a message naming the first. A producer that crashed leaves a lock that expires by
-itself, so a restart waits at most that long.
+itself; on the same host, a lock whose process is gone (or whose pid is now the new
+producer's own, as in a restarted container) is taken over at once, so a restart after a
+crash does not wait.
 
 Before per-folder keys, the ledger and the output claims were one hash each for the whole
 Redis. The first upgraded producer to start adopts them for its own folder, once and
@@ -38,6 +40,7 @@ from emotions.errors import FolderLockedError
 from producer.ledger import Ledger, folder_id
 
 log = logging.getLogger(__name__)
+_HELD_HERE: set[bytes] = set()  # the locks this process holds (by value)
 
 # KEYS[1] lock. ARGV[1] this producer's value, ARGV[2] TTL. 1: refreshed; 0: lost to another;
 # 2: it had expired and is taken again.
@@ -47,6 +50,13 @@ if holder == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1 end
 if holder then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 2
+"""
+
+# KEYS[1] lock. ARGV[1] the stale holder's value, ARGV[2] ours, ARGV[3] TTL. 1 when taken over.
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
 """
 
 _RELEASE = """
@@ -80,16 +90,34 @@ class FolderLock:
         self.value = orjson.dumps({**holder, "folder": str(input_dir.resolve())})
         self._refresh = client.register_script(_REFRESH)
         self._release = client.register_script(_RELEASE)
+        self._take_over = client.register_script(_TAKE_OVER)
         self._next = 0.0
         self._held = False
 
     def acquire(self) -> None:
         """Take the folder or raise :class:`FolderLockedError` naming the producer holding it."""
-        if self.r.set(self.key, self.value, nx=True, ex=PRODUCER_LOCK_SECONDS):
-            self._next = time.monotonic() + PRODUCER_LOCK_REFRESH
-            self._held = True
-            return
-        raw = self.r.get(self.key)
+        raw: bytes | None = None
+        for _ in range(2):  # the holder may release or expire between SET and GET
+            if self.r.set(self.key, self.value, nx=True, ex=PRODUCER_LOCK_SECONDS):
+                break
+            raw = self.r.get(self.key)  # type: ignore[assignment]
+            if raw is not None and _stale(raw):
+                args: list[bytes | int] = [raw, self.value, PRODUCER_LOCK_SECONDS]
+                if int(self._take_over(keys=[self.key], args=args)):
+                    log.warning(
+                        "took over the lock of %s from a producer no longer running: %s",
+                        self.folder,
+                        raw.decode(errors="replace"),
+                    )
+                    break
+        else:
+            self._refuse(raw)
+        self._next = time.monotonic() + PRODUCER_LOCK_REFRESH
+        self._held = True
+        _HELD_HERE.add(self.value)
+
+    def _refuse(self, raw: bytes | None) -> None:
+        """Raise :class:`FolderLockedError` naming the holder (as its lock records it)."""
         holder = orjson.loads(raw) if raw else {}
         raise FolderLockedError(
             f"another producer already watches {self.folder.resolve()} (pid "
@@ -113,7 +141,29 @@ class FolderLock:
     def release(self) -> None:
         """Let the next producer start at once (only our own lock is deleted)."""
         self._held = False
+        _HELD_HERE.discard(self.value)
         self._release(keys=[self.key], args=[self.value])
+
+
+def _stale(raw: bytes) -> bool:
+    """A lock left by a producer of this host that no longer runs: its pid is gone, or is
+    this very process's pid without being one of its locks (a restarted container reuses
+    pids)."""
+    try:
+        holder = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    if holder["pid"] == os.getpid():
+        return raw not in _HELD_HERE
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def adopt_legacy(client: redis.Redis, ledger: Ledger) -> int:

@@ -4,6 +4,9 @@ the single ledger of an earlier version is adopted once."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import time
 
 import orjson
@@ -99,3 +102,31 @@ def test_a_lock_never_taken_is_not_taken_by_a_refresh(rig: Rig) -> None:
     lock = FolderLock(rig.client, rig.input)
     assert lock.refresh()
     assert not rig.client.exists(lock.key)
+
+
+def test_a_lock_left_by_a_dead_process_of_this_host_is_taken_over_at_once(rig: Rig) -> None:
+    """A producer SIGKILLed and restarted at once is not refused for the lock's TTL."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid is free now
+    lock = FolderLock(rig.client, rig.input)
+    dead = {"host": socket.gethostname(), "pid": gone.pid, "token": "t", "folder": "f"}
+    rig.client.set(lock.key, orjson.dumps(dead), ex=PRODUCER_LOCK_SECONDS)
+    lock.acquire()
+    assert rig.client.get(lock.key) == lock.value
+    # A live process's lock (this one's, held) or another host's is not stale.
+    with pytest.raises(FolderLockedError):
+        FolderLock(rig.client, rig.input).acquire()
+    lock.release()
+    elsewhere = {**dead, "host": "another-host"}
+    rig.client.set(lock.key, orjson.dumps(elsewhere), ex=PRODUCER_LOCK_SECONDS)
+    with pytest.raises(FolderLockedError, match="on another-host"):
+        FolderLock(rig.client, rig.input).acquire()
+
+
+def test_a_lock_with_this_processs_pid_that_it_does_not_hold_is_stale(rig: Rig) -> None:
+    """A restarted container: the new producer has the pid its crashed predecessor had."""
+    lock = FolderLock(rig.client, rig.input)
+    before = {"host": socket.gethostname(), "pid": os.getpid(), "token": "old", "folder": "f"}
+    rig.client.set(lock.key, orjson.dumps(before), ex=PRODUCER_LOCK_SECONDS)
+    lock.acquire()
+    assert rig.client.get(lock.key) == lock.value
