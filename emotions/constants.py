@@ -20,10 +20,46 @@ QUEUES: Final = (INFERENCE_QUEUE, RESULTS_QUEUE)
 CLASSIFY_TASK: Final = "emotions.classify_chunk"
 ASSEMBLE_TASK: Final = "emotions.assemble_file"
 
-# Redis keys. ``job`` is a content+model digest, ``name`` an input file name.
+# Redis keys. ``job`` is a content+model digest, ``name`` an input file name, ``folder`` the
+# first hex digits of the SHA-256 of a resolved folder path (producer/folder.py): several
+# producers, each on its own input folder, share one Redis.
 KEY_PREFIX: Final = "emotions"
-LEDGER_KEY: Final = f"{KEY_PREFIX}:ledger"  # hash: file name -> JSON ledger entry
-OUTPUTS_KEY: Final = f"{KEY_PREFIX}:outputs"  # hash: output file name -> input file name
+FOLDER_ID_CHARS: Final = 16
+# Before per-folder keys there was one ledger and one claims hash; an upgraded producer adopts
+# them once (producer/folder.py).
+LEGACY_LEDGER_KEY: Final = f"{KEY_PREFIX}:ledger"
+LEGACY_OUTPUTS_KEY: Final = f"{KEY_PREFIX}:outputs"
+# A producer holds its input folder's lock this long, refreshing it every PRODUCER_LOCK_REFRESH
+# seconds: a second producer on the same folder is refused; a crashed one's lock expires.
+PRODUCER_LOCK_SECONDS: Final = 30
+PRODUCER_LOCK_REFRESH: Final = 10.0
+# The producer takes files (hashes, checks, creates their jobs) only while fewer than this
+# many taken files still have chunks to send: the rest wait in its ready queue, where a new
+# file goes before files found by rescans, instead of behind a backlog of jobs in Redis.
+FEED_AHEAD_FILES: Final = 32
+# A missing output of unchanged content (deleted, moved away downstream) is made again this
+# many times, then left missing until the input changes (not redone at every rescan).
+OUTPUT_REDOS: Final = 1
+
+
+def ledger_key(folder: str) -> str:
+    """Hash of an input folder's files: file name -> JSON ledger entry."""
+    return f"{KEY_PREFIX}:ledger:{folder}"
+
+
+def inflight_key(folder: str) -> str:
+    """Hash of an input folder's jobs in flight: content digest -> file name (renames)."""
+    return f"{KEY_PREFIX}:inflight:{folder}"
+
+
+def outputs_key(output_folder: str) -> str:
+    """Hash of an output folder's claims: output file name -> ``<input folder>/<file name>``."""
+    return f"{KEY_PREFIX}:outputs:{output_folder}"
+
+
+def producer_lock_key(folder: str) -> str:
+    """The running producer of an input folder (``SET NX`` with a TTL)."""
+    return f"{KEY_PREFIX}:producer:{folder}"
 
 
 def job_key(job: str) -> str:

@@ -54,3 +54,8 @@ class DeviceFaultError(EmotionsError):
     """The GPU failed in a way that sticks to the process (illegal memory access, device-side
     assert, a cuBLAS/cuDNN execution failure): neither transient nor the chunk's fault. The
     chunk goes back to its queue and the process holding the broken CUDA context stops."""
+
+
+class FolderLockedError(ConfigurationError):
+    """Another producer already watches this input folder (two would re-submit each other's
+    files): the message names it and says when a crashed one's lock expires."""

@@ -180,7 +180,8 @@ class JobStore:
         """Start a job in state ``queued`` with its metadata.
 
         The producer gives: ``name`` (input file name), ``path`` (where the assembly reads it
-        again), ``output`` (output file name), ``digest`` (SHA-256 of the content), ``model``
+        again), ``output`` (the absolute output path: the results worker writes exactly
+        there, whatever its own output folder), ``digest`` (SHA-256 of the content), ``model``
         (canonical model identity), ``chunk_size``, ``chunk_bytes``, ``total`` (chunk count),
         ``records``.
         """

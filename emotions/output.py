@@ -13,6 +13,10 @@ the SHA-256 of the whole input name. If that output name already belongs to anot
 file (``a.json`` and ``a.csv``), the later one gets ``<stem>~<hash>.json`` instead; which
 input owns which output name is recorded in Redis, so the rule gives the same answer after a
 restart.
+
+Where: the producer decides the output path once, as an absolute path stored in the job, and
+the results worker writes exactly there (:func:`job_output_path`), so a worker started with
+another ``EMOTIONS_OUTPUT_DIR`` or working directory cannot disagree with the producer.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 import orjson
 
 from emotions.constants import NAME_BYTES, NAME_HASH_CHARS, OUTPUT_SUFFIX
-from emotions.files import display_name, safe_name, shorten
+from emotions.files import display_name, inside, safe_name, shorten
 from emotions.formats import Record
 
 
@@ -45,6 +49,16 @@ def alternative_name(input_name: str) -> str:
 
 
 _dumps = orjson.dumps
+
+
+def job_output_path(recorded: str, output_dir: Path) -> Path:
+    """The file a job's output is written to: the absolute path the producer recorded (its
+    name a plain file name, checked again here), or, for a job recorded with a bare name by an
+    earlier version, that name in ``output_dir``."""
+    path = Path(recorded)
+    if path.is_absolute():
+        return inside(path.parent, path.name)
+    return inside(output_dir, recorded)
 
 
 def _record(rid: object, text: str, label: str) -> bytes:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -66,9 +66,19 @@ class Layout:
         return bool(self.spans) and self.spans[0].start != NO_SPAN
 
 
-def scan(path: Path, size: int, max_bytes: int, *, max_comment_chars: int) -> Layout:
+def scan(
+    path: Path,
+    size: int,
+    max_bytes: int,
+    *,
+    max_comment_chars: int,
+    on_chunk: Callable[[], object] | None = None,
+) -> Layout:
     """Check every record of ``path`` (raising what :func:`~emotions.formats.iter_records`
-    raises) and cut it into chunks of ``size`` records / ``max_bytes`` bytes of text."""
+    raises) and cut it into chunks of ``size`` records / ``max_bytes`` bytes of text.
+
+    ``on_chunk`` is called after each chunk: a big file's check takes seconds, and the caller
+    keeps feeding its other files meanwhile."""
     fmt = detect(path)
     maker = RecordMaker(max_comment_chars)
     marks: deque[tuple[int, int, int]] = deque()  # per record not yet in a chunk: start, end, skip
@@ -94,6 +104,8 @@ def scan(path: Path, size: int, max_bytes: int, *, max_comment_chars: int) -> La
                 marks.popleft()
             spans.append(Span(first, n, start, end, skip))
             first += n
+            if on_chunk is not None:
+                on_chunk()
     return Layout(fmt, maker.prefix_end, tuple(spans))
 
 

@@ -72,9 +72,19 @@ def peak_rss_mib(pid: int) -> float:
     Read from ``/proc`` while the process runs, because ``ru_maxrss`` of a forked child
     counts the parent's pages from before ``exec``.
     """
+    return _status_mib(pid, "VmHWM")
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a live process now (VmRSS), in MiB; 0 if it is gone."""
+    return _status_mib(pid, "VmRSS")
+
+
+def _status_mib(pid: int, field: str) -> float:
+    """A memory field of ``/proc/<pid>/status``, in MiB; 0 if the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass

@@ -13,9 +13,10 @@ import sys
 from types import FrameType
 
 from emotions.celeryconfig import make_app
-from emotions.errors import ConfigurationError
+from emotions.errors import ConfigurationError, FolderLockedError
 from emotions.settings import load_settings, log_settings
 from producer.daemon import Producer
+from producer.runs import run_daemon, run_once
 from producer.status import print_status
 
 log = logging.getLogger("producer")
@@ -79,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    try:
+        producer.start()
+    except FolderLockedError as e:
+        print(f"emotions-producer: {e}", file=sys.stderr)
+        return 2
     if args.once:
-        return producer.run_once(
-            progress=not args.no_progress and sys.stderr.isatty(), poll=args.poll
+        return run_once(
+            producer, progress=not args.no_progress and sys.stderr.isatty(), poll=args.poll
         )
-    return producer.run_daemon(args.poll)
+    return run_daemon(producer, args.poll)

@@ -50,6 +50,7 @@ class Pending:
     since: float = 0.0
     writing: bool = False  # written to since its last close-after-write (inotify only)
     truncated: str = ""  # why its last read stopped inside a record; "" when not deferred
+    announced: bool = False  # an event named it (it goes before files found by rescans)
 
     def look(self, current: Stat, now: float) -> bool:
         """Record the file's size and mtime; True (and the clock restarts) when they changed.

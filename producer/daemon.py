@@ -1,10 +1,17 @@
 """The producer's loop: take complete files, submit them, feed and follow their jobs.
 
 ``Producer`` wires settings, Redis, the ledger, the submitter, the feeder, the tracker, the
-failed folder and the folder's candidates together; :meth:`Producer.run_daemon` watches the
-folder until a signal, :meth:`Producer.run_once` processes what is there and waits for it.
+failed folder and the folder's candidates together, and runs one turn of the loop at a time
+(:meth:`Producer.step`); :mod:`producer.runs` drives it as a daemon or for ``--once``.
 Both take a file only when :mod:`producer.completion` says it is complete, and hand a file
-that reads as cut short back to the candidates instead of failing it.
+that reads as cut short back to the candidates instead of failing it. Complete files wait in
+a :class:`~producer.queue.ReadyQueue` (each once, new files before rescanned ones) and are
+taken only while few taken files still have chunks to send, so a backlog waits in the
+producer's memory (a few hundred bytes a file), not as jobs in Redis ahead of a new file.
+Checking a big file runs the feed between its chunks, so the window never drains meanwhile.
+
+A producer holds its input folder's lock (:mod:`producer.folder`) from start to exit: a
+second producer on the same folder is refused at start.
 
 The loop never dies on a file: a problem with one file becomes a report in the failed folder,
 an unexpected error is logged with the file's name and the loop goes on, and Redis being down
@@ -15,14 +22,13 @@ so a signal stops the producer within seconds.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
-from tqdm import tqdm
 
+from emotions.constants import FEED_AHEAD_FILES, QUEUED
 from emotions.files import display_name
 from emotions.jobs import JobStore, connect
 from emotions.messages import waiting_for
@@ -31,18 +37,20 @@ from emotions.settings import Settings
 from producer.completion import Incomplete, truncated_report
 from producer.failed import FailedFolder
 from producer.feeder import Feeder
+from producer.folder import FolderLock, adopt_legacy
 from producer.ledger import Ledger
+from producer.queue import ANNOUNCED, RESUMED, SCANNED, ReadyQueue
 from producer.submit import Submitter
 from producer.tracker import Tracker
-from producer.watcher import Candidates, start_observer
+from producer.watcher import Candidates
 
 log = logging.getLogger("producer")
 TICK = 0.2  # seconds between checks of settled files and job states
 POLL_SECONDS = 1.0  # seconds between reads of the followed jobs' progress
-DOWN_WARN_SECONDS = 5.0
+DOWN_WARN_SECONDS = 5.0  # while Redis is down, say so this often
 # Taking a file reads it whole once; with a large backlog, feeding the workers must not wait
 # until every file has been read, so each turn of the loop takes files for at most this long.
-TAKE_SECONDS = 1.0  # while Redis is down, say so this often
+TAKE_SECONDS = 1.0
 # Redis restarting or refusing writes (emotions.redisfaults): from our own client, or from
 # kombu when publishing a chunk.
 BROKER_DOWN = UNAVAILABLE
@@ -60,42 +68,89 @@ class Producer:
             else connect(settings.broker_url, patient=False)
         )
         self.store = JobStore(client, settings.result_ttl)
-        self.ledger = Ledger(client)
+        self.ledger = Ledger(client, settings.input_dir, settings.output_dir)
+        self.lock = FolderLock(client, settings.input_dir)
         self.failed = FailedFolder(settings, self.ledger)
         self.submitter = Submitter(settings, self.store, self.ledger, self.failed)
         feeder = Feeder(settings, app, self.store)
-        self.tracker = Tracker(
-            settings,
-            self.submitter,
-            feeder,
-            self.store,
-            self.ledger,
-            self.failed,
-            lambda queue, job: waiting_for(broker, queue, job),
-        )
         self.candidates = Candidates(
             settings.input_dir,
             settings.settle_seconds,
             settings.open_file_seconds,
             settings.incomplete_seconds,
         )
+        self.tracker = Tracker(
+            settings,
+            feeder,
+            self.store,
+            self.ledger,
+            self.failed,
+            lambda queue, job: waiting_for(broker, queue, job),
+            self.candidates.nominate,
+        )
+        self.ready = ReadyQueue(self.candidates.folder)
+        self.candidates.skip = lambda path: path in self.ready or self.tracker.tracking(path)
+        self.submitter.between = self._between
+        self._resumed: dict[str, float] = {}  # names in flight at start -> first-seen time
+        self._between_busy = False
+        self.lost_lock = False
         self.stopping = False
         self._down_since: float | None = None
         self._down_warned = 0.0
         self._next_poll = 0.0
 
-    def take(self, paths: list[Path]) -> list[Path]:
-        """Submit each path that needs work; the paths left for the next turn (Redis errors
-        propagate: the caller retries them all).
+    def start(self) -> None:
+        """Take the folder's lock (waiting while Redis is down), adopt an earlier version's
+        ledger once, and read the order of the files in flight. Raises
+        :class:`~emotions.errors.FolderLockedError` when another producer has the folder."""
+        while not self.stopping:
+            try:
+                self.lock.acquire()
+                adopt_legacy(self.store.r, self.ledger)
+                self._resumed = {
+                    name: entry.first_seen
+                    for name, entry in self.ledger.all().items()
+                    if entry.state == QUEUED
+                }
+                self._up()
+                return
+            except BROKER_DOWN as e:
+                self._down(e)
+
+    def stop(self) -> None:
+        """Let the next producer of this folder start at once."""
+        try:
+            self.lock.release()
+        except BROKER_DOWN as e:  # it expires by itself
+            log.warning("folder lock not released (%s); it expires by itself", e)
+
+    def queue(self, settled: list[tuple[Path, bool]]) -> None:
+        """Queue complete files: those in flight at start first (by first-seen time), then
+        those announced by events, then those found by rescans."""
+        now = time.monotonic()
+        for path, announced in settled:
+            if (first := self._resumed.pop(display_name(path.name), None)) is not None:
+                self.ready.push(path, RESUMED, first)
+            else:
+                self.ready.push(path, ANNOUNCED if announced else SCANNED, now)
+
+    def take(self, paths: list[Path] | None = None) -> None:
+        """Submit queued files that need work, while few taken files wait to be fed (Redis
+        errors propagate, the file in hand is put back first in line).
 
         A problem with one file never stops the others: an unexpected error fails that file
         with a report (the failed folder's ledger entry keeps it from being taken again until
         it changes), and the loop goes on.
         """
+        for given in paths or []:
+            self.ready.push(given, ANNOUNCED)
         deadline = time.monotonic() + TAKE_SECONDS
-        for index, path in enumerate(paths):
-            if self.stopping or time.monotonic() > deadline:
-                return paths[index:]  # the rest next turn: jobs in flight are fed meanwhile
+        while not self.stopping and time.monotonic() <= deadline:
+            if sum(f.unsent for f in self.tracker.jobs.values()) >= FEED_AHEAD_FILES:
+                return  # the rest wait here, not as jobs in Redis: jobs in flight are fed
+            path = self.ready.pop()
+            if path is None:
+                return
             try:
                 if not self.tracker.tracking(path):  # in flight and unchanged: nothing to do
                     self.tracker.add(self.submitter.consider(path))
@@ -103,10 +158,29 @@ class Producer:
                 self._incomplete(e)
             except Exception as e:
                 if unavailable(e):  # Redis down or refusing writes: never the file's fault
+                    self.ready.again(path)
                     raise
                 log.exception("file=%s unexpected error: %r", display_name(path.name), e)
                 self._fail_unexpected(path, e)
-        return []
+
+    def _between(self) -> None:
+        """Called while a big file is checked: keep the folder's lock, poll and feed when due,
+        so the window does not drain during the check (not re-entered)."""
+        if self._between_busy or time.monotonic() < self._next_poll:
+            return
+        self._between_busy = True
+        try:
+            if not self.lock.refresh():  # a check may outlast the lock's TTL
+                self.stopping = self.lost_lock = True
+            self.tracker.poll()
+            self.tracker.feed()
+            self._next_poll = time.monotonic() + POLL_SECONDS
+        except Exception as e:  # not the checked file's fault: the loop's next turn retries
+            if unavailable(e):
+                raise  # the file being checked is put back; the loop says Redis is down
+            log.exception("unexpected error feeding during a check (it goes on): %r", e)
+        finally:
+            self._between_busy = False
 
     def _fail_unexpected(self, path: Path, error: Exception) -> None:
         try:
@@ -114,27 +188,29 @@ class Producer:
         except Exception as e:  # Redis or the disk: logged, the loop goes on
             log.error("file=%s cannot be failed either: %r", display_name(path.name), e)
 
-    def step(self, candidates: list[Path]) -> list[Path]:
-        """One turn of the loop: take files, then (each second) poll, heal and feed jobs."""
+    def step(self, only: set[Path] | None = None) -> None:
+        """One turn of the loop: keep the lock, queue complete files (``only`` those, if
+        given), take some, then (each second) poll, heal and feed jobs."""
         try:
-            left = self.take(candidates)
+            settled = self.candidates.settle()
+            self.queue([(path, ev) for path, ev in settled if only is None or path in only])
+            if not self.lock.refresh():
+                log.error("another producer took %s: stopping", self.settings.input_dir)
+                self.stopping = self.lost_lock = True
+                return
+            self.take()
             if time.monotonic() >= self._next_poll:
                 self.store.r.ping()  # says "Redis is down" even with nothing in flight
                 self.tracker.poll()
                 self.tracker.feed()
                 self._next_poll = time.monotonic() + POLL_SECONDS
             self._up()
-            return left
-        except Incomplete as e:  # a job vanished from Redis and its file now reads cut short
-            self._incomplete(e)
-            return candidates
         except Exception as e:
-            if unavailable(e):
+            if unavailable(e):  # Redis down or refusing writes
                 self._down(e)
-                return candidates
+                return
             log.exception("unexpected error in the producer loop (it goes on): %r", e)
             self.sleep(1)
-            return candidates
 
     def _down(self, error: Exception) -> None:
         """Say that Redis is down: at once, then every few seconds."""
@@ -163,59 +239,6 @@ class Producer:
         while not self.stopping and time.monotonic() < deadline:
             time.sleep(min(TICK, deadline - time.monotonic()))
 
-    def run_once(self, progress: bool, poll: bool = False) -> int:
-        """Process the files in the folder now, each once complete; wait for every job.
-
-        0 if all succeeded. Files that appear later are left to the daemon; a file present at
-        the start but still being written is waited for, by the same rules as the daemon's.
-        """
-        if not self.settings.input_dir.is_dir():
-            log.info("once: no input folder %s", self.settings.input_dir)
-            return 0
-        observer = start_observer(self.candidates, poll)
-        self.candidates.scan()
-        wanted = self.candidates.pending()
-        bar = tqdm(total=0, unit="chunk", disable=not progress, file=sys.stderr)
-        left: list[Path] = []
-        try:
-            while not self.stopping and (
-                left or self.tracker.jobs or wanted & self.candidates.pending()
-            ):
-                ready = [path for path in self.candidates.settled() if path in wanted]
-                left = self.step(left + ready)
-                if progress:
-                    bar.n, bar.total = self.tracker.chunks()
-                    bar.refresh()
-                self.sleep(TICK)
-        finally:
-            observer.stop()
-            observer.join(timeout=5)
-            bar.close()
-        failed = self.failed.count
-        log.info("once: %d file(s) finished, %d failed", self.tracker.finished, failed)
-        return 1 if failed or self.stopping else 0
-
-    def run_daemon(self, poll: bool) -> int:
-        """Watch the folder until SIGTERM/SIGINT."""
-        self.settings.input_dir.mkdir(parents=True, exist_ok=True)
-        observer = start_observer(self.candidates, poll)
-        self.candidates.scan()
-        log.info("watching %s (%s)", self.settings.input_dir, "polling" if poll else "events")
-        next_scan = time.monotonic() + self.settings.rescan_seconds
-        left: list[Path] = []
-        try:
-            while not self.stopping:
-                left = self.step(left + self.candidates.settled())
-                if time.monotonic() >= next_scan:
-                    self.candidates.scan()
-                    self._prune()
-                    next_scan = time.monotonic() + self.settings.rescan_seconds
-                self.sleep(TICK)
-        finally:
-            observer.stop()
-            observer.join(timeout=5)
-        return 0
-
     def _incomplete(self, cut: Incomplete) -> None:
         """A file read as cut short: read it again later, or fail it if it stayed so."""
         name, wait = display_name(cut.path.name), self.settings.incomplete_seconds
@@ -228,13 +251,3 @@ class Producer:
             )
             return
         self.failed.fail(cut.path, truncated_report(cut.reason, wait), truncated=True)
-
-    def _prune(self) -> None:
-        """Forget ledger entries of files that left the input folder (bounded ledger)."""
-        try:
-            present = {p.name for p in self.settings.input_dir.iterdir()}
-            keep = {f.sub.name for f in self.tracker.jobs.values()}
-            if removed := self.ledger.prune(present, keep):
-                log.info("ledger: forgot %d file(s) no longer in the input folder", removed)
-        except (OSError, *BROKER_DOWN) as e:
-            log.warning("ledger pruning skipped: %s", e)

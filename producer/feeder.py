@@ -1,15 +1,22 @@
-"""Backpressure: chunks are sent a window at a time, over all files, as earlier ones finish.
+"""Backpressure: chunks are sent a window at a time, shared fairly by the files in flight.
 
 Redis holds the window of work (``EMOTIONS_WINDOW`` chunks queued or running), not the
 backlog: a folder of fifty million comments needs no more Redis memory than one of fifty
-thousand. Files are fed oldest first, each read as a stream from where its job stands
-(``sent`` in the job record, so a restarted producer resumes instead of starting over), so
-only one file at a time is open for feeding. The same chunking runs in the assembly, which is
-how labels find their records again.
+thousand. The window is shared round-robin: each pass gives every file with unsent chunks one
+chunk, least recently fed first (a file never fed before goes first, then by the time its name
+was first seen, which the ledger keeps across restarts), so a small file arriving behind a big
+one gets room as soon as one chunk finishes. Each file is read as a stream from where its job
+stands (``sent`` in the job record, so a restarted producer resumes instead of starting over).
+The same chunking runs in the assembly, which is how labels find their records again.
+
+A chunk pulled from a file's reader is held until its send succeeded: if the send raises
+(Redis refusing writes, a timeout), the next feed sends that same chunk under the same index.
+So the text sent as chunk k is always chunk k of the input, whatever failed in between.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +38,10 @@ from producer.submit import Submitted
 log = logging.getLogger(__name__)
 
 
+class Shrunk(InputError):
+    """The file ends before the chunk count its job was created with: it changed."""
+
+
 @dataclass
 class Follow:
     """A job the producer feeds and supervises: what it knows, as of its last poll."""
@@ -42,77 +53,105 @@ class Follow:
     heals: int = 0
     touched: float = 0.0
     ended: bool = False  # ended by this producer (the poll must read it even if never fed)
+    fed: int = 0  # the feeder's turn in which this job last got a chunk (0: never)
     reader: Iterator[list[Record]] | None = field(default=None, repr=False)
+    held: list[Record] | None = field(default=None, repr=False)  # pulled, not sent yet
 
     @property
     def outstanding(self) -> int:
         """Chunks queued or running: sent, labels not stored yet."""
         return max(0, self.sent - self.stored)
 
+    @property
+    def unsent(self) -> bool:
+        return not self.ended and self.sent < self.sub.chunks
+
+    def close(self) -> None:
+        """Close the file being read (the job ended, was renamed or is fully sent)."""
+        reader, self.reader, self.held = self.reader, None, None
+        close(reader)
+
+
+def close(iterator: object) -> None:
+    """Close a generator now (its file with it) instead of whenever it is collected."""
+    method = getattr(iterator, "close", None)
+    if method is not None:
+        method()
+
 
 class Feeder:
-    """Sends the next chunks of the oldest files while the window has room."""
+    """Shares the window among the files in flight, one chunk per file per pass."""
 
     def __init__(self, settings: Settings, app: Celery, store: JobStore) -> None:
         self.settings = settings
         self.app = app
         self.store = store
         self.model = model_identity(settings.model)
+        self._turns = itertools.count(1)
 
     def feed(self, follows: list[Follow]) -> int:
-        """Fill the window; the number of chunks sent."""
+        """Fill the window; the number of chunks sent. Redis errors propagate (the chunk in
+        hand is kept for the next feed); ``sent`` is recorded for every job fed before."""
         room = self.settings.window - sum(f.outstanding for f in follows)
+        queue = sorted((f for f in follows if f.unsent), key=lambda f: (f.fed, f.sub.first_seen))
+        fed: dict[str, Follow] = {}
         sent = 0
-        for f in follows:
-            if room <= 0:
-                break
-            if f.sent >= f.sub.chunks:
-                continue
-            try:
-                n = self._send(f, room)
-            except (InputError, OSError) as e:  # the file changed or vanished while queued
-                f.reader, f.ended = None, True
-                reason = f"the input file changed while it was queued: {e}"
-                self.store.supersede(f.sub.job, reason)
-                log.warning("file=%s job=%s %s", display_name(f.sub.name), f.sub.job, reason)
-                continue
-            room, sent = room - n, sent + n
+        try:
+            while room > 0 and queue:
+                later: list[Follow] = []
+                for f in queue:
+                    if room <= 0:
+                        break
+                    if self._send_one(f):
+                        fed[f.sub.job] = f
+                        room, sent = room - 1, sent + 1
+                        if f.unsent:
+                            later.append(f)
+                queue = later
+        finally:
+            for f in fed.values():
+                self.store.mark_sent(f.sub.job, f.sent)
         return sent
 
-    def _send(self, f: Follow, room: int) -> int:
-        if f.sub.layout is not None and f.sub.layout.sliced:
-            return self._send_spans(f, room)
-        if f.reader is None:
-            f.reader = islice(self._chunks(f.sub), f.sent, None)
-        n = 0
-        for chunk in islice(f.reader, room):
-            try:
-                send_chunk(
-                    self.app, f.sub.job, f.sent, [r.comment for r in chunk], self.model, f.sub.name
-                )
-            except BaseException:
-                # The chunk left the reader unsent: read again from ``sent`` next time, or
-                # chunk k+1's texts would go out as chunk k (Redis down, or refusing writes).
-                f.reader = None
-                raise
-            f.sent += 1
-            n += 1
-        if n:
-            self.store.mark_sent(f.sub.job, f.sent)
+    def _send_one(self, f: Follow) -> bool:
+        """Send the job's next chunk; False when the file changed (the job is superseded)."""
+        try:
+            if f.held is None:
+                f.held = self._pull(f)
+        except (InputError, OSError) as e:  # the file changed or vanished while queued
+            f.close()
+            f.ended = True
+            reason = f"the input file changed while it was queued: {e}"
+            self.store.supersede(f.sub.job, reason)
+            log.warning("file=%s job=%s %s", display_name(f.sub.name), f.sub.job, reason)
+            return False
+        self._send_chunk(f.sub, f.sent, f.held)
+        f.held, f.sent, f.fed = None, f.sent + 1, next(self._turns)
         if f.sent >= f.sub.chunks:
-            f.reader = None  # done with this file: close it
-        return n
+            f.close()  # done with this file: close it
+        return True
 
-    def _send_spans(self, f: Follow, room: int) -> int:
-        """Chunk ``f.sent`` onwards, each read from its own bytes: a chunk whose send failed
-        is read again next time, not lost with a half-consumed reader."""
-        n, end = 0, min(f.sub.chunks, f.sent + room)
-        while f.sent < end:
-            self._send_chunk(f.sub, f.sent, self._chunk(f.sub, f.sent))
-            f.sent, n = f.sent + 1, n + 1
-        if n:
-            self.store.mark_sent(f.sub.job, f.sent)
-        return n
+    def _pull(self, f: Follow) -> list[Record]:
+        """Chunk ``f.sent``: read from its own bytes when the check recorded them, else from
+        the file's reader (a resumed job, or a JSON document)."""
+        if f.sub.layout is not None and f.sub.layout.sliced:
+            return self._chunk(f.sub, f.sent)
+        if f.reader is None:
+            f.reader = self._from(f.sub, f.sent)
+        chunk = next(f.reader, None)
+        if chunk is None:
+            raise Shrunk(f"it now has {f.sent} chunk(s), not {f.sub.chunks}")
+        return chunk
+
+    def _from(self, sub: Submitted, start: int) -> Iterator[list[Record]]:
+        """The job's chunks from index ``start``; closing it closes the file at once."""
+        records = iter_records(sub.path, max_comment_chars=self.settings.max_comment_chars)
+        cut = chunks(records, sub.chunk_size, sub.chunk_bytes)
+        try:
+            yield from islice(cut, start, None)
+        finally:
+            close(cut)
+            close(records)
 
     def _chunk(self, sub: Submitted, index: int) -> list[Record]:
         assert sub.layout is not None
@@ -124,17 +163,20 @@ class Feeder:
         send_chunk(self.app, sub.job, index, texts, self.model, sub.name)
 
     def resend(self, f: Follow, missing: set[int]) -> None:
-        """Send chunks ``missing`` again (lost messages); one read of the file up to the last."""
+        """Send chunks ``missing`` again (lost messages): each from its own bytes, or in one
+        read of the file up to the last."""
         if f.sub.layout is not None and f.sub.layout.sliced:
             for index in sorted(missing):
                 self._send_chunk(f.sub, index, self._chunk(f.sub, index))
             return
         last = max(missing)
-        for index, chunk in enumerate(islice(self._chunks(f.sub), last + 1)):
-            if index in missing:
-                send_chunk(
-                    self.app, f.sub.job, index, [r.comment for r in chunk], self.model, f.sub.name
-                )
+        reader = self._from(f.sub, 0)
+        try:
+            for index, chunk in enumerate(islice(reader, last + 1)):
+                if index in missing:
+                    self._send_chunk(f.sub, index, chunk)
+        finally:
+            close(reader)
 
     def send_assembly(self, f: Follow) -> bool:
         """Queue the assembly of a job whose chunks are all stored, unless one is queued."""
@@ -142,8 +184,3 @@ class Feeder:
             return False
         send_assembly(self.app, f.sub.job, f.sub.name)
         return True
-
-    def _chunks(self, sub: Submitted) -> Iterator[list[Record]]:
-        """The job's chunks, cut as when it was created (the settings may have changed)."""
-        records = iter_records(sub.path, max_comment_chars=self.settings.max_comment_chars)
-        return chunks(records, sub.chunk_size, sub.chunk_bytes)

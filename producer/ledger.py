@@ -1,27 +1,73 @@
 """The producer's memory, in Redis: which file content was done with which model.
 
-One hash field per input file name. A restarted producer reads it to tell finished files
-(skip), files in flight (keep following) and new or changed ones (submit). The model is part
-of the record because outputs made by another model must be redone, not silently kept. Each
-entry also names the job that currently owns the file, so that the outcome of an older job
-(for content since replaced) never decides about the file, and the output name the file owns.
+One hash field per input file name, in a hash of the producer's own input folder (keyed by a
+digest of its resolved path), so that several producers, each on its own folder, share one
+Redis without reading or pruning each other's files. A restarted producer reads it to tell
+finished files (skip), files in flight (keep following) and new or changed ones (submit).
+The model is part of the record because outputs made by another model must be redone, not
+silently kept. Each entry also names the job that currently owns the file, the absolute path
+of the output it owns, and when the file was first seen (the feeding order across restarts).
 
-Entries of files that have left the input folder are pruned at each rescan, with their output
-name claims: the ledger is as large as the folder, not as the history.
+Beside it, a small index of the jobs in flight (content digest -> file name) lets a new name
+find the job of a file renamed in flight with one read, however large the folder.
+
+Output names are claimed in a hash of the output folder (output name -> ``<input folder>/
+<input name>``): two inputs, of one folder or of two producers writing to the same output
+folder, never share an output file. A claim stays while its output file exists, also after
+its input left the folder, so a later input of the same stem gets the alternative name
+instead of overwriting that output.
+
+Entries of files that have left the input folder are pruned at each rescan, and claims whose
+input and output are both gone: the ledger is as large as the folder, not as the history.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import orjson
 import redis
 
-from emotions.constants import LEDGER_KEY, OUTPUTS_KEY
+from emotions.constants import (
+    FOLDER_ID_CHARS,
+    QUEUED,
+    inflight_key,
+    ledger_key,
+    outputs_key,
+)
 from emotions.files import display_name
 from emotions.output import alternative_name, output_name
+
+# KEYS[1] ledger, KEYS[2] in-flight index. ARGV[1] field, ARGV[2] entry (JSON), ARGV[3] digest,
+# ARGV[4] state, ARGV[5] the in-flight state, ARGV[6] the file's name as bytes. An entry in
+# flight is indexed by its digest; one that left that state drops its index field, unless the
+# field now names another file.
+_PUT = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] == '' then return 0 end
+if ARGV[4] == ARGV[5] then
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[6])
+elseif redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[6] then
+  redis.call('HDEL', KEYS[2], ARGV[3])
+end
+return 0
+"""
+
+
+def folder_id(folder: Path) -> str:
+    """A short, stable id of a folder: the SHA-256 of its resolved path, in hex."""
+    raw = os.fsencode(folder.resolve())
+    return hashlib.sha256(raw).hexdigest()[:FOLDER_ID_CHARS]
+
+
+def field_of(name: str) -> str:
+    """A Redis-safe field for a file name (names need not be valid UTF-8 on Linux)."""
+    return display_name(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +83,9 @@ class Entry:
     records: int = 0
     error: str = ""
     updated: float = 0.0
-    output: str = ""
+    output: str = ""  # the absolute output path (older entries: a name in the output folder)
+    first_seen: float = 0.0  # wall-clock time the producer first saw this name
+    redone: int = 0  # times a missing output of this content was made again
 
     def same_content(self, digest: str, model: str) -> bool:
         """True when this entry describes exactly this content under this model."""
@@ -48,24 +96,38 @@ class Entry:
         return self.size == size and self.mtime == mtime
 
 
-def ledger_key(name: str) -> str:
-    """A Redis-safe field for a file name (names need not be valid UTF-8 on Linux)."""
-    return display_name(name)
-
-
 class Ledger:
-    """Read and write ledger entries and output name claims."""
+    """Read and write the ledger entries of one input folder and its output name claims."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, input_dir: Path, output_dir: Path) -> None:
         self.r = client
+        self.input_dir = input_dir
+        self.folder = folder_id(input_dir)
+        self.output_dir = output_dir
+        self.key = ledger_key(self.folder)
+        self.inflight = inflight_key(self.folder)
+        self.outputs = outputs_key(folder_id(output_dir))
+        self._put = client.register_script(_PUT)
+
+    def owner(self, name: str) -> str:
+        """How a claim names its input: this folder, then the file name."""
+        return f"{self.folder}/{field_of(name)}"
 
     def get(self, name: str) -> Entry | None:
-        raw = self.r.hget(LEDGER_KEY, ledger_key(name))
+        raw = self.r.hget(self.key, field_of(name))
         return Entry(**orjson.loads(raw)) if raw else None
 
     def put(self, name: str, entry: Entry) -> Entry:
         entry = replace(entry, updated=time.time())
-        self.r.hset(LEDGER_KEY, ledger_key(name), orjson.dumps(asdict(entry)))
+        args: list[str | bytes] = [
+            field_of(name),
+            orjson.dumps(asdict(entry)),
+            entry.digest,
+            entry.state,
+            QUEUED,
+            os.fsencode(name),
+        ]
+        self._put(keys=[self.key, self.inflight], args=args)
         return entry
 
     def update(self, name: str, **changes: Any) -> Entry | None:
@@ -73,41 +135,78 @@ class Ledger:
         entry = self.get(name)
         return self.put(name, replace(entry, **changes)) if entry else None
 
+    def renamed_from(self, digest: str) -> str | None:
+        """The name of the file in flight with this content, if any (one read); the real
+        name, also when it is not UTF-8."""
+        raw = self.r.hget(self.inflight, digest)
+        return os.fsdecode(raw) if raw else None
+
     def forget(self, name: str) -> None:
-        """Remove a file's entry and release its output name claim."""
+        """Remove a file's entry (renamed); its output name claim goes unless that output
+        exists."""
         entry = self.get(name)
         pipe = self.r.pipeline()
-        pipe.hdel(LEDGER_KEY, ledger_key(name))
-        if entry and entry.output:
-            pipe.hdel(OUTPUTS_KEY, entry.output)
+        pipe.hdel(self.key, field_of(name))
+        if entry and entry.digest and self.renamed_from(entry.digest) == name:
+            pipe.hdel(self.inflight, entry.digest)
+        if entry and entry.output and not self._exists(Path(entry.output).name):
+            pipe.hdel(self.outputs, Path(entry.output).name)
         pipe.execute()
 
     def all(self) -> dict[str, Entry]:
-        raw: dict[bytes, bytes] = self.r.hgetall(LEDGER_KEY)  # type: ignore[assignment]
+        """Every entry (``status``, and the order of files in flight at start)."""
+        raw: dict[bytes, bytes] = self.r.hgetall(self.key)  # type: ignore[assignment]
         return {k.decode(): Entry(**orjson.loads(v)) for k, v in raw.items()}
 
     def claim_output(self, name: str) -> str:
         """The output file name of input ``name``: ``<stem>.json`` unless another input owns
-        it, then ``<stem>~<hash>.json``. A claim stays with its input until it is pruned."""
-        owner = ledger_key(name)
+        it, then ``<stem>~<hash>.json``. A claim stays while its input or output exists."""
+        owner = self.owner(name)
         for candidate in (output_name(name), alternative_name(name)):
-            self.r.hsetnx(OUTPUTS_KEY, candidate, owner)
-            if self.r.hget(OUTPUTS_KEY, candidate) == owner.encode():
+            self.r.hsetnx(self.outputs, candidate, owner)
+            if self.r.hget(self.outputs, candidate) == owner.encode():
                 return candidate
         raise RuntimeError(f"no free output name for {owner!r}")  # a SHA-256 collision
 
     def prune(self, present: set[str], keep: set[str]) -> int:
         """Forget files no longer in the input folder (``present``), except ``keep`` (names
-        of jobs still followed); their output claims go with them. The count removed."""
-        shown = {ledger_key(n) for n in present | keep}
-        gone = [k for k in self.r.hkeys(LEDGER_KEY) if k.decode() not in shown]  # type: ignore[union-attr]
-        if not gone:
-            return 0
-        claims: dict[bytes, bytes] = self.r.hgetall(OUTPUTS_KEY)  # type: ignore[assignment]
+        of jobs still followed), and release this folder's claims whose input is gone and
+        whose output does not exist. The count of entries removed."""
+        shown = {field_of(n) for n in present | keep}
+        fields: list[bytes] = self.r.hkeys(self.key)  # type: ignore[assignment]
+        gone = [k for k in fields if k.decode() not in shown]
         pipe = self.r.pipeline()
-        pipe.hdel(LEDGER_KEY, *gone)
-        released = [out for out, owner in claims.items() if owner in set(gone)]
+        if gone:
+            pipe.hdel(self.key, *gone)
+            if stale := self._indexed(gone):
+                pipe.hdel(self.inflight, *stale)
+        mine = f"{self.folder}/".encode()
+        claims: dict[bytes, bytes] = self.r.hgetall(self.outputs)  # type: ignore[assignment]
+        released = [
+            out
+            for out, owner in claims.items()
+            if owner.startswith(mine)
+            and owner[len(mine) :].decode() not in shown
+            and not self._exists(out.decode())
+        ]
         if released:
-            pipe.hdel(OUTPUTS_KEY, *released)
+            pipe.hdel(self.outputs, *released)
         pipe.execute()
         return len(gone)
+
+    def _indexed(self, fields: list[bytes]) -> list[str]:
+        """The in-flight index fields that name one of ``fields`` (entries being removed)."""
+        raws: list[bytes | None] = self.r.hmget(self.key, fields)  # type: ignore[assignment]
+        digests = sorted({orjson.loads(raw)["digest"] for raw in raws if raw} - {""})
+        if not digests:
+            return []
+        names: list[bytes | None] = self.r.hmget(self.inflight, digests)  # type: ignore[assignment]
+        removed = {f.decode() for f in fields}
+        return [
+            d
+            for d, n in zip(digests, names, strict=True)
+            if n is not None and field_of(os.fsdecode(n)) in removed
+        ]
+
+    def _exists(self, output: str) -> bool:
+        return os.path.lexists(self.output_dir / output)

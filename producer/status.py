@@ -1,4 +1,5 @@
-"""``python -m producer status``: the files in flight and how far along they are."""
+"""``python -m producer status``: the files in flight of the input folder and how far along
+they are (each input folder has its own ledger: several producers may share one Redis)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def print_status(settings: Settings) -> int:
     """
     client = connect(settings.backend_url, patient=False)
     try:
-        store, entries = JobStore(client, settings.result_ttl), Ledger(client).all()
+        ledger = Ledger(client, settings.input_dir, settings.output_dir)
+        store, entries = JobStore(client, settings.result_ttl), ledger.all()
         counts: dict[str, int] = {}
         rows = []
         for name, entry in sorted(entries.items()):
@@ -45,5 +47,6 @@ def print_status(settings: Settings) -> int:
         )
         return 1
     print("\n".join(["file\tprogress\tcomments\tage", *rows]) if rows else "no files in flight")
+    print(f"folder: {settings.input_dir.resolve()}")
     print("ledger: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
     return 0

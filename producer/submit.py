@@ -18,17 +18,17 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from emotions.constants import DONE, FAILED, QUEUED
 from emotions.errors import (
-    EmotionsError,
     IncompleteInputError,
     InputError,
     InputTooLargeError,
 )
-from emotions.files import display_name, file_digest, inside
+from emotions.files import display_name, file_digest
 from emotions.jobs import JobStore
 from emotions.modelid import model_identity
 from emotions.settings import Settings
@@ -36,6 +36,7 @@ from emotions.spans import Layout, scan
 from producer.completion import Incomplete
 from producer.failed import FailedFolder
 from producer.ledger import Entry, Ledger
+from producer.outputs import Outputs
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Submitted:
     chunk_size: int = 512  # how the job's chunks are cut (the assembly cuts the same way)
     chunk_bytes: int = 256 * 1024
     layout: Layout | None = field(default=None, repr=False, compare=False)  # None: resumed job
+    first_seen: float = 0.0  # when the producer first saw this file (the feeding order)
 
 
 class Submitter:
@@ -70,6 +72,9 @@ class Submitter:
         self.ledger = ledger
         self.failed = failed
         self.model = model_identity(settings.model)
+        self.outputs = Outputs(ledger, settings.output_dir)
+        # Called after each chunk of a check pass: the producer feeds jobs meanwhile.
+        self.between: Callable[[], None] = lambda: None
 
     def consider(self, path: Path) -> Submitted | None:
         """Submit ``path`` if it needs work; the job to follow, or None if nothing to follow."""
@@ -86,8 +91,9 @@ class Submitter:
             if entry and entry.unchanged_on_disk(stat.st_size, stat.st_mtime):
                 if entry.state == FAILED:
                     return None  # its report or move failed; retried once the file changes
-                if entry.state == DONE and entry.model == self.model and self._output_exists(entry):
-                    return None  # finished, and not touched since: no need to hash it again
+                finished = entry.state == DONE and entry.model == self.model
+                if finished and (self.outputs.exists(entry) or self.outputs.given_up(entry)):
+                    return None  # finished, and not touched since: no need to hash it
             digest = file_digest(path)
         except InputError as e:
             self.failed.fail(path, str(e))
@@ -108,7 +114,7 @@ class Submitter:
             )
         elif entry is None and (adopted := self._adopt_renamed(path, digest, size, mtime)):
             return adopted
-        return self._submit(path, digest, size, mtime)
+        return self._submit(path, digest, size, mtime, entry)
 
     def _resume(
         self, path: Path, entry: Entry, size: int, mtime: float
@@ -116,7 +122,7 @@ class Submitter:
         """Same content and model as recorded: (handled, job to follow); else submit anew."""
         name = path.name
         if entry.state == DONE:
-            if self._output_exists(entry):
+            if self.outputs.exists(entry):
                 if not entry.unchanged_on_disk(size, mtime):
                     self.ledger.update(name, size=size, mtime=mtime)
                 log.info(
@@ -124,7 +130,7 @@ class Submitter:
                     display_name(name),
                 )
                 return True, None
-            return False, None  # output was deleted: redo it
+            return (False, None) if self.outputs.redo(name, entry, size, mtime) else (True, None)
         if entry.state != QUEUED:
             return False, None  # failed earlier and dropped in again: another attempt
         meta = self.store.meta(entry.job)
@@ -136,17 +142,17 @@ class Submitter:
                 meta.get("sent"),
                 meta["total"],
             )
-            return True, self._followed(path, entry.job, meta, size, mtime)
+            return True, self._followed(path, entry, meta, size, mtime)
         return False, None  # expired, or lost with a Redis that had no append-only file
 
     def _followed(
-        self, path: Path, job: str, meta: dict[str, str], size: int, mtime: float
+        self, path: Path, entry: Entry, meta: dict[str, str], size: int, mtime: float
     ) -> Submitted:
         """A job already in Redis, to follow; an ended job's record keeps no digest or
         chunking (it is only followed to its end)."""
         total = int(meta["total"])
         return Submitted(
-            job,
+            entry.job,
             path.name,
             path,
             meta.get("digest", ""),
@@ -158,38 +164,37 @@ class Submitter:
             int(meta.get("sent", total)),
             int(meta.get("chunk_size", self.settings.chunk_size)),
             int(meta.get("chunk_bytes", self.settings.chunk_bytes)),
+            first_seen=entry.first_seen,
         )
 
     def _adopt_renamed(self, path: Path, digest: str, size: int, mtime: float) -> Submitted | None:
         """A new name whose content is a job in flight under a name that is gone: a rename.
         The job moves to the new name (and its output to the new name's) instead of starting
         over, so a file renamed in flight gives one output, named after its new name."""
-        candidates = {
-            old: entry
-            for old, entry in self.ledger.all().items()
-            if entry.state == QUEUED and entry.same_content(digest, self.model)
-        }
-        if not candidates:
+        old = self.ledger.renamed_from(digest)
+        entry = self.ledger.get(old) if old else None
+        if old is None or entry is None or entry.state != QUEUED:
             return None
-        present = {display_name(p.name) for p in path.parent.iterdir()}
-        for old, entry in candidates.items():
-            meta = self.store.meta(entry.job)
-            if old in present or meta.get("state") != QUEUED or "total" not in meta:
-                continue
-            self.ledger.forget(old)
-            output = self.ledger.claim_output(path.name)
-            self.store.rename(
-                entry.job, display_name(path.name), os.fsencode(path.resolve()), output
-            )
-            self.ledger.put(path.name, replace(entry, size=size, mtime=mtime, output=output))
-            log.info(
-                "file=%s event=renamed from=%s job=%s", display_name(path.name), old, entry.job
-            )
-            return self._followed(path, entry.job, meta, size, mtime)
-        return None
+        if not entry.same_content(digest, self.model) or os.path.lexists(path.parent / old):
+            return None  # another model's job, or a copy: the old name is still there
+        meta = self.store.meta(entry.job)
+        if meta.get("state") != QUEUED or "total" not in meta:
+            return None
+        self.ledger.forget(old)
+        output = self.outputs.claim(path.name)
+        self.store.rename(entry.job, display_name(path.name), os.fsencode(path.resolve()), output)
+        entry = self.ledger.put(path.name, replace(entry, size=size, mtime=mtime, output=output))
+        log.info("file=%s event=renamed from=%s job=%s", display_name(path.name), old, entry.job)
+        return self._followed(path, entry, meta, size, mtime)
 
-    def _submit(self, path: Path, digest: str, size: int, mtime: float) -> Submitted | None:
-        """Check every record, then create the job (its chunks are sent by the feeder)."""
+    def _submit(
+        self, path: Path, digest: str, size: int, mtime: float, prior: Entry | None
+    ) -> Submitted | None:
+        """Check every record, then create the job (its chunks are sent by the feeder).
+
+        ``prior``: the file's ledger entry, whose first-seen time the new job keeps (the
+        feeding order), and whose redo count it keeps when the same content is made again.
+        """
         name, settings = path.name, self.settings
         started = time.time()
         try:
@@ -198,6 +203,7 @@ class Submitter:
                 settings.chunk_size,
                 settings.chunk_bytes,
                 max_comment_chars=settings.max_comment_chars,
+                on_chunk=self.between,
             )
             records, total = layout.records, len(layout.spans)
         except IncompleteInputError as e:  # cut short: no job yet; the caller defers the file
@@ -208,7 +214,7 @@ class Submitter:
             self.failed.fail(path, str(e))
             return None
         job = uuid.uuid4().hex
-        output = self.ledger.claim_output(name)
+        output = self.outputs.claim(name)
         self.store.create(
             job,
             name=display_name(name),
@@ -221,9 +227,13 @@ class Submitter:
             total=total,
             records=records,
         )
-        self.ledger.put(
-            name, Entry(job, digest, self.model, QUEUED, size, mtime, records, output=output)
-        )
+        entry = Entry(job, digest, self.model, QUEUED, size, mtime, records, output=output)
+        first_seen = started
+        if prior is not None:
+            first_seen = prior.first_seen or started
+            if prior.state == DONE and prior.same_content(digest, self.model):
+                entry = replace(entry, redone=prior.redone + 1)  # its output went missing
+        self.ledger.put(name, replace(entry, first_seen=first_seen))
         log.info(
             "file=%s event=enqueued job=%s records=%d chunks=%d",
             display_name(name),
@@ -244,7 +254,8 @@ class Submitter:
             0,
             settings.chunk_size,
             settings.chunk_bytes,
-            layout,
+            layout=layout,
+            first_seen=first_seen,
         )
 
     def _check_path(self, path: Path) -> None:
@@ -264,11 +275,3 @@ class Submitter:
             raise FileNotFoundError(path)  # gone before we got to it: not a failure
         if not path.is_file():
             raise InputError("not a regular file")
-
-    def _output_exists(self, entry: Entry) -> bool:
-        try:
-            return bool(entry.output) and os.path.isfile(
-                inside(self.settings.output_dir, entry.output)
-            )
-        except EmotionsError:
-            return False

@@ -10,7 +10,10 @@ report naming the missing chunks. Work still waiting in a queue is not a stall: 
 running, files wait (and the producer says so), they do not fail.
 
 Decisions are made by job id: an older job that ends after its file was rewritten or renamed
-never marks the new content done, and never moves the file aside.
+never marks the new content done, and never moves the file aside. A job superseded (its file
+changed while it was processed) or lost from Redis hands its file back to the candidates
+(``retake``), so the completion rules apply to the new content as to any other: a downloader
+re-run onto the same name is waited for, not taken half-written.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from emotions.settings import Settings
 from producer.failed import FailedFolder
 from producer.feeder import Feeder, Follow
 from producer.ledger import Ledger
-from producer.submit import Submitted, Submitter
+from producer.submit import Submitted
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +52,20 @@ class Tracker:
     def __init__(
         self,
         settings: Settings,
-        submitter: Submitter,
         feeder: Feeder,
         store: JobStore,
         ledger: Ledger,
         failed: FailedFolder,
         waiting: Callable[[str, str], int],
+        retake: Callable[[Path], None],
     ) -> None:
         self.settings = settings
-        self.submitter = submitter
         self.feeder = feeder
         self.store = store
         self.ledger = ledger
         self.failed = failed
         self.waiting = waiting
+        self.retake = retake
         self.jobs: dict[str, Follow] = {}
         self._by_path: dict[Path, Follow] = {}  # the newest job of each input path
         self.finished = 0
@@ -74,6 +77,12 @@ class Tracker:
         if replaced is not None and replaced.sub.job != submitted.job:
             # The submitter superseded it: nothing of it will be written, stop following it.
             self.jobs.pop(replaced.sub.job, None)
+            replaced.close()
+        if (renamed := self.jobs.get(submitted.job)) is not None:
+            # The same job under a new name: the old name's reader and path go.
+            renamed.close()
+            if self._by_path.get(renamed.sub.path) is renamed:
+                del self._by_path[renamed.sub.path]
         f = Follow(submitted, submitted.sent, last_change=time.monotonic())
         self.jobs[submitted.job] = f
         self._by_path[submitted.path] = f
@@ -122,6 +131,7 @@ class Tracker:
             state = raw.decode() if raw else None
             if state != QUEUED:
                 del self.jobs[job]
+                f.close()
                 if self._by_path.get(f.sub.path) is f:
                     del self._by_path[f.sub.path]
                 self._settle(f, state)
@@ -193,21 +203,21 @@ class Tracker:
             self.failed.fail(sub.path, detail.pop("error", "unknown error"), job=sub.job, **detail)
         elif state == SUPERSEDED and owner:
             log.info(
-                "file=%s job=%s superseded (%s); taking the file again",
+                "file=%s job=%s superseded (%s); taking the file again once complete",
                 display_name(sub.name),
                 sub.job,
                 detail.get("error"),
             )
-            self.add(self.submitter.consider(sub.path))
+            self.retake(sub.path)
         elif state is None:
             log.warning(
-                "file=%s job=%s vanished from Redis; submitting again",
+                "file=%s job=%s vanished from Redis; submitting again once complete",
                 display_name(sub.name),
                 sub.job,
             )
             if owner:
                 self.ledger.update(sub.name, state=SUPERSEDED)
-            self.add(self.submitter.consider(sub.path))
+            self.retake(sub.path)
 
 
 def _ranges(indexes: list[int]) -> str:

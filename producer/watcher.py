@@ -24,6 +24,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -85,6 +86,8 @@ class Candidates(FileSystemEventHandler):
 
     ``closes_reported`` is set by :func:`start_observer` when the observer sends
     close-after-write events (inotify); only then do writes keep a file waiting for its close.
+    ``skip`` tells rescans which files are already in hand (waiting to be taken, or followed
+    unchanged): they are not nominated again, so a rescan of a big folder adds nothing twice.
     """
 
     def __init__(
@@ -97,20 +100,23 @@ class Candidates(FileSystemEventHandler):
         self.folder = folder.resolve()
         self.limits = Limits(settle_seconds, open_file_seconds, incomplete_seconds)
         self.closes_reported = False
+        self.skip: Callable[[Path], bool] = lambda _path: False
         self._lock = threading.Lock()
         self._pending: dict[Path, Pending] = {}
         self._deferred: dict[Path, Stat] = {}  # read as cut short, as it was then
 
-    def nominate(self, path: Path, writing: bool | None = None) -> None:
+    def nominate(self, path: Path, writing: bool | None = None, announced: bool = True) -> None:
         """Add a file of the folder to the candidates (hidden and temporary names excepted).
 
         ``writing``: an event said the file is being written (True) or was closed after
-        writing or moved in (False); None (scans) leaves what is known as it is.
+        writing or moved in (False); None leaves what is known as it is. ``announced``: named
+        by an event or by the producer itself (False: found by a rescan).
         """
         if not takeable(path):
             return
         with self._lock:
             entry = self._pending.setdefault(path, Pending(since=time.monotonic()))
+            entry.announced = entry.announced or announced
             if writing is not None and self.closes_reported:
                 entry.writing = writing
 
@@ -118,7 +124,8 @@ class Candidates(FileSystemEventHandler):
         """Nominate every file in the folder (start-up, lost events, polling mounts)."""
         try:
             for path in self.folder.iterdir():
-                self.nominate(path)
+                if path not in self._pending and not self.skip(path):
+                    self.nominate(path, announced=False)
         except OSError as e:
             log.error("cannot list input folder %s: %s", self.folder, e)
 
@@ -129,6 +136,11 @@ class Candidates(FileSystemEventHandler):
 
     def settled(self) -> list[Path]:
         """Candidates that are complete by the rules of :mod:`producer.completion`."""
+        return sorted(path for path, _ in self.settle())
+
+    def settle(self) -> list[tuple[Path, bool]]:
+        """Complete candidates and whether an event announced each, announced ones first,
+        then in the order they were nominated."""
         now, ready = time.monotonic(), []
         with self._lock:
             for path, entry in list(self._pending.items()):
@@ -142,7 +154,7 @@ class Candidates(FileSystemEventHandler):
                         del self._deferred[path]  # new data since it read as cut short
                 elif entry.ready(now, self.limits):
                     del self._pending[path]
-                    ready.append(path)
+                    ready.append((not entry.announced, entry.since, path))
                     if entry.writing:
                         log.warning(
                             "file=%s event=still-open written to but not closed, and unchanged "
@@ -150,7 +162,7 @@ class Candidates(FileSystemEventHandler):
                             path.name,
                             now - entry.since,
                         )
-        return sorted(ready)
+        return [(path, not scanned) for scanned, _, path in sorted(ready)]
 
     def defer(self, path: Path, reason: str) -> bool:
         """Put back a file that read as cut short, to be read again once unchanged for the
@@ -167,7 +179,8 @@ class Candidates(FileSystemEventHandler):
             # Events during the read may have nominated it again: keep what they said.
             before = self._pending.get(path)
             writing = before.writing if before else False
-            self._pending[path] = Pending(current, time.monotonic(), writing, reason)
+            announced = before.announced if before else True
+            self._pending[path] = Pending(current, time.monotonic(), writing, reason, announced)
         return True
 
     def on_created(self, event: FileSystemEvent) -> None:

@@ -23,11 +23,11 @@ import orjson
 
 from emotions.constants import QUEUED
 from emotions.errors import InputError
-from emotions.files import inside, write_atomic
+from emotions.files import write_atomic
 from emotions.formats import Format, Record, detect, read_records
 from emotions.hashing import HashedInput
 from emotions.jobs import JobStore, decode_labels
-from emotions.output import json_array, render_indexed
+from emotions.output import job_output_path, json_array, render_indexed
 from emotions.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def assemble(store: JobStore, settings: Settings, job: str) -> str:
         return f"skipped: job is {meta.get('state', 'expired')}"
     path = Path(meta["path"])
     try:
-        output = inside(settings.output_dir, meta["output"])
+        output = job_output_path(meta["output"], settings.output_dir)
         # Format and stream are opened here, outside the write: a missing input is not an
         # output error. A replacement between the two fails the digest check.
         fmt = detect(path)

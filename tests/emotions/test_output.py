@@ -8,12 +8,14 @@ import hashlib
 import json
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from emotions.constants import NAME_BYTES
+from emotions.errors import OutputWriteError
 from emotions.formats import Record
-from emotions.output import alternative_name, json_array, output_name, render
+from emotions.output import alternative_name, job_output_path, json_array, output_name, render
 
 
 def nbytes(name: str) -> int:
@@ -111,3 +113,17 @@ def test_json_array_is_a_stream() -> None:
     assert produced == []
     next(stream)
     assert produced == [0]
+
+
+def test_a_job_output_path_is_the_producers_absolute_path_whatever_the_workers_folder(
+    tmp_path: Path,
+) -> None:
+    producers = tmp_path / "producer-out"
+    workers = tmp_path / "worker-out"
+    recorded = str(producers / "a.json")
+    assert job_output_path(recorded, workers) == producers / "a.json"
+    # A job recorded by an earlier version holds a bare name: the worker's folder.
+    assert job_output_path("a.json", workers) == workers.resolve() / "a.json"
+    for bad in ("../a.json", str(producers / "..")):
+        with pytest.raises(OutputWriteError):
+            job_output_path(bad, workers)

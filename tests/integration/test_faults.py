@@ -14,9 +14,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from emotions.constants import LEDGER_KEY
+from emotions.constants import ledger_key
 from harness.procs import kill_group, wait_for
 from harness.stack import Stack, write_json
+from producer.ledger import folder_id
 from tests.services import assert_exactly_once, comments, started_marker
 
 pytestmark = pytest.mark.slow
@@ -160,7 +161,10 @@ def test_file_rewritten_while_queued_keeps_only_last_content(stack: Stack) -> No
     newer = comments(10, "new")
     write_json(stack.input / "f.json", newer)  # atomic rename over the queued file
     wait_for(
-        lambda: b'"done"' in (stack.redis.client().hget(LEDGER_KEY, "f.json") or b""),
+        lambda: (
+            b'"done"'
+            in (stack.redis.client().hget(ledger_key(folder_id(stack.input)), "f.json") or b"")
+        ),
         90,
         "the ledger to record the file as done",
     )

@@ -147,7 +147,9 @@ def make_rig(root: Path, url: str) -> Rig:
     for sub in ("input", "output", "failed"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     client = redis.Redis.from_url(url)
-    return Rig(root, url, client, JobStore(client, 3600), Ledger(client))
+    return Rig(
+        root, url, client, JobStore(client, 3600), Ledger(client, root / "input", root / "output")
+    )
 
 
 def clear_env() -> dict[str, str]:

@@ -139,14 +139,21 @@ def producer(
 def test_status_on_empty_ledger(redis_server: RedisServer, tmp_path: Path) -> None:
     done = producer(env_for(redis_server, tmp_path), "status")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["no files in flight", "ledger: empty"]
+    assert done.stdout.splitlines() == [
+        "no files in flight",
+        f"folder: {(tmp_path / 'input').resolve()}",
+        "ledger: empty",
+    ]
 
 
 @pytest.mark.slow
 def test_status_shows_chunks_of_files_in_flight(redis_server: RedisServer, tmp_path: Path) -> None:
     client = redis_server.client()
     try:
-        store, ledger = JobStore(client, 3600), Ledger(client)
+        store, ledger = (
+            JobStore(client, 3600),
+            Ledger(client, tmp_path / "input", tmp_path / "output"),
+        )
         store.create("j1", name="a.json", model="m", digest="d", total=3, records=5)
         ledger.put("a.json", Entry("j1", "d", "m", QUEUED, 10, 1.0, records=5))
         assert store.store_part("j1", 1, [0, 27], ["l"] * 28) == 0
@@ -221,7 +228,8 @@ def test_producer_never_imports_torch(redis_server: RedisServer, tmp_path: Path)
         assert main(["status"]) == 0
         settings = load_settings()
         p = Producer(settings, make_app(settings))
-        assert p.step([settings.input_dir / "a.json"]) == []  # taken, then the window fed
+        p.take([settings.input_dir / "a.json"])
+        p.tracker.feed()
         assert len(p.tracker.jobs) == 1
         heavy = sorted(m for m in ("torch", "transformers", "tokenizers", "worker")
                        if m in sys.modules)

@@ -1,11 +1,14 @@
 """producer.feeder.Feeder through a real producer on a real redis-server, no worker: never more
-than ``window`` chunks queued or running over all files, oldest file first, each chunk sent
-once, and a restarted producer resumes each file where its job stood (``sent``) instead of
-sending it again."""
+than ``window`` chunks queued or running over all files, the window shared round-robin, each
+chunk sent once and always under its own index (also when Redis refuses a send mid-feed), and
+a restarted producer resumes each file where its job stood (``sent``) instead of sending it
+again."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
 
 from emotions.constants import INFERENCE_QUEUE
 from producer.daemon import Producer
@@ -29,13 +32,13 @@ def cycle(p: Producer) -> None:
     p.tracker.feed()
 
 
-def test_the_window_spans_files_oldest_first(rig: Rig) -> None:
+def test_the_window_is_shared_round_robin(rig: Rig) -> None:
     p = rig.producer(chunk_size=1, window=WINDOW)
     paths = [rig.write(comments(4, tag), f"{tag}.json") for tag in ("a", "b")]
     p.take(paths)
     ja, jb = p.tracker.jobs
     p.tracker.feed()
-    assert [a[:2] for a in rig.chunk_args()] == [[ja, 0], [ja, 1], [ja, 2]]
+    assert [a[:2] for a in rig.chunk_args()] == [[ja, 0], [jb, 0], [ja, 1]]
     p.tracker.feed()
     assert len(rig.chunk_args()) == WINDOW  # no room: nothing more
     running = rig.pop(2)  # two chunks taken by workers, still running
@@ -44,9 +47,10 @@ def test_the_window_spans_files_oldest_first(rig: Rig) -> None:
     for args in running:
         rig.complete(args)
     cycle(p)
-    assert [a[:2] for a in rig.chunk_args()] == [[ja, 2], [ja, 3], [jb, 0]]
+    # b was fed less recently than a: it goes first, then they alternate.
+    assert [a[:2] for a in rig.chunk_args()] == [[ja, 1], [jb, 1], [ja, 2]]
     assert outstanding(rig, [ja, jb]) == WINDOW
-    assert rig.store.meta(ja)["sent"] == "4" and rig.store.meta(jb)["sent"] == "1"
+    assert rig.store.meta(ja)["sent"] == "3" and rig.store.meta(jb)["sent"] == "2"
 
 
 def test_never_more_than_the_window_and_each_chunk_once_across_a_restart(rig: Rig) -> None:
@@ -116,3 +120,60 @@ def test_a_window_of_one_goes_chunk_by_chunk(rig: Rig) -> None:
             order.append((args[1], len(args[2])))
             rig.complete(args)
     assert order == [(0, 2), (1, 2), (2, 1)]
+
+
+def test_a_small_file_behind_a_big_one_gets_the_next_free_chunk(rig: Rig) -> None:
+    p = rig.producer(chunk_size=1, window=WINDOW)
+    big = rig.write(comments(50, "big"), "big.json")
+    p.take([big])
+    (jbig,) = p.tracker.jobs
+    cycle(p)
+    assert rig.sent(jbig) == [0, 1, 2]
+    p.take([rig.write(comments(1, "small"), "small.json")])
+    jsmall = next(j for j in p.tracker.jobs if j != jbig)
+    rig.work(n=1)  # one chunk of the big file finishes: the room goes to the new file
+    cycle(p)
+    assert [a[:2] for a in rig.chunk_args()] == [[jbig, 1], [jbig, 2], [jsmall, 0]]
+
+
+def test_a_send_refused_mid_feed_never_shifts_an_index(rig: Rig) -> None:
+    """Redis refuses writes (maxmemory reached, noeviction) after a few chunks of a feed: the
+    chunk in hand when the send raised is sent again under its own index, never skipped."""
+    p = rig.producer(chunk_size=1, window=40)
+    records = [{"id": f"r{i}", "comment": f"{i} " + "x" * 50_000} for i in range(30)]
+    path = rig.write(records)
+    p.take([path])
+    (job,) = p.tracker.jobs
+    used = int(rig.client.info("memory")["used_memory"])
+    rig.client.config_set("maxmemory-policy", "noeviction")
+    rig.client.config_set("maxmemory", used + 400_000)  # room for a few chunks, not for 30
+    try:
+        with pytest.raises(Exception, match=r"OOM|maxmemory"):  # raw, or as kombu wraps it
+            p.tracker.feed()
+    finally:
+        rig.client.config_set("maxmemory", 0)
+    refused_at = p.tracker.jobs[job].sent
+    assert 0 < refused_at < 30  # the send failed mid-feed, after some chunks went out
+    assert int(rig.store.meta(job)["sent"]) == refused_at  # recorded although the feed raised
+    p.tracker.feed()
+    args = rig.chunk_args()
+    assert [a[1] for a in args] == list(range(30))
+    for a in args:  # every index carries exactly its own chunk's text
+        assert a[2] == [records[a[1]]["comment"]]
+
+
+def test_a_file_that_ends_before_its_chunk_count_supersedes_its_job(rig: Rig) -> None:
+    """Fewer chunks than the job was checked with (the file changed): the job ends as
+    superseded, so the file is taken again, instead of waiting forever one chunk short."""
+    p = rig.producer(chunk_size=1, window=2)
+    path = rig.write(comments(6))
+    p.take([path])
+    (job,) = p.tracker.jobs
+    rig.write(comments(2))  # cut down while queued
+    p.tracker.feed()
+    rig.work()
+    cycle(p)
+    meta = rig.store.meta(job)
+    assert meta["state"] == "superseded"
+    assert "now has 2 chunk(s), not 6" in meta["detail"]
+    assert rig.sent(job) == []

@@ -1,7 +1,8 @@
 """producer.ledger.Ledger against a real redis-server: entries survive a restart, two inputs
 never share an output name (and keep theirs across a restart), a renamed file's entry and
-output claim follow it, and pruning forgets files gone from the folder but not those still
-followed."""
+output claim follow it, pruning forgets files gone from the folder but not those still
+followed, never releases the claim of an output that still exists, and never touches another
+folder's entries."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 
 import redis
 
-from emotions.constants import DONE, FAILED, LEDGER_KEY, OUTPUTS_KEY, QUEUED
+from emotions.constants import DONE, FAILED, QUEUED
 from producer.ledger import Entry, Ledger
 from tests.producer.rig import Rig
 
@@ -21,7 +22,14 @@ def entry(job: str = "j1", state: str = QUEUED, output: str = "") -> Entry:
 
 def restarted(rig: Rig) -> Ledger:
     """A new Ledger on a new connection: what a restarted producer reads."""
-    return Ledger(redis.Redis.from_url(rig.url))
+    return Ledger(redis.Redis.from_url(rig.url), rig.input, rig.output)
+
+
+def claims(rig: Rig) -> dict[bytes, bytes]:
+    """The output folder's claims, owners without this folder's prefix."""
+    raw: dict[bytes, bytes] = rig.client.hgetall(rig.ledger.outputs)  # type: ignore[assignment]
+    mine = f"{rig.ledger.folder}/".encode()
+    return {out: owner.removeprefix(mine) for out, owner in raw.items()}
 
 
 def test_entries_round_trip_and_survive_a_restart(rig: Rig) -> None:
@@ -63,7 +71,7 @@ def test_two_inputs_with_one_stem_get_distinct_outputs_for_good(rig: Rig) -> Non
     again = restarted(rig)
     assert again.claim_output("a.csv") == second
     assert again.claim_output("a.json") == first
-    assert rig.client.hgetall(OUTPUTS_KEY) == {b"a.json": b"a.json", second.encode(): b"a.csv"}
+    assert claims(rig) == {b"a.json": b"a.json", second.encode(): b"a.csv"}
     again.r.close()
 
 
@@ -85,7 +93,7 @@ def test_forget_removes_the_entry_and_releases_its_output_claim(rig: Rig) -> Non
     rig.ledger.put("old.json", entry(output=out))
     rig.ledger.forget("old.json")
     assert rig.ledger.get("old.json") is None
-    assert rig.client.hget(OUTPUTS_KEY, out) is None
+    assert rig.client.hget(rig.ledger.outputs, out) is None
     # The name is free again: another input with the same stem may take it.
     assert rig.ledger.claim_output("old.csv") == out
 
@@ -96,7 +104,7 @@ def test_prune_forgets_files_gone_from_the_folder_with_their_claims(rig: Rig) ->
     removed = rig.ledger.prune(present={"present.json"}, keep={"followed.json"})
     assert removed == 1
     assert set(rig.ledger.all()) == {"present.json", "followed.json"}
-    assert rig.client.hgetall(OUTPUTS_KEY) == {
+    assert claims(rig) == {
         b"present.json": b"present.json",
         b"followed.json": b"followed.json",
     }
@@ -110,14 +118,14 @@ def test_prune_releases_every_claim_of_a_gone_file(rig: Rig) -> None:
     rig.ledger.put("a.csv", entry(output=alt))
     rig.ledger.put("a.json", entry(output="a.json"))
     assert rig.ledger.prune(present={"a.json"}, keep=set()) == 1
-    assert rig.client.hgetall(OUTPUTS_KEY) == {b"a.json": b"a.json"}
+    assert claims(rig) == {b"a.json": b"a.json"}
 
 
 def test_prune_with_nothing_gone_changes_nothing(rig: Rig) -> None:
     rig.ledger.put("a.json", entry(output=rig.ledger.claim_output("a.json")))
-    before = (rig.client.hgetall(LEDGER_KEY), rig.client.hgetall(OUTPUTS_KEY))
+    before = (rig.client.hgetall(rig.ledger.key), claims(rig))
     assert rig.ledger.prune(present={"a.json", "unrelated.json"}, keep=set()) == 0
-    assert (rig.client.hgetall(LEDGER_KEY), rig.client.hgetall(OUTPUTS_KEY)) == before
+    assert (rig.client.hgetall(rig.ledger.key), claims(rig)) == before
     again = restarted(rig)
     assert again.prune(present=set(), keep=set()) == 1
     again.r.close()
@@ -129,4 +137,49 @@ def test_prune_keeps_a_present_file_whose_name_is_not_utf8(rig: Rig) -> None:
     assert rig.ledger.prune(present={name}, keep=set()) == 0
     assert rig.ledger.get(name) is not None
     assert rig.ledger.prune(present=set(), keep=set()) == 1
-    assert rig.client.hlen(OUTPUTS_KEY) == 0
+    assert rig.client.hlen(rig.ledger.outputs) == 0
+
+
+def test_a_claim_stays_while_its_output_exists_after_its_input_left(rig: Rig) -> None:
+    """``a.json`` was done and removed from the input folder; its output stays: a later
+    ``a.csv`` must not get (and overwrite) ``a.json``."""
+    out = rig.ledger.claim_output("a.json")
+    rig.ledger.put("a.json", entry(state=DONE, output=str(rig.output / out)))
+    (rig.output / out).write_text("[]")
+    assert rig.ledger.prune(present=set(), keep=set()) == 1
+    assert rig.ledger.get("a.json") is None
+    assert claims(rig) == {b"a.json": b"a.json"}
+    assert rig.ledger.claim_output("a.csv") != "a.json"
+    # Once that output is gone too, the next prune releases the claim.
+    (rig.output / out).unlink()
+    rig.ledger.prune(present={"a.csv"}, keep=set())
+    assert b"a.json" not in claims(rig)
+
+
+def test_two_input_folders_keep_and_prune_their_own_entries(rig: Rig) -> None:
+    other_input = rig.root / "other"
+    other_input.mkdir()
+    other = Ledger(rig.client, other_input, rig.output)
+    rig.ledger.put("a.json", entry(job="mine"))
+    other.put("a.json", entry(job="theirs"))
+    assert rig.ledger.key != other.key
+    assert other.prune(present=set(), keep=set()) == 1
+    assert rig.ledger.get("a.json").job == "mine"  # type: ignore[union-attr]
+    # One output folder for both: their inputs of one name never share an output.
+    assert {rig.ledger.claim_output("b.json"), other.claim_output("b.json")} == {
+        "b.json",
+        f"b~{hashlib.sha256(b'b.json').hexdigest()[:8]}.json",
+    }
+
+
+def test_the_in_flight_index_follows_entries(rig: Rig) -> None:
+    rig.ledger.put("a.json", entry())
+    assert rig.ledger.renamed_from("digest") == "a.json"
+    rig.ledger.update("a.json", state=DONE)
+    assert rig.ledger.renamed_from("digest") is None
+    rig.ledger.put("b.json", entry())
+    rig.ledger.put("a.json", entry(state=FAILED))  # another name's field stays
+    assert rig.ledger.renamed_from("digest") == "b.json"
+    rig.ledger.prune(present=set(), keep=set())
+    assert rig.ledger.renamed_from("digest") is None
+    assert rig.client.hlen(rig.ledger.inflight) == 0

@@ -71,12 +71,13 @@ def test_new_file_becomes_a_job(rig: Rig, sub: Submitter) -> None:
         st.st_size,
         st.st_mtime,
         5,
-        "comments.json",
+        str((rig.output / "comments.json").resolve()),  # the absolute path: one truth
     )
 
     meta = rig.store.meta(got.job)
     assert meta["state"] == QUEUED
-    assert (meta["name"], meta["output"], meta["digest"]) == (NAME, "comments.json", got.digest)
+    assert (meta["name"], meta["digest"]) == (NAME, got.digest)
+    assert meta["output"] == str((rig.output / "comments.json").resolve())
     assert meta["model"] == model_identity("m") == "hub:m@main"
     assert meta["path"].encode("utf-8", "surrogateescape") == os.fsencode(path.resolve())
     assert (meta["total"], meta["records"], meta["sent"]) == ("3", "5", "0")
@@ -189,7 +190,7 @@ def test_changed_content_supersedes_the_job_in_flight(rig: Rig, sub: Submitter) 
         QUEUED,
         3,
     )
-    assert entry.output == "comments.json"  # the same file keeps its output name
+    assert Path(entry.output).name == "comments.json"  # the same file keeps its output name
     assert (new.records, new.chunks, new.sent) == (3, 2, 0)
 
 
@@ -248,7 +249,7 @@ def test_a_copy_of_a_file_in_flight_is_its_own_job(rig: Rig, sub: Submitter) -> 
     assert second.job != first.job
     assert rig.store.meta(first.job)["path"].encode() == os.fsencode(original.resolve())
     assert rig.ledger.get(NAME).job == first.job  # type: ignore[union-attr]
-    assert rig.ledger.get("copy.json").output == "copy.json"  # type: ignore[union-attr]
+    assert rig.ledger.get("copy.json").output.endswith("/copy.json")  # type: ignore[union-attr]
 
 
 # --- finished files ---------------------------------------------------------------------------
@@ -301,21 +302,37 @@ def test_done_then_rewritten_with_new_content_is_submitted(rig: Rig, sub: Submit
     entry = rig.ledger.get(NAME)
     assert entry is not None
     assert (entry.job, entry.digest, entry.state) == (again.job, sha256(path), QUEUED)
-    assert entry.output == "comments.json"
+    assert Path(entry.output).name == "comments.json"
 
 
-def test_done_but_output_deleted_is_redone(rig: Rig, sub: Submitter) -> None:
+def test_done_but_output_deleted_is_redone_once_with_a_warning(
+    rig: Rig, sub: Submitter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An output moved away by a downstream job is made again once, not at every rescan."""
     path = rig.write(comments(3))
     first = sub.consider(path)
     assert first is not None
     mark_done(rig, first.job)
-    (rig.output / "comments.json").unlink()
+    output = rig.output / "comments.json"
+    output.unlink()
     again = sub.consider(path)
     assert again is not None
     assert again.job != first.job
+    assert "making it again" in caplog.text
     entry = rig.ledger.get(NAME)
     assert entry is not None
-    assert (entry.job, entry.state, entry.output) == (again.job, QUEUED, "comments.json")
+    assert (entry.job, entry.state, entry.output) == (again.job, QUEUED, str(output.resolve()))
+    assert entry.redone == 1
+    mark_done(rig, again.job)
+    output.unlink()  # moved away again
+    caplog.clear()
+    for _ in range(3):  # rescans
+        assert sub.consider(path) is None
+    assert caplog.text.count("gone again") == 1  # said once, not at every rescan
+    assert rig.jobs() == {first.job, again.job}  # nothing new submitted
+    rig.write(comments(4))  # new content: a new job, and its output may be redone again
+    third = sub.consider(path)
+    assert third is not None and rig.ledger.get(NAME).redone == 0  # type: ignore[union-attr]
 
 
 def test_done_with_another_model_is_redone(rig: Rig, sub: Submitter) -> None:
@@ -522,3 +539,22 @@ def test_a_copy_of_a_file_with_a_non_utf8_name_is_its_own_job(rig: Rig, sub: Sub
         original.resolve()
     )
     assert rig.ledger.get(original.name).job == first.job  # type: ignore[union-attr]
+
+
+def test_a_new_name_reads_no_whole_ledger(rig: Rig, sub: Submitter) -> None:
+    """A folder of thousands of files: a new name (and a rename) costs a few single-key
+    reads, never a read of the whole ledger (HGETALL, HKEYS, HSCAN) per file."""
+    for i in range(2000):
+        rig.ledger.put(f"old{i}.json", Entry(f"j{i}", f"d{i}", "m", DONE, 1, 1.0))
+    rig.client.config_resetstat()
+    renamed = sub.consider(rig.write(comments(3), "first.json"))
+    assert renamed is not None
+    rig.write(comments(4), "new.json")
+    (rig.input / "first.json").rename(rig.input / "second.json")
+    assert sub.consider(rig.input / "new.json") is not None
+    again = sub.consider(rig.input / "second.json")
+    assert again is not None and again.job == renamed.job  # the rename was found
+    stats = rig.client.info("commandstats")
+    assert not {"cmdstat_hkeys", "cmdstat_hscan", "cmdstat_hvals"} & set(stats)
+    # HGETALL only of the one job record a rename reads, never of the ledger's 2,000 fields.
+    assert stats.get("cmdstat_hgetall", {"calls": 0})["calls"] <= 1

@@ -217,32 +217,59 @@ def test_an_old_job_failing_after_a_rewrite_does_not_move_the_new_file(rig: Rig)
     assert rig.ledger.get(NAME).state == QUEUED  # type: ignore[union-attr]
 
 
+def retaken(p: Producer, path: Path) -> None:
+    """The file went back to the candidates (not straight into a job): once it is complete by
+    the completion rules (settle time 0 here: two looks), it is taken again."""
+    assert p.tracker.jobs == {}
+    assert p.candidates.pending() == {path}
+    assert p.candidates.settled() == []  # the first look starts its settle clock
+    p.take(p.candidates.settled())
+
+
 def test_a_job_superseded_by_its_assembly_takes_the_file_again(rig: Rig) -> None:
-    """The assembly found the input changed since it was queued: the producer submits the
-    file as it is now."""
-    p, old, _ = start(rig, comments(2, "v1"))
+    """The assembly found the input changed since it was queued: the producer takes the file
+    as it is now, once complete by the completion rules."""
+    p, old, path = start(rig, comments(2, "v1"), settle_seconds=0)
     rig.work(rig.apps[-1])
     rig.write(comments(3, "v2"))
     assert assemble(rig.store, p.settings, old).startswith("superseded")
     assert not (rig.output / "comments.json").exists()
     p.tracker.poll()
+    retaken(p, path)
     (new,) = p.tracker.jobs
     assert new != old
     assert rig.ledger.get(NAME).job == new  # type: ignore[union-attr]
     assert rig.store.meta(new)["records"] == "3"
 
 
+def test_a_superseded_file_still_being_written_waits_for_the_completion_rules(
+    rig: Rig,
+) -> None:
+    """A downloader re-run onto the same name: the job of the old content is superseded, and
+    the new content is not taken while it keeps changing (no partial output first)."""
+    p, old, path = start(rig, comments(2, "v1"), settle_seconds=30)
+    rig.write(comments(1, "v2"))  # the re-run's first page
+    assert assemble(rig.store, p.settings, old).startswith("superseded")
+    p.tracker.poll()
+    assert p.tracker.jobs == {} and p.candidates.pending() == {path}
+    assert p.candidates.settled() == []
+    rig.write(comments(5, "v2"))  # more pages: still not settled
+    assert p.candidates.settled() == []
+    assert p.tracker.jobs == {} and rig.ledger.get(NAME).job == old  # type: ignore[union-attr]
+
+
 def test_a_job_lost_from_redis_is_submitted_again(rig: Rig) -> None:
-    p, old, _ = start(rig, comments(2))
+    p, old, path = start(rig, comments(2), settle_seconds=0)
     rig.client.delete(job_key(old))
     p.tracker.poll()
+    retaken(p, path)
     (new,) = p.tracker.jobs
     assert new != old
     assert rig.ledger.get(NAME).job == new  # type: ignore[union-attr]
 
 
 def test_a_file_that_turns_bad_before_it_is_fed_ends_in_the_failed_folder(rig: Rig) -> None:
-    p = rig.producer(stall_seconds=STALL, chunk_size=1)
+    p = rig.producer(stall_seconds=STALL, chunk_size=1, settle_seconds=0)
     path = rig.write(comments(3))
     p.take([path])
     (job,) = p.tracker.jobs
@@ -251,6 +278,39 @@ def test_a_file_that_turns_bad_before_it_is_fed_ends_in_the_failed_folder(rig: R
     assert rig.chunk_args() == []
     assert rig.store.meta(job)["state"] == SUPERSEDED
     p.tracker.poll()
+    retaken(p, path)
     assert p.tracker.jobs == {}
     assert (rig.failed / NAME).read_bytes() == b"{broken"
     assert rig.ledger.get(NAME).state == FAILED  # type: ignore[union-attr]
+
+
+def open_descriptors(path: Path) -> int:
+    """How many of this process's file descriptors are open on ``path``'s file."""
+    target, count = path.stat(), 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            st = fd.stat()
+        except OSError:
+            continue
+        count += (st.st_ino, st.st_dev) == (target.st_ino, target.st_dev)
+    return count
+
+
+def test_a_rename_mid_feed_closes_the_old_names_reader(rig: Rig) -> None:
+    p = rig.producer(stall_seconds=STALL, chunk_size=1, window=2)
+    path = rig.input / "live.jsonl"  # JSON Lines are streamed: the reader keeps the file open
+    path.write_text("".join(json.dumps(c) + "\n" for c in comments(6)))
+    p.take([path])
+    (job,) = p.tracker.jobs
+    p.tracker.feed()
+    assert open_descriptors(path) == 1  # fed half-way: its reader is open
+    moved = path.with_name("moved.jsonl")
+    path.rename(moved)
+    p.take([moved])
+    assert list(p.tracker.jobs) == [job] and p.tracker.jobs[job].sent == 2
+    assert open_descriptors(moved) == 0  # the old name's reader was closed
+    rig.work()
+    p.tracker.poll()
+    p.tracker.feed()
+    assert rig.sent(job) == [2, 3]
+    assert [a[2] for a in rig.chunk_args()] == [[c["comment"]] for c in comments(6)[2:4]]
