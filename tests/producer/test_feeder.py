@@ -146,7 +146,7 @@ def test_a_send_refused_mid_feed_never_shifts_an_index(rig: Rig) -> None:
     (job,) = p.tracker.jobs
     used = int(rig.client.info("memory")["used_memory"])
     rig.client.config_set("maxmemory-policy", "noeviction")
-    rig.client.config_set("maxmemory", used + 400_000)  # room for a few chunks, not for 30
+    rig.client.config_set("maxmemory", used + 1_000_000)  # room for a few chunks, not for 30
     try:
         with pytest.raises(Exception, match=r"OOM|maxmemory"):  # raw, or as kombu wraps it
             p.tracker.feed()

@@ -15,6 +15,7 @@ import redis
 from emotions.constants import FAILED
 from harness.stack import write_json
 from producer.failed import FailedFolder
+from producer.queue import ANNOUNCED
 from tests.producer.rig import NAME, Rig, comments
 
 
@@ -33,12 +34,16 @@ def test_a_good_file_is_not_failed_while_redis_refuses_writes(
     producer = rig.producer()
     path = write_json(rig.input / NAME, comments(5))
     caplog.set_level(logging.WARNING, logger="producer")
-    assert producer.step([path]) == [path]  # taken again next turn
+    producer.ready.push(path, ANNOUNCED)
+    producer.step()
+    assert path in producer.ready  # put back, taken again next turn
     assert path.exists() and list(rig.failed.iterdir()) == []
     said = [r.getMessage() for r in caplog.records if r.name == "producer"]
     assert any("redis unavailable" in m and "NOREPLICAS" in m for m in said), said
     refusing.config_set("min-replicas-to-write", 0)
-    assert producer.step([path]) == []  # Redis takes writes: the file is submitted
+    producer._next_poll = 0.0
+    producer.step()  # Redis takes writes: the file is submitted
+    assert path not in producer.ready
     assert producer.tracker.jobs and list(rig.failed.iterdir()) == []
 
 

@@ -248,6 +248,7 @@ def test_a_superseded_file_still_being_written_waits_for_the_completion_rules(
     """A downloader re-run onto the same name: the job of the old content is superseded, and
     the new content is not taken while it keeps changing (no partial output first)."""
     p, old, path = start(rig, comments(2, "v1"), settle_seconds=30)
+    rig.work(rig.apps[-1])
     rig.write(comments(1, "v2"))  # the re-run's first page
     assert assemble(rig.store, p.settings, old).startswith("superseded")
     p.tracker.poll()
@@ -298,13 +299,14 @@ def open_descriptors(path: Path) -> int:
 
 def test_a_rename_mid_feed_closes_the_old_names_reader(rig: Rig) -> None:
     p = rig.producer(stall_seconds=STALL, chunk_size=1, window=2)
-    path = rig.input / "live.jsonl"  # JSON Lines are streamed: the reader keeps the file open
-    path.write_text("".join(json.dumps(c) + "\n" for c in comments(6)))
+    # A JSON document has no chunk spans: it is fed from a reader that keeps the file open.
+    path = rig.input / "live.json"
+    path.write_text(json.dumps(comments(6)))
     p.take([path])
     (job,) = p.tracker.jobs
     p.tracker.feed()
     assert open_descriptors(path) == 1  # fed half-way: its reader is open
-    moved = path.with_name("moved.jsonl")
+    moved = path.with_name("moved.json")
     path.rename(moved)
     p.take([moved])
     assert list(p.tracker.jobs) == [job] and p.tracker.jobs[job].sent == 2
