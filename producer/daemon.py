@@ -229,6 +229,7 @@ class Producer:
 
     def _up(self) -> None:
         if self._down_since is not None:
+            self.tracker.resume_clocks()
             log.info("redis is back after %.0fs", time.monotonic() - self._down_since)
             self._down_since = None
             self._down_warned = 0.0
