@@ -118,7 +118,8 @@ class Producer:
                 self._down(e)
 
     def stop(self) -> None:
-        """Let the next producer of this folder start at once."""
+        """Close the files being fed; let the next producer of this folder start at once."""
+        self.tracker.close()
         try:
             self.lock.release()
         except BROKER_DOWN as e:  # it expires by itself

@@ -71,6 +71,11 @@ class Tracker:
         self._by_path: dict[Path, Follow] = {}  # the newest job of each input path
         self.finished = 0
 
+    def close(self) -> None:
+        """Close every file still open for feeding (the producer is stopping)."""
+        for f in self.jobs.values():
+            f.close()
+
     def add(self, submitted: Submitted | None) -> None:
         if submitted is None:
             return
