@@ -47,16 +47,21 @@ def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subpr
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """SIGTERM a process group, and SIGKILL it if it is still there after ``timeout``."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_group(proc)
-    except ProcessLookupError:
-        proc.wait(timeout=timeout)
+    """SIGTERM a process group, and SIGKILL it if it is still there after ``timeout``.
+
+    Whatever is left of the group once its leader is gone is killed too: a worker that exited
+    on its own (a GPU fault, its time limit) can leave its pool child running, and a test
+    must not leave a worker behind that goes on taking another test's chunks."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+        except ProcessLookupError:
+            proc.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
