@@ -109,6 +109,18 @@ return 0
 # Moves a queued job to a final state and frees its results at once; 0 if it had ended. The
 # ended record keeps only what the producer reads after the end (name, total, records,
 # model, state, detail, times): thousands of finished files cost a few hundred bytes each.
+# KEYS[1] job hash, KEYS[2] starts. ARGV[1] chunk index.
+# Takes back one counted start of a queued job's chunk (never below zero): a start that ended
+# because Redis was unavailable was not the chunk's fault, and must not bring it nearer to
+# failing its file.
+_UNBEGIN = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
+if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') > 0 then
+  return redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
+end
+return 0
+"""
+
 _END = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'detail', ARGV[2], 'finished', ARGV[3])
@@ -175,6 +187,7 @@ class JobStore:
         self._begin = client.register_script(_BEGIN)
         self._store = client.register_script(_STORE)
         self._end_script = client.register_script(_END)
+        self._unbegin = client.register_script(_UNBEGIN)
 
     def create(self, job: str, **fields: str | int | bytes) -> None:
         """Start a job in state ``queued`` with its metadata.
@@ -271,6 +284,11 @@ class JobStore:
         key = parts_key(job)
         for index in range(total):
             yield self.r.hget(key, str(index))  # type: ignore[misc]
+
+    def unbegin(self, job: str, index: int) -> None:
+        """Take back one counted start of chunk ``index`` (see :meth:`begin`): the chunk is
+        handed back because Redis was unavailable, which is not the chunk's fault."""
+        self._unbegin(keys=[job_key(job), starts_key(job)], args=[index])
 
     def release_assembly(self, job: str) -> None:
         """Clear the assembly guard so that a heal may queue the assembly again."""

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import BinaryIO
 
 from emotions.chunking import chunks
 from emotions.errors import InputError
@@ -110,24 +111,38 @@ def scan(
 
 
 def chunk_records(
-    path: Path, layout: Layout, index: int, *, max_comment_chars: int
+    path: Path,
+    layout: Layout,
+    index: int,
+    *,
+    max_comment_chars: int,
+    stream: BinaryIO | None = None,
 ) -> list[Record]:
     """Chunk ``index`` of ``path`` as :func:`scan` cut it, reading only its bytes (and the
-    header) where the format allows. Raises InputError if the file no longer has it."""
+    header) where the format allows. Raises InputError if the file no longer has it.
+
+    ``stream``: the file, already open (the caller keeps it open across chunks, so a file
+    renamed while it is fed is still read, and read as the content it was checked as)."""
+    if stream is None:
+        with path.open("rb") as opened:
+            return chunk_records(
+                path, layout, index, max_comment_chars=max_comment_chars, stream=opened
+            )
     span = layout.spans[index]
     maker = RecordMaker(max_comment_chars)
-    with path.open("rb") as stream:
-        if span.start == NO_SPAN:
-            records = read_records(stream, path.name, layout.fmt, maker=maker)
-            found = list(islice(records, span.first, span.first + span.count))
-        else:
-            head = stream.read(layout.prefix) if layout.prefix else b""
-            stream.seek(span.start)
-            body = stream.read(span.end - span.start)
-            maker.position = span.first - span.skip
-            part = io.BufferedReader(io.BytesIO(head + body))
-            records = read_records(part, path.name, layout.fmt, maker=maker)
-            found = list(islice(records, span.skip, span.skip + span.count))
+    if span.start == NO_SPAN:
+        stream.seek(0)
+        records = read_records(stream, path.name, layout.fmt, maker=maker)
+        found = list(islice(records, span.first, span.first + span.count))
+    else:
+        stream.seek(0)
+        head = stream.read(layout.prefix) if layout.prefix else b""
+        stream.seek(span.start)
+        body = stream.read(span.end - span.start)
+        maker.position = span.first - span.skip
+        part = io.BufferedReader(io.BytesIO(head + body))
+        records = read_records(part, path.name, layout.fmt, maker=maker)
+        found = list(islice(records, span.skip, span.skip + span.count))
     if len(found) != span.count:
         raise InputError(
             f"{path.name}: chunk {index} no longer has its {span.count} records: the file "

@@ -47,16 +47,27 @@ def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subpr
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """SIGTERM a process group, and SIGKILL it if it is still there after ``timeout``."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_group(proc)
-    except ProcessLookupError:
-        proc.wait(timeout=timeout)
+    """SIGTERM a process group, and SIGKILL it if it is still there after ``timeout``.
+
+    What is left afterwards is killed too: the rest of the group once its leader is gone (a
+    worker under a restart loop outlives the loop's shell, a worker that exited on its own can
+    leave its pool child), and the leader's descendants that left the group (a worker's pool
+    child does, see :mod:`worker.shutdown`). A test must not leave a worker behind that goes on
+    taking another test's chunks."""
+    family = tree(proc.pid) if proc.poll() is None else []
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+        except ProcessLookupError:
+            proc.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -101,6 +112,16 @@ def descendants(pid: int) -> list[int]:
             continue
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
+    return found
+
+
+def tree(pid: int) -> list[int]:
+    """Every live descendant of ``pid``, children first."""
+    found, todo = [], [pid]
+    while todo:
+        children = descendants(todo.pop())
+        found += children
+        todo += children
     return found
 
 

@@ -118,7 +118,8 @@ class Producer:
                 self._down(e)
 
     def stop(self) -> None:
-        """Let the next producer of this folder start at once."""
+        """Close the files being fed; let the next producer of this folder start at once."""
+        self.tracker.close()
         try:
             self.lock.release()
         except BROKER_DOWN as e:  # it expires by itself
@@ -229,6 +230,7 @@ class Producer:
 
     def _up(self) -> None:
         if self._down_since is not None:
+            self.tracker.resume_clocks()
             log.info("redis is back after %.0fs", time.monotonic() - self._down_since)
             self._down_since = None
             self._down_warned = 0.0

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import BinaryIO
 
 from celery import Celery
 
@@ -56,6 +57,9 @@ class Follow:
     fed: int = 0  # the feeder's turn in which this job last got a chunk (0: never)
     reader: Iterator[list[Record]] | None = field(default=None, repr=False)
     held: list[Record] | None = field(default=None, repr=False)  # pulled, not sent yet
+    # The file, open while its chunks are read from their spans: a file renamed while it is
+    # fed is still read (the job follows the new name), and as the content it was checked as.
+    handle: BinaryIO | None = field(default=None, repr=False)
 
     @property
     def outstanding(self) -> int:
@@ -70,6 +74,9 @@ class Follow:
         """Close the file being read (the job ended, was renamed or is fully sent)."""
         reader, self.reader, self.held = self.reader, None, None
         close(reader)
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            handle.close()
 
 
 def close(iterator: object) -> None:
@@ -119,11 +126,7 @@ class Feeder:
             if f.held is None:
                 f.held = self._pull(f)
         except (InputError, OSError) as e:  # the file changed or vanished while queued
-            f.close()
-            f.ended = True
-            reason = f"the input file changed while it was queued: {e}"
-            self.store.supersede(f.sub.job, reason)
-            log.warning("file=%s job=%s %s", display_name(f.sub.name), f.sub.job, reason)
+            self.changed(f, e)
             return False
         self._send_chunk(f.sub, f.sent, f.held)
         f.held, f.sent, f.fed = None, f.sent + 1, next(self._turns)
@@ -131,11 +134,21 @@ class Feeder:
             f.close()  # done with this file: close it
         return True
 
+    def changed(self, f: Follow, error: Exception) -> None:
+        """The file no longer holds the job's chunks: supersede the job (the file is taken
+        again as it is now). Superseded first: if Redis refuses that, the job is still fed
+        and followed, and this runs again on the next feed."""
+        reason = f"the input file changed while it was queued: {error}"
+        self.store.supersede(f.sub.job, reason)
+        f.close()
+        f.ended = True
+        log.warning("file=%s job=%s %s", display_name(f.sub.name), f.sub.job, reason)
+
     def _pull(self, f: Follow) -> list[Record]:
         """Chunk ``f.sent``: read from its own bytes when the check recorded them, else from
         the file's reader (a resumed job, or a JSON document)."""
         if f.sub.layout is not None and f.sub.layout.sliced:
-            return self._chunk(f.sub, f.sent)
+            return self._chunk(f, f.sent)
         if f.reader is None:
             f.reader = self._from(f.sub, f.sent)
         chunk = next(f.reader, None)
@@ -153,10 +166,14 @@ class Feeder:
             close(cut)
             close(records)
 
-    def _chunk(self, sub: Submitted, index: int) -> list[Record]:
-        assert sub.layout is not None
+    def _chunk(self, f: Follow, index: int) -> list[Record]:
+        assert f.sub.layout is not None
+        if f.handle is None:
+            f.handle = f.sub.path.open("rb")
         limit = self.settings.max_comment_chars
-        return chunk_records(sub.path, sub.layout, index, max_comment_chars=limit)
+        return chunk_records(
+            f.sub.path, f.sub.layout, index, max_comment_chars=limit, stream=f.handle
+        )
 
     def _send_chunk(self, sub: Submitted, index: int, chunk: list[Record]) -> None:
         texts = [r.comment for r in chunk]
@@ -167,7 +184,7 @@ class Feeder:
         read of the file up to the last."""
         if f.sub.layout is not None and f.sub.layout.sliced:
             for index in sorted(missing):
-                self._send_chunk(f.sub, index, self._chunk(f.sub, index))
+                self._send_chunk(f.sub, index, self._chunk(f, index))
             return
         last = max(missing)
         reader = self._from(f.sub, 0)

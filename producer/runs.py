@@ -80,3 +80,5 @@ def prune(p: Producer) -> None:
             log.info("ledger: forgot %d file(s) no longer in the input folder", removed)
     except (OSError, *BROKER_DOWN) as e:
         log.warning("ledger pruning skipped: %s", e)
+    except Exception as e:  # never the end of the daemon: the next rescan prunes again
+        log.exception("ledger pruning failed (the producer goes on): %r", e)

@@ -35,6 +35,7 @@ from emotions.constants import (
     SUPERSEDED,
     TOUCH_SECONDS,
 )
+from emotions.errors import InputError
 from emotions.files import display_name
 from emotions.jobs import JobStore
 from emotions.settings import Settings
@@ -69,6 +70,11 @@ class Tracker:
         self.jobs: dict[str, Follow] = {}
         self._by_path: dict[Path, Follow] = {}  # the newest job of each input path
         self.finished = 0
+
+    def close(self) -> None:
+        """Close every file still open for feeding (the producer is stopping)."""
+        for f in self.jobs.values():
+            f.close()
 
     def add(self, submitted: Submitted | None) -> None:
         if submitted is None:
@@ -170,14 +176,27 @@ class Tracker:
             )
             self.store.fail(f.sub.job, {"error": error, "missing_chunks": missing})
             return
+        # A heal counts once its messages are out: while Redis refuses writes nothing is
+        # sent, and an outage longer than a few stall periods must not fail a good file.
+        try:
+            if complete:
+                self.store.release_assembly(f.sub.job)
+                self.feeder.send_assembly(f)
+            elif missing:
+                self.feeder.resend(f, set(missing))
+        except (InputError, OSError) as e:  # the file changed or vanished: take it again
+            self.feeder.changed(f, e)
+            return
         f.heals += 1
-        if complete:
-            self.store.release_assembly(f.sub.job)
-            self.feeder.send_assembly(f)
-            log.warning("file=%s heal=%d: assembly sent again", name, f.heals)
-        elif missing:
-            self.feeder.resend(f, set(missing))
-            log.warning("file=%s heal=%d: chunks %s sent again", name, f.heals, _ranges(missing))
+        what = "assembly" if complete else f"chunks {_ranges(missing)}"
+        log.warning("file=%s heal=%d: %s sent again", name, f.heals, what)
+
+    def resume_clocks(self) -> None:
+        """Redis is back after an outage: no job made progress while it was away, and none
+        could be healed, so every stall clock starts again now."""
+        now = time.monotonic()
+        for f in self.jobs.values():
+            f.last_change = now
 
     def _settle(self, f: Follow, state: str | None) -> None:
         """The job ended: act on it only if it still owns its file (decided by job id)."""
@@ -199,8 +218,16 @@ class Tracker:
                 sub.records / seconds,
                 detail.get("output"),
             )
-        elif state == FAILED and owner:
+        elif state == FAILED and owner and self._unchanged(sub):
             self.failed.fail(sub.path, detail.pop("error", "unknown error"), job=sub.job, **detail)
+        elif state == FAILED and owner:  # rewritten since: the report is of older content
+            log.warning(
+                "file=%s job=%s failed (%s), but the file has changed since: taking it again",
+                display_name(sub.name),
+                sub.job,
+                detail.get("error"),
+            )
+            self.retake(sub.path)
         elif state == SUPERSEDED and owner:
             log.info(
                 "file=%s job=%s superseded (%s); taking the file again once complete",
@@ -218,6 +245,16 @@ class Tracker:
             if owner:
                 self.ledger.update(sub.name, state=SUPERSEDED)
             self.retake(sub.path)
+
+    @staticmethod
+    def _unchanged(sub: Submitted) -> bool:
+        """Whether the file is still the one the job was made of (size and mtime as taken):
+        a failure moves only that content to the failed folder, never newer content."""
+        try:
+            st = sub.path.stat()
+        except OSError:
+            return True  # gone: the failed folder records the report alone
+        return (st.st_size, st.st_mtime) == (sub.size, sub.mtime)
 
 
 def _ranges(indexes: list[int]) -> str:

@@ -44,6 +44,12 @@ class NotReady(Exception):
     """A chunk's labels are missing (the job ended, or Redis lost them): nothing is written."""
 
 
+class Unreadable(Exception):
+    """The job's own content (its digest matches) cannot be read here, though the producer
+    read it: the two processes disagree on a limit. Failing the file ends it; superseding it
+    would have the producer submit the same content again, forever."""
+
+
 class InputChanged(Exception):
     """The input file is no longer the content the labels belong to."""
 
@@ -74,6 +80,15 @@ def assemble(store: JobStore, settings: Settings, job: str) -> str:
         store.supersede(job, reason)
         log.warning("file=%s job=%s not written: %s", meta.get("name"), job, reason)
         return f"superseded: {reason}"
+    except Unreadable as e:
+        # The very content the producer checked: taking the file again would redo it forever.
+        error = (
+            f"the results worker cannot read the input the producer checked: {e} (do both use "
+            "the same EMOTIONS_MAX_COMMENT_CHARS?)"
+        )
+        store.fail(job, {"error": error, "file": meta.get("name")})
+        log.error("file=%s job=%s not written: %s", meta.get("name"), job, error)
+        return f"failed: {error}"
     except NotReady as e:
         store.release_assembly(job)
         log.warning("file=%s job=%s not written: %s", meta.get("name"), job, e)
@@ -109,7 +124,7 @@ def _pieces(
     except InputError as e:  # IncompleteInputError included: content that is not the job's
         if source.hexdigest() != meta["digest"]:
             raise InputChanged(f"the input file changed while it was processed ({e})") from e
-        raise
+        raise Unreadable(str(e)) from e
     except FileNotFoundError as e:  # gone since it was opened (the format is read by name)
         raise InputChanged("the input file disappeared") from e
     if source.hexdigest() != meta["digest"]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from emotions.constants import LOST_WORKER_STARTS
 from emotions.errors import ModelMismatchError, PermanentError
 from emotions.jobs import ALREADY, GIVE_UP, GO, REASSEMBLE, SKIP, JobStore
+from emotions.redisfaults import unavailable
 from worker.faults import as_device_fault, chunk_finished
 
 if TYPE_CHECKING:
@@ -33,6 +34,16 @@ ASSEMBLE = 1  # store_part: this was the last chunk; the caller queues the assem
 def max_starts(max_retries: int) -> int:
     """How often a chunk may be begun: once, once per retry, and a few lost workers more."""
     return max_retries + 1 + LOST_WORKER_STARTS
+
+
+def give_back_start(store: JobStore, job: str, index: int, name: str) -> None:
+    """Take back the start BEGIN counted, so that a chunk handed back again and again while
+    Redis refuses writes never reaches the start limit that fails its file. If Redis cannot
+    take even that, the start stays counted (the limit still leaves several more)."""
+    try:
+        store.unbegin(job, index)
+    except Exception as e:
+        log.warning("file=%s chunk=%d start stays counted: redis unavailable (%s)", name, index, e)
 
 
 def check_model(wanted: str, held: str) -> None:
@@ -103,7 +114,12 @@ def classify(
             raise
         raise fault from e
     chunk_finished()
-    outcome = store.store_part(job, index, indices.tolist(), engine.labels, token)
+    try:
+        outcome = store.store_part(job, index, indices.tolist(), engine.labels, token)
+    except Exception as e:
+        if unavailable(e):  # handed back by the task: this start was not the chunk's fault
+            give_back_start(store, job, index, name)
+        raise
     if outcome == LABELS_DIFFER:
         raise PermanentError(
             f"chunk {index} was labelled with other labels than the file's earlier chunks: two "

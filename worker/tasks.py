@@ -150,8 +150,9 @@ def redis_unavailable(error: Exception, name: str, index: int | None = None) -> 
     """Hand the message back if ``error`` says Redis is unavailable (down, or refusing writes).
 
     The job store's client has already waited minutes for it; the file is not at fault, so
-    this uses up none of the chunk's retries (whose end fails the file). The job store still
-    counts each start, which bounds how long one chunk can go round.
+    this uses up none of the chunk's retries (whose end fails the file), and a chunk whose
+    labels could not be stored gives its counted start back (:func:`worker.chunk.classify`):
+    however long Redis refuses writes, the chunk is tried again, never failed for it.
     """
     if not unavailable(error):
         return
@@ -196,7 +197,10 @@ def hand_back(task: Task, error: ModelMismatchError) -> None:
     log.error("%s; this worker stops taking chunks from the %r queue", error, INFERENCE_QUEUE)
     hostname = task.request.hostname
     if hostname:
-        task.app.control.cancel_consumer(INFERENCE_QUEUE, destination=[hostname])
+        try:
+            task.app.control.cancel_consumer(INFERENCE_QUEUE, destination=[hostname])
+        except Exception as e:  # Redis unavailable: hand the chunk back all the same
+            log.error("could not stop taking chunks (%r); the chunk goes back anyway", e)
     raise Reject(str(error), requeue=True)
 
 

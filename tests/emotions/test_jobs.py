@@ -120,6 +120,21 @@ def test_begin_counts_every_start_of_a_chunk(store: JobStore, client: redis.Redi
     assert client.hget(starts_key(JOB), "0") is None  # per chunk, not per job
 
 
+def test_unbegin_takes_back_one_start_never_below_zero(
+    store: JobStore, client: redis.Redis
+) -> None:
+    """A chunk handed back because Redis was unavailable gives its start back: however often
+    that happens, it never reaches the limit that fails its file."""
+    for _ in range(20):
+        assert store.begin(JOB, 1, 5, DETAIL) == GO
+        store.unbegin(JOB, 1)
+    assert client.hget(starts_key(JOB), "1") == b"0"
+    store.unbegin(JOB, 1)
+    store.unbegin(JOB, 2)  # never begun
+    assert client.hget(starts_key(JOB), "1") == b"0"
+    assert client.hget(starts_key(JOB), "2") is None
+
+
 def test_begin_of_a_stored_chunk_is_already(store: JobStore, client: redis.Redis) -> None:
     run_chunk(store, 0)
     starts = client.hget(starts_key(JOB), "0")

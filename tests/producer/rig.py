@@ -74,6 +74,7 @@ class Rig(Folders):
 
     def close(self) -> None:
         for p in self.producers:
+            p.tracker.close()
             p.store.r.close()
         for app in self.apps:
             app.close()

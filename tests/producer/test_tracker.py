@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from emotions.constants import (
     DONE,
@@ -297,22 +298,67 @@ def open_descriptors(path: Path) -> int:
     return count
 
 
-def test_a_rename_mid_feed_closes_the_old_names_reader(rig: Rig) -> None:
+@pytest.mark.parametrize("suffix", ["json", "jsonl"])
+def test_a_rename_mid_feed_keeps_its_job_and_closes_the_old_names_file(
+    rig: Rig, suffix: str
+) -> None:
+    """A JSON document is fed from a reader, JSON Lines from their chunks' spans: either way
+    the file stays open while it is fed, so a rename (even one the producer has not taken
+    yet) neither loses the job nor shifts an index, and taking the new name closes the old."""
     p = rig.producer(stall_seconds=STALL, chunk_size=1, window=2)
-    # A JSON document has no chunk spans: it is fed from a reader that keeps the file open.
-    path = rig.input / "live.json"
-    path.write_text(json.dumps(comments(6)))
+    records = comments(6)
+    path = rig.input / f"live.{suffix}"
+    if suffix == "json":
+        path.write_text(json.dumps(records))
+    else:
+        path.write_text("".join(json.dumps(c) + "\n" for c in records))
     p.take([path])
     (job,) = p.tracker.jobs
     p.tracker.feed()
-    assert open_descriptors(path) == 1  # fed half-way: its reader is open
-    moved = path.with_name("moved.json")
+    assert open_descriptors(path) == 1  # fed half-way: the file is open
+    moved = path.with_name(f"moved.{suffix}")
     path.rename(moved)
+    rig.work()
+    p.tracker.poll()
+    p.tracker.feed()  # before the new name is taken: still fed, from the open file
+    assert rig.store.meta(job)["state"] == QUEUED
+    assert rig.sent(job) == [2, 3]
     p.take([moved])
-    assert list(p.tracker.jobs) == [job] and p.tracker.jobs[job].sent == 2
-    assert open_descriptors(moved) == 0  # the old name's reader was closed
+    assert list(p.tracker.jobs) == [job] and p.tracker.jobs[job].sent == 4
+    assert open_descriptors(moved) == 0  # the old name's file was closed
     rig.work()
     p.tracker.poll()
     p.tracker.feed()
-    assert rig.sent(job) == [2, 3]
-    assert [a[2] for a in rig.chunk_args()] == [[c["comment"]] for c in comments(6)[2:4]]
+    assert rig.sent(job) == [4, 5]
+    assert [a[2] for a in rig.chunk_args()] == [[c["comment"]] for c in records[4:6]]
+
+
+def test_a_heal_refused_by_redis_is_not_counted(rig: Rig) -> None:
+    """Redis refusing writes for several stall periods: no heal can be sent, so none counts,
+    and the file does not fail once Redis takes writes again."""
+    p, job, _ = start(rig, comments(3))
+    rig.client.delete(INFERENCE_QUEUE)  # the chunks' messages were lost
+    rig.client.config_set("min-replicas-to-write", 1)
+    try:
+        for _ in range(MAX_HEALS + 2):
+            with pytest.raises(Exception, match="NOREPLICAS"):
+                stalled_poll(p)
+            assert p.tracker.jobs[job].heals == 0
+    finally:
+        rig.client.config_set("min-replicas-to-write", 0)
+    stalled_poll(p)
+    assert p.tracker.jobs[job].heals == 1 and rig.sent(job) == [0, 1, 2]
+    assert rig.store.meta(job)["state"] == QUEUED
+
+
+def test_a_failure_of_older_content_does_not_move_the_rewritten_file(rig: Rig) -> None:
+    """The job failed, and the file was rewritten before the producer noticed: the new
+    content is taken again, not moved aside with the old content's report."""
+    p, job, path = start(rig, comments(2, "v1"), settle_seconds=0)
+    rig.store.fail(job, {"error": "chunk 0 failed for good"})
+    rig.write(comments(3, "v2"))
+    p.tracker.poll()
+    assert path.exists() and list(rig.failed.iterdir()) == []
+    retaken(p, path)
+    (new,) = p.tracker.jobs
+    assert new != job and rig.store.meta(new)["records"] == "3"

@@ -14,7 +14,7 @@ import pytest
 
 from bench.inputs import FORMATS
 from emotions.chunking import chunks
-from emotions.constants import DONE, SUPERSEDED, assemble_lock_key
+from emotions.constants import DONE, FAILED, SUPERSEDED, assemble_lock_key
 from emotions.files import file_digest
 from emotions.formats import iter_records
 from emotions.jobs import JobStore, connect
@@ -87,6 +87,22 @@ def test_each_record_gets_its_own_label_in_every_format(
     ]
     assert orjson.loads(output_of(settings, path).read_bytes()) == expected
     assert store.meta("job")["state"] == DONE
+
+
+def test_content_the_results_worker_cannot_read_fails_the_job_instead_of_looping(
+    tmp_path: Path, store: JobStore, settings: Settings
+) -> None:
+    """The job's own bytes (same digest) refused by a lower limit on the results worker than
+    on the producer: superseding would have the producer submit the same content forever."""
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"cid": "a", "text": "aaaa"}\n{"cid": "b", "text": "bbbbbbbbbb"}\n')
+    queue(store, path)
+    strict = settings.model_copy(update={"max_comment_chars": 5})
+    assert assemble(store, strict, "job").startswith("failed")
+    meta = store.meta("job")
+    assert meta["state"] == FAILED
+    assert "EMOTIONS_MAX_COMMENT_CHARS" in orjson.loads(meta["detail"])["error"]
+    assert not output_of(settings, path).exists()
 
 
 def test_a_file_changed_after_queueing_is_superseded_not_written(
