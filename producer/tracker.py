@@ -108,6 +108,12 @@ class Tracker:
         """Send more chunks while the window has room."""
         self.feeder.feed(list(self.jobs.values()))
 
+    def starved(self) -> bool:
+        """True when chunks wait to be sent and the window looks full as of the last poll
+        (a poll may show that some of it finished)."""
+        follows = list(self.jobs.values())
+        return self.feeder.room(follows) <= 0 and any(f.unsent for f in follows)
+
     def poll(self) -> None:
         """Read the followed jobs in flight: settle those that ended, heal those that stall.
 
