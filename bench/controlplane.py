@@ -76,10 +76,16 @@ def _idle(meters: Sequence[Meter], seconds: float) -> None:
 PROFILE_ENV = "BENCH_PROFILE_DIR"  # set: each measured producer runs under cProfile, saved here
 
 
-def _producer(stack: Stack, folder: Path, log: str, timeout: float) -> tuple[float, float]:
+def producer_cmd(folder: Path, log: str) -> list[str]:
+    """``producer --once`` on ``folder`` (under cProfile when :data:`PROFILE_ENV` is set)."""
     cmd = [sys.executable, "-m", "producer", "--once", "--no-progress", "--input-dir", str(folder)]
     if profiles := os.environ.get(PROFILE_ENV):
         cmd[1:1] = ["-m", "cProfile", "-o", str(Path(profiles) / f"{log}.pstats")]
+    return cmd
+
+
+def _producer(stack: Stack, folder: Path, log: str, timeout: float) -> tuple[float, float]:
+    cmd = producer_cmd(folder, log)
     watch = [*stack.procs, *([stack.redis.proc] if stack.redis.proc else [])]
     return run_measured(cmd, stack.env(), stack.root / "logs" / f"{log}.log", watch, timeout)
 
@@ -221,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-files", type=int, default=1000, help="0: skip the small-files run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--producers",
+        type=int,
+        default=0,
+        help="instead of the formats and small files: a lone producer, then this many at once "
+        "on their own folders beside one Redis (--comments each, downloader JSON Lines)",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         help="run each producer under cProfile, saving <format>.pstats here (its CPU figures "
@@ -233,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     from bench.run import ensure_model
 
     model = ensure_model("tiny")
+    if args.producers:
+        from bench.fleet import fleet_report, measure_fleet
+
+        fleet = measure_fleet(model, args.comments, args.producers, args.workers, args.seed)
+        print(fleet_report(fleet))
+        return 0
     found = measure_formats(model, args.comments, args.workers, args.formats, args.seed)
     small = measure_small_files(model, args.small_files, args.seed) if args.small_files else None
     print(report(found, small, args.workers))

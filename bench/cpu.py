@@ -76,23 +76,51 @@ def run_measured(
     Fails if it exits non-zero, if a process in ``watch`` (a worker, Redis) dies meanwhile,
     or after ``timeout`` seconds.
     """
-    with log.open("ab") as out:
-        began = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if any(p.poll() is not None for p in watch) or time.monotonic() - began > timeout:
-            proc.send_signal(signal.SIGKILL)
-            proc.returncode = os.waitstatus_to_exitcode(os.wait4(proc.pid, 0)[1])
-            raise RuntimeError(f"a worker or redis died, or {shlex.join(cmd[1:])} hung; see {log}")
-        time.sleep(0.02)
-    wall = time.monotonic() - began
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    if proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd[1:])} exited {proc.returncode}; see {log}")
-    return _cpu(usage), wall
+    return run_measured_together([(cmd, log)], env, watch, timeout)[0]
+
+
+def run_measured_together(
+    runs: Sequence[tuple[list[str], Path]],
+    env: dict[str, str],
+    watch: Sequence[subprocess.Popen[bytes]],
+    timeout: float,
+) -> list[tuple[float, float]]:
+    """Start every ``(cmd, log)`` at once and run them to their ends; for each, in order,
+    (its CPU seconds from ``wait4``, its wall seconds).
+
+    Several producers beside one Redis are measured this way: each one's own CPU, while the
+    others compete for the same Redis and cores. Fails, killing those still running, if one
+    exits non-zero, if a process in ``watch`` dies meanwhile, or after ``timeout`` seconds.
+    """
+    began = time.monotonic()
+    procs = []
+    for cmd, log in runs:
+        with log.open("ab") as out:
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+    found: dict[int, tuple[float, float]] = {}
+    try:
+        while len(found) < len(procs):
+            for i, proc in enumerate(procs):
+                if i in found:
+                    continue
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if not pid:
+                    continue
+                found[i] = (_cpu(usage), time.monotonic() - began)
+                proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+                if proc.returncode != 0:
+                    cmd, log = runs[i]
+                    raise RuntimeError(f"{shlex.join(cmd[1:])} exited {proc.returncode}; see {log}")
+            if any(p.poll() is not None for p in watch) or time.monotonic() - began > timeout:
+                names = "; ".join(shlex.join(cmd[1:]) for cmd, _ in runs)
+                raise RuntimeError(f"a worker or redis died, or a run hung ({names}); see the logs")
+            time.sleep(0.02)
+    finally:
+        for i, proc in enumerate(procs):
+            if i not in found:
+                proc.send_signal(signal.SIGKILL)
+                proc.returncode = os.waitstatus_to_exitcode(os.wait4(proc.pid, 0)[1])
+    return [found[i] for i in range(len(procs))]
 
 
 def _cpu(usage: resource.struct_rusage) -> float:

@@ -198,12 +198,18 @@ class JobStore:
         (canonical model identity), ``chunk_size``, ``chunk_bytes``, ``total`` (chunk count),
         ``records``.
         """
+        self.creating(job, **fields).execute()
+
+    def creating(self, job: str, **fields: str | int | bytes) -> Any:
+        """The writes of :meth:`create` queued on a transaction, not yet executed: the caller
+        adds its own writes (the producer its ledger entry) and executes it, so a new file
+        costs one round trip, and the job and its entry are written together."""
         key = job_key(job)
         pipe = self.r.pipeline()
         mapping: dict[Any, Any] = {**fields, "state": QUEUED, "sent": 0, "created": _now()}
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, self.ttl)
-        pipe.execute()
+        return pipe
 
     def meta(self, job: str) -> dict[str, str]:
         """The job's metadata hash, decoded; empty when the job is unknown or expired."""

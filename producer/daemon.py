@@ -191,7 +191,14 @@ class Producer:
 
     def step(self, only: set[Path] | None = None) -> None:
         """One turn of the loop: keep the lock, queue complete files (``only`` those, if
-        given), take some, then (each second) poll, heal and feed jobs."""
+        given), take some, poll and heal jobs (each second, or sooner while the window looks
+        full), then feed.
+
+        Feeding every turn, not only after a poll, is what lets small files flow: a turn
+        takes up to :data:`~emotions.constants.FEED_AHEAD_FILES` files and sends them at
+        once, so the next turn can take more; polling sooner while the window looks full
+        frees the room of the chunks finished meanwhile.
+        """
         try:
             settled = self.candidates.settle()
             self.queue([(path, ev) for path, ev in settled if only is None or path in only])
@@ -203,8 +210,10 @@ class Producer:
             if time.monotonic() >= self._next_poll:
                 self.store.r.ping()  # says "Redis is down" even with nothing in flight
                 self.tracker.poll()
-                self.tracker.feed()
                 self._next_poll = time.monotonic() + POLL_SECONDS
+            elif self.tracker.starved():
+                self.tracker.poll()  # the window looks full: learn which chunks finished
+            self.tracker.feed()  # every turn: files just taken are sent now, not next second
             self._up()
         except Exception as e:
             if unavailable(e):  # Redis down or refusing writes

@@ -99,7 +99,7 @@ class Feeder:
     def feed(self, follows: list[Follow]) -> int:
         """Fill the window; the number of chunks sent. Redis errors propagate (the chunk in
         hand is kept for the next feed); ``sent`` is recorded for every job fed before."""
-        room = self.settings.window - sum(f.outstanding for f in follows)
+        room = self.room(follows)
         queue = sorted((f for f in follows if f.unsent), key=lambda f: (f.fed, f.sub.first_seen))
         fed: dict[str, Follow] = {}
         sent = 0
@@ -119,6 +119,10 @@ class Feeder:
             for f in fed.values():
                 self.store.mark_sent(f.sub.job, f.sent)
         return sent
+
+    def room(self, follows: list[Follow]) -> int:
+        """Chunks the window takes now: its size less those sent and not stored yet."""
+        return self.settings.window - sum(f.outstanding for f in follows)
 
     def _send_one(self, f: Follow) -> bool:
         """Send the job's next chunk; False when the file changed (the job is superseded)."""

@@ -117,7 +117,9 @@ class Ledger:
         raw = self.r.hget(self.key, field_of(name))
         return Entry(**orjson.loads(raw)) if raw else None
 
-    def put(self, name: str, entry: Entry) -> Entry:
+    def put(self, name: str, entry: Entry, pipe: Any = None) -> Entry:
+        """Write ``entry`` (and its in-flight index); on ``pipe`` when given, which the caller
+        then executes (the producer writes a new job and its entry in one transaction)."""
         entry = replace(entry, updated=time.time())
         args: list[str | bytes] = [
             field_of(name),
@@ -127,7 +129,7 @@ class Ledger:
             QUEUED,
             os.fsencode(name),
         ]
-        self._put(keys=[self.key, self.inflight], args=args)
+        self._put(keys=[self.key, self.inflight], args=args, client=pipe)
         return entry
 
     def update(self, name: str, **changes: Any) -> Entry | None:
@@ -163,8 +165,10 @@ class Ledger:
         it, then ``<stem>~<hash>.json``. A claim stays while its input or output exists."""
         owner = self.owner(name)
         for candidate in (output_name(name), alternative_name(name)):
-            self.r.hsetnx(self.outputs, candidate, owner)
-            if self.r.hget(self.outputs, candidate) == owner.encode():
+            pipe = self.r.pipeline(transaction=False)  # one round trip: claim, then read
+            pipe.hsetnx(self.outputs, candidate, owner)
+            pipe.hget(self.outputs, candidate)
+            if pipe.execute()[1] == owner.encode():
                 return candidate
         raise RuntimeError(f"no free output name for {owner!r}")  # a SHA-256 collision
 

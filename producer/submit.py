@@ -215,7 +215,7 @@ class Submitter:
             return None
         job = uuid.uuid4().hex
         output = self.outputs.claim(name)
-        self.store.create(
+        pipe = self.store.creating(
             job,
             name=display_name(name),
             path=os.fsencode(path.resolve()),
@@ -233,7 +233,8 @@ class Submitter:
             first_seen = prior.first_seen or started
             if prior.state == DONE and prior.same_content(digest, self.model):
                 entry = replace(entry, redone=prior.redone + 1)  # its output went missing
-        self.ledger.put(name, replace(entry, first_seen=first_seen))
+        self.ledger.put(name, replace(entry, first_seen=first_seen), pipe)
+        pipe.execute()  # the job and its ledger entry, in one transaction
         log.info(
             "file=%s event=enqueued job=%s records=%d chunks=%d",
             display_name(name),

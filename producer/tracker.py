@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -89,7 +90,11 @@ class Tracker:
             renamed.close()
             if self._by_path.get(renamed.sub.path) is renamed:
                 del self._by_path[renamed.sub.path]
-        f = Follow(submitted, submitted.sent, last_change=time.monotonic())
+        now = time.monotonic()
+        # A job just created has fresh TTLs (a resumed one's may be old: touched at its first
+        # poll): touching every new job at once would cost each small file a round trip.
+        touched = now if submitted.layout is not None else 0.0
+        f = Follow(submitted, submitted.sent, last_change=now, touched=touched)
         self.jobs[submitted.job] = f
         self._by_path[submitted.path] = f
         if submitted.chunks == 0:  # an empty file: nothing to label, write "[]" at once
@@ -113,6 +118,12 @@ class Tracker:
     def feed(self) -> None:
         """Send more chunks while the window has room."""
         self.feeder.feed(list(self.jobs.values()))
+
+    def starved(self) -> bool:
+        """True when chunks wait to be sent and the window looks full as of the last poll
+        (a poll may show that some of it finished)."""
+        follows = list(self.jobs.values())
+        return self.feeder.room(follows) <= 0 and any(f.unsent for f in follows)
 
     def poll(self) -> None:
         """Read the followed jobs in flight: settle those that ended, heal those that stall.
@@ -207,8 +218,8 @@ class Tracker:
         detail = orjson.loads(meta.get("detail", "{}"))
         if state == DONE:
             self.finished += 1
-            if owner:
-                self.ledger.update(sub.name, state=DONE)
+            if owner and entry is not None:  # the entry read just above: no second read
+                self.ledger.put(sub.name, replace(entry, state=DONE))
             seconds = max(float(meta.get("finished", time.time())) - sub.started, 1e-6)
             log.info(
                 "file=%s event=finished records=%d seconds=%.2f rate=%.1f/s output=%s",

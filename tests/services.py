@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from emotions.chunking import chunks
+from emotions.formats import Record
+from emotions.settings import load_settings
 from harness.stack import RedisServer, Stack
 
 TEST_ENV = {
@@ -44,3 +47,25 @@ def queue_and_unacked(stack: Stack) -> tuple[int, int]:
     """Chunk messages waiting in the inference queue, and messages taken but not acknowledged."""
     client = stack.redis.client()
     return client.llen("inference"), client.hlen("unacked")
+
+
+def reference_labels(stack: Stack, records: list[dict[str, Any]], chunk_size: int) -> list[str]:
+    """Each comment's label computed here, chunk by chunk as the workers get them."""
+    from worker.model import ModelHolder  # torch: imported only by the tests that label
+
+    settings = load_settings(model=str(stack.model), device="cpu")
+    engine = ModelHolder(settings).engine
+    rows = [Record(r["id"], r["comment"]) for r in records]
+    labels: list[str] = []
+    for chunk in chunks(rows, chunk_size, settings.chunk_bytes):
+        labels += engine.classify([r.comment for r in chunk])
+    return labels
+
+
+def varied(n: int, tag: str) -> list[dict[str, Any]]:
+    """Comments of varied lengths and words, so that neighbouring chunks get other labels."""
+    words = ["love", "hate", "why", "wow", "thanks", "sad", "lol", "angry", "great", "fear"]
+    return [
+        {"id": f"{tag}{i}", "comment": " ".join(words[(i * 7 + k) % 10] for k in range(1 + i % 9))}
+        for i in range(n)
+    ]

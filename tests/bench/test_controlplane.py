@@ -16,7 +16,8 @@ import pytest
 
 from bench import null_worker
 from bench.controlplane import measure_formats, measure_small_files, report
-from bench.cpu import Meter, cpu_seconds, run_measured
+from bench.cpu import Meter, cpu_seconds, run_measured, run_measured_together
+from bench.fleet import fleet_report, measure_fleet
 from bench.null_worker import NullEngine
 
 
@@ -54,6 +55,25 @@ def test_run_measured_reports_the_child_cpu_and_refuses_failures(tmp_path: Path)
         run_measured([sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ), log, [], 60)
     with pytest.raises(RuntimeError, match="hung"):
         run_measured([sys.executable, "-c", "import time; time.sleep(60)"], {}, log, [], 0.5)
+
+
+def test_runs_measured_together_each_get_their_own_cpu_and_one_failure_stops_all(
+    tmp_path: Path,
+) -> None:
+    spin = "import time\nend = time.process_time() + {}\nwhile time.process_time() < end: pass"
+    runs = [([sys.executable, "-c", spin.format(s)], tmp_path / f"log{s}") for s in (0.1, 0.4)]
+    (short, _), (long, _) = run_measured_together(runs, dict(os.environ), [], 60)
+    assert 0.08 <= short < 0.3 and long >= 0.35  # each its own CPU, not the sum
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    failing = [sys.executable, "-c", "import time; time.sleep(0.3); raise SystemExit(4)"]
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match="exited 4"):
+        run_measured_together(
+            [(sleeper, tmp_path / "a"), (failing, tmp_path / "b")], dict(os.environ), [], 60
+        )
+    assert time.monotonic() - began < 30  # the sleeper was killed, not waited for
+    with pytest.raises(RuntimeError, match="hung"):
+        run_measured_together([(sleeper, tmp_path / "c")], {}, [], 0.5)
 
 
 def test_null_engine_labels_at_once_in_order() -> None:
@@ -105,3 +125,31 @@ def test_a_short_real_run_checks_its_output_and_measures_every_process(tmp_path:
         r"[\d.]+ us/comment; one producer feeds [\d,]+ comments/s",
         last,
     )
+
+
+def test_fleet_report_compares_each_producer_with_the_lone_one() -> None:
+    found = {
+        "comments": 1000,
+        "producers": 4,
+        "lone": 10.0,
+        "lone_redis": 1.0,
+        "lone_rate": 5000.0,
+        "each": [10.5, 10.0, 11.0, 9.5],
+        "redis": 2.0,
+        "results": 3.0,
+        "null_workers": 4.0,
+        "rate": 9000.0,
+    }
+    text = fleet_report(found)
+    assert "10.50, 10.00, 11.00, 9.50 us/comment (worst +10.0% against the lone one)" in text
+    assert text.splitlines()[-1] == "  one Redis core at 2.00 us/comment: about 500,000 comments/s"
+
+
+@pytest.mark.slow
+def test_a_short_fleet_run_checks_every_output(tmp_path: Path) -> None:
+    from bench.run import ensure_model
+
+    found = measure_fleet(ensure_model("tiny"), 400, 2, 1, 5)
+    assert found["producers"] == 2 and len(found["each"]) == 2
+    assert found["lone"] > 0 and all(v > 0 for v in found["each"])
+    assert found["redis"] > 0 and found["results"] > 0 and found["rate"] > 0

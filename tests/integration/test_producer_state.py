@@ -10,43 +10,24 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from emotions.chunking import chunks
 from emotions.constants import DONE, FAILED
-from emotions.formats import Record
 from emotions.jobs import JobStore
-from emotions.settings import load_settings
 from harness.procs import wait_for
 from harness.stack import RedisServer, Stack, write_json
 from producer.ledger import Ledger
-from tests.services import assert_exactly_once, comments, started_marker
-from worker.model import ModelHolder
+from tests.services import (
+    assert_exactly_once,
+    comments,
+    reference_labels,
+    started_marker,
+    varied,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def reference_labels(stack: Stack, records: list[dict[str, Any]], chunk_size: int) -> list[str]:
-    """Each comment's label computed here, chunk by chunk as the workers get them."""
-    settings = load_settings(model=str(stack.model), device="cpu")
-    engine = ModelHolder(settings).engine
-    rows = [Record(r["id"], r["comment"]) for r in records]
-    labels: list[str] = []
-    for chunk in chunks(rows, chunk_size, settings.chunk_bytes):
-        labels += engine.classify([r.comment for r in chunk])
-    return labels
-
-
-def varied(n: int, tag: str) -> list[dict[str, Any]]:
-    """Comments of varied lengths and words, so that neighbouring chunks get other labels."""
-    words = ["love", "hate", "why", "wow", "thanks", "sad", "lol", "angry", "great", "fear"]
-    return [
-        {"id": f"{tag}{i}", "comment": " ".join(words[(i * 7 + k) % 10] for k in range(1 + i % 9))}
-        for i in range(n)
-    ]
 
 
 def ledger(stack: Stack, folder: Path) -> Ledger:

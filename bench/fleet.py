@@ -1,0 +1,122 @@
+"""``python -m bench.controlplane --producers N``: several producers beside one Redis.
+
+A fleet runs one producer per input folder (or per shard of one), all on one Redis and one
+set of workers. What sizing it needs is whether a producer's cost per comment stays the same
+when others share its Redis: so the same file size is measured twice in one run, first with a
+lone producer, then with ``N`` producers on ``N`` folders at once, each producer's own CPU
+(from ``wait4``) per comment compared with the lone one's. Redis's CPU per comment while the
+``N`` ran is the figure that sets the ceiling of one Redis.
+
+The inference side is the control plane benchmark's null workers, so nothing but the control
+plane is measured; every output is checked (each record once, in order).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.controlplane import (
+    IDLE_SECONDS,
+    NULL_WORKER,
+    US,
+    _check,
+    _idle,
+    _producer,
+    _stack,
+    producer_cmd,
+    startup_cpu,
+)
+from bench.cpu import Meter, run_measured_together
+from bench.inputs import downloader_jsonl
+from harness.stack import Stack
+
+
+def _fill(stack: Stack, name: str, n: int, seed: int) -> tuple[Path, Path]:
+    """A folder holding one downloader JSON Lines file of ``n`` comments named after it."""
+    folder = stack.root / f"input-{name}"
+    folder.mkdir()
+    source = folder / f"{name}.jsonl"
+    downloader_jsonl(source, n, seed)
+    return folder, source
+
+
+def measure_fleet(
+    model: Path, n: int, producers: int, workers: int, seed: int, timeout: float = 3600
+) -> dict[str, Any]:
+    """A lone producer, then ``producers`` at once, each on its own folder of ``n`` comments
+    (downloader JSON Lines), with ``workers`` null inference workers and one results worker.
+
+    CPU microseconds per comment: ``lone`` (the lone producer), ``each`` (every one of the
+    ``producers``), and Redis, the results worker and the null workers during the ``N`` run;
+    ``rate``: the ``N`` producers' comments over the wall time of the slowest.
+    """
+    with _stack("fleet-", model) as (stack, server):
+        nulls = [
+            stack.start_worker(f"null{i}", "-Q", "inference", entry=NULL_WORKER, timeout=300)
+            for i in range(workers)
+        ]
+        results = stack.start_worker("results", "-Q", "results", timeout=300)
+        assert server.proc is not None
+        meters = {
+            "results": Meter([results.pid]),
+            "redis": Meter([server.proc.pid]),
+            "null_workers": Meter([p.pid for p in nulls]),
+        }
+        startup = startup_cpu(stack)
+        _idle(list(meters.values()), IDLE_SECONDS)
+
+        folder, source = _fill(stack, "lone", n, seed)
+        for meter in meters.values():
+            meter.start()
+        lone_cpu, lone_wall = _producer(stack, folder, "producer-lone", timeout)
+        lone_spent = {key: meter.stop() for key, meter in meters.items()}
+        _check(stack.output / "lone.json", source)
+
+        made = [_fill(stack, f"fleet{i}", n, seed + 1 + i) for i in range(producers)]
+        runs = [
+            (producer_cmd(f, f"producer-fleet{i}"), stack.root / "logs" / f"producer-fleet{i}.log")
+            for i, (f, _) in enumerate(made)
+        ]
+        watch = [*stack.procs, server.proc]
+        for meter in meters.values():
+            meter.start()
+        measured = run_measured_together(runs, stack.env(), watch, timeout)
+        spent = {key: meter.stop() for key, meter in meters.items()}
+        for i, (_, src) in enumerate(made):
+            _check(stack.output / f"fleet{i}.json", src)
+    total = n * producers
+    return {
+        "comments": n,
+        "producers": producers,
+        "lone": (lone_cpu - startup) / n * US,
+        "lone_redis": lone_spent["redis"] / n * US,
+        "lone_rate": n / lone_wall,
+        "each": [(cpu - startup) / n * US for cpu, _ in measured],
+        **{key: value / total * US for key, value in spent.items()},
+        "rate": total / max(wall for _, wall in measured),
+    }
+
+
+def fleet_report(found: dict[str, Any]) -> str:
+    """The lone producer against each of the ``N``; Redis per comment and its ceiling."""
+    lone, each = found["lone"], found["each"]
+    worst = max(each) / lone - 1 if lone > 0 else float("inf")
+    ceiling = US / found["redis"] if found["redis"] > 0 else float("inf")
+    return "\n".join(
+        [
+            f"fleet: {found['producers']} producers on {found['producers']} folders of "
+            f"{found['comments']:,} comments (downloader JSON Lines), one Redis",
+            f"  lone producer {lone:.2f} us/comment (redis {found['lone_redis']:.2f}, "
+            f"{found['lone_rate']:,.0f} comments/s wall)",
+            "  each of the "
+            + str(found["producers"])
+            + ": "
+            + ", ".join(f"{v:.2f}" for v in each)
+            + f" us/comment (worst {worst:+.1%} against the lone one)",
+            f"  beside them: redis {found['redis']:.2f}, results {found['results']:.2f}, "
+            f"null workers {found['null_workers']:.2f} us/comment; {found['rate']:,.0f} "
+            "comments/s wall in all",
+            f"  one Redis core at {found['redis']:.2f} us/comment: about {ceiling:,.0f} comments/s",
+        ]
+    )
