@@ -362,3 +362,21 @@ def test_a_failure_of_older_content_does_not_move_the_rewritten_file(rig: Rig) -
     retaken(p, path)
     (new,) = p.tracker.jobs
     assert new != job and rig.store.meta(new)["records"] == "3"
+
+
+def test_a_heal_of_a_file_gone_since_supersedes_its_job(rig: Rig) -> None:
+    """The file was deleted after all its chunks were sent, and their messages were lost: the
+    heal cannot read them again. The job is superseded (the poll goes on with the other jobs)
+    instead of the error escaping every poll until the file fails as "no progress"."""
+    p = rig.producer(stall_seconds=STALL, chunk_size=1, window=10)
+    path = rig.input / "gone.jsonl"  # read from its chunks' spans
+    path.write_text("".join(json.dumps(c) + "\n" for c in comments(3)))
+    p.take([path])
+    (job,) = p.tracker.jobs
+    p.tracker.feed()
+    assert rig.sent(job) == [0, 1, 2]  # all sent: the file is closed
+    rig.client.delete(INFERENCE_QUEUE)  # the messages were lost...
+    path.unlink()  # ...and the file deleted
+    stalled_poll(p)  # no exception
+    assert rig.store.meta(job)["state"] == SUPERSEDED
+    assert p.tracker.jobs[job].heals == 0
