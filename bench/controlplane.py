@@ -63,6 +63,27 @@ def _stack(prefix: str, model: Path) -> Iterator[tuple[Stack, RedisServer]]:
             server.stop()
 
 
+def control_plane(
+    stack: Stack, server: RedisServer, workers: int
+) -> tuple[dict[str, Meter], float]:
+    """Start ``workers`` null inference workers and a results worker on ``stack``; a CPU meter
+    for each kind and for Redis, their idle rates measured; and the producer's start-up CPU."""
+    nulls = [
+        stack.start_worker(f"null{i}", "-Q", "inference", entry=NULL_WORKER, timeout=300)
+        for i in range(workers)
+    ]
+    results = stack.start_worker("results", "-Q", "results", timeout=300)
+    assert server.proc is not None
+    meters = {
+        "results": Meter([results.pid]),
+        "redis": Meter([server.proc.pid]),
+        "null_workers": Meter([p.pid for p in nulls]),
+    }
+    startup = startup_cpu(stack)  # first: the pool children finish starting meanwhile
+    _idle(list(meters.values()), IDLE_SECONDS)
+    return meters, startup
+
+
 def _idle(meters: Sequence[Meter], seconds: float) -> None:
     """Measure every meter's idle rate over the same ``seconds``."""
     before = [m.total() for m in meters]
@@ -112,19 +133,7 @@ def measure_formats(
     """Per format: CPU microseconds per comment of each process, and the end-to-end rate."""
     found: dict[str, dict[str, float]] = {}
     with _stack("controlplane-", model) as (stack, server):
-        nulls = [
-            stack.start_worker(f"null{i}", "-Q", "inference", entry=NULL_WORKER, timeout=300)
-            for i in range(workers)
-        ]
-        results = stack.start_worker("results", "-Q", "results", timeout=300)
-        assert server.proc is not None
-        meters = {
-            "results": Meter([results.pid]),
-            "redis": Meter([server.proc.pid]),
-            "null_workers": Meter([p.pid for p in nulls]),
-        }
-        startup = startup_cpu(stack)  # first: the pool children finish starting meanwhile
-        _idle(list(meters.values()), IDLE_SECONDS)
+        meters, startup = control_plane(stack, server, workers)
         for name in formats:
             suffix, writer = FORMATS[name]
             folder = stack.root / f"input-{name}"

@@ -17,17 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.controlplane import (
-    IDLE_SECONDS,
-    NULL_WORKER,
     US,
     _check,
-    _idle,
     _producer,
     _stack,
+    control_plane,
     producer_cmd,
-    startup_cpu,
 )
-from bench.cpu import Meter, run_measured_together
+from bench.cpu import run_measured_together
 from bench.inputs import downloader_jsonl
 from harness.stack import Stack
 
@@ -52,19 +49,7 @@ def measure_fleet(
     ``rate``: the ``N`` producers' comments over the wall time of the slowest.
     """
     with _stack("fleet-", model) as (stack, server):
-        nulls = [
-            stack.start_worker(f"null{i}", "-Q", "inference", entry=NULL_WORKER, timeout=300)
-            for i in range(workers)
-        ]
-        results = stack.start_worker("results", "-Q", "results", timeout=300)
-        assert server.proc is not None
-        meters = {
-            "results": Meter([results.pid]),
-            "redis": Meter([server.proc.pid]),
-            "null_workers": Meter([p.pid for p in nulls]),
-        }
-        startup = startup_cpu(stack)
-        _idle(list(meters.values()), IDLE_SECONDS)
+        meters, startup = control_plane(stack, server, workers)
 
         folder, source = _fill(stack, "lone", n, seed)
         for meter in meters.values():
@@ -78,6 +63,7 @@ def measure_fleet(
             (producer_cmd(f, f"producer-fleet{i}"), stack.root / "logs" / f"producer-fleet{i}.log")
             for i, (f, _) in enumerate(made)
         ]
+        assert server.proc is not None
         watch = [*stack.procs, server.proc]
         for meter in meters.values():
             meter.start()
