@@ -102,12 +102,8 @@ class Tracker:
 
     def tracking(self, path: Path) -> bool:
         """True while a job for exactly this file (same size and mtime) is followed."""
-        try:
-            st = path.stat()
-        except OSError:
-            return False
         f = self._by_path.get(path)
-        return f is not None and (f.sub.size, f.sub.mtime) == (st.st_size, st.st_mtime)
+        return f is not None and on_disk(path) == (f.sub.size, f.sub.mtime)
 
     def chunks(self) -> tuple[int, int]:
         """(chunks done, chunks in all) over the followed jobs, for progress bars."""
@@ -261,11 +257,17 @@ class Tracker:
     def _unchanged(sub: Submitted) -> bool:
         """Whether the file is still the one the job was made of (size and mtime as taken):
         a failure moves only that content to the failed folder, never newer content."""
-        try:
-            st = sub.path.stat()
-        except OSError:
-            return True  # gone: the failed folder records the report alone
-        return (st.st_size, st.st_mtime) == (sub.size, sub.mtime)
+        now = on_disk(sub.path)
+        return now is None or now == (sub.size, sub.mtime)  # gone: the report stands alone
+
+
+def on_disk(path: Path) -> tuple[int, float] | None:
+    """(size, mtime) of the file as the submitter recorded them, None when it is gone."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime
 
 
 def _ranges(indexes: list[int]) -> str:
