@@ -18,6 +18,9 @@ QUEUES: Final = (INFERENCE_QUEUE, RESULTS_QUEUE)
 
 # Task names (stable across refactors: messages in a persisted queue refer to them).
 CLASSIFY_TASK: Final = "emotions.classify_chunk"
+# Chunk messages: JSON written by orjson (the texts are encoded once, when the file is checked).
+CHUNK_SERIALIZER: Final = "emotions-orjson"
+CHUNK_CONTENT_TYPE: Final = "application/x-emotions-orjson"
 ASSEMBLE_TASK: Final = "emotions.assemble_file"
 
 # Redis keys. ``job`` is a content+model digest, ``name`` an input file name, ``folder`` the

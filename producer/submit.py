@@ -32,11 +32,11 @@ from emotions.files import display_name, file_digest
 from emotions.jobs import JobStore
 from emotions.modelid import model_identity
 from emotions.settings import Settings
-from emotions.spans import Layout, scan
 from producer.completion import Incomplete
 from producer.failed import FailedFolder
 from producer.ledger import Entry, Ledger
 from producer.outputs import Outputs
+from producer.spool import Layout, scan
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ class Submitted:
     sent: int = 0  # chunks already queued when the producer took the job (a resume)
     chunk_size: int = 512  # how the job's chunks are cut (the assembly cuts the same way)
     chunk_bytes: int = 256 * 1024
-    layout: Layout | None = field(default=None, repr=False, compare=False)  # None: resumed job
+    # The chunks' texts as checked (None: a resumed job); the Follow that feeds it closes it.
+    layout: Layout | None = field(default=None, repr=False, compare=False)
     first_seen: float = 0.0  # when the producer first saw this file (the feeding order)
 
 
@@ -195,7 +196,7 @@ class Submitter:
         ``prior``: the file's ledger entry, whose first-seen time the new job keeps (the
         feeding order), and whose redo count it keeps when the same content is made again.
         """
-        name, settings = path.name, self.settings
+        settings = self.settings
         started = time.time()
         try:
             layout = scan(
@@ -203,9 +204,9 @@ class Submitter:
                 settings.chunk_size,
                 settings.chunk_bytes,
                 max_comment_chars=settings.max_comment_chars,
+                spool_dir=settings.spool_dir,
                 on_chunk=self.between,
             )
-            records, total = layout.records, len(layout.spans)
         except IncompleteInputError as e:  # cut short: no job yet; the caller defers the file
             raise Incomplete(path, str(e)) from e
         except (InputError, OSError) as e:
@@ -213,6 +214,25 @@ class Submitter:
                 return None
             self.failed.fail(path, str(e))
             return None
+        try:
+            return self._create(path, digest, size, mtime, prior, layout, started)
+        except BaseException:
+            layout.close()
+            raise
+
+    def _create(
+        self,
+        path: Path,
+        digest: str,
+        size: int,
+        mtime: float,
+        prior: Entry | None,
+        layout: Layout,
+        started: float,
+    ) -> Submitted:
+        """The job of a checked file, in Redis with its ledger entry."""
+        name, settings = path.name, self.settings
+        records, total = layout.records, layout.chunks
         job = uuid.uuid4().hex
         output = self.outputs.claim(name)
         pipe = self.store.creating(

@@ -85,8 +85,10 @@ class Tracker:
             # The submitter superseded it: nothing of it will be written, stop following it.
             self.jobs.pop(replaced.sub.job, None)
             replaced.close()
+        layout = submitted.layout
         if (renamed := self.jobs.get(submitted.job)) is not None:
-            # The same job under a new name: the old name's reader and path go.
+            # The same job (same content) under a new name: its spool goes on, its path goes.
+            layout, renamed.layout = layout or renamed.layout, None
             renamed.close()
             if self._by_path.get(renamed.sub.path) is renamed:
                 del self._by_path[renamed.sub.path]
@@ -94,7 +96,7 @@ class Tracker:
         # A job just created has fresh TTLs (a resumed one's may be old: touched at its first
         # poll): touching every new job at once would cost each small file a round trip.
         touched = now if submitted.layout is not None else 0.0
-        f = Follow(submitted, submitted.sent, last_change=now, touched=touched)
+        f = Follow(submitted, submitted.sent, last_change=now, touched=touched, layout=layout)
         self.jobs[submitted.job] = f
         self._by_path[submitted.path] = f
         if submitted.chunks == 0:  # an empty file: nothing to label, write "[]" at once

@@ -29,10 +29,7 @@ def json_lines_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Itera
     whole file, not just that line.
     """
     where, plain, loads = At(name), maker.plain, orjson.loads
-    offset = 0
     for number, line in enumerate(stream, start=1):
-        maker.span_start, offset = offset, offset + len(line)
-        maker.span_end = offset
         if number == 1:
             line = line.removeprefix(BOM)
         try:
