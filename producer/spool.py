@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from emotions.chunking import chunks
 from emotions.errors import TransientError
-from emotions.formats import Format, detect, read_records
+from emotions.formats import Format, detect, read_texts
 from emotions.messages import Texts, encode_texts
 
 SPOOL_PREFIX = ".emotions-spool-"
@@ -89,9 +89,10 @@ def scan(
     spool_dir: Path | None = None,
     on_chunk: Callable[[], object] | None = None,
 ) -> Layout:
-    """Check every record of ``path`` (raising what :func:`~emotions.formats.read_records`
-    raises), cut it into chunks of ``size`` records / ``max_bytes`` bytes of text and spool
-    each chunk's texts. Raises :class:`SpoolError` if the spool cannot be written.
+    """Check every record of ``path`` (by :func:`~emotions.formats.read_texts`, raising what
+    :func:`~emotions.formats.read_records` raises), cut its texts into chunks of ``size``
+    comments / ``max_bytes`` bytes and spool each chunk. Raises :class:`SpoolError` if the
+    spool cannot be written.
 
     ``on_chunk`` is called after each chunk: a big file's check takes seconds, and the caller
     keeps feeding its other files meanwhile."""
@@ -101,9 +102,9 @@ def scan(
     offset = 0
     try:
         with path.open("rb") as stream:
-            records = read_records(stream, path.name, fmt, max_comment_chars=max_comment_chars)
-            for chunk in chunks(records, size, max_bytes):
-                encoded = encode_texts([record.comment for record in chunk])
+            texts = read_texts(stream, path.name, fmt, max_comment_chars=max_comment_chars)
+            for chunk in chunks(texts, size, max_bytes):
+                encoded = encode_texts(chunk)
                 try:
                     spool.write(encoded)
                 except OSError as e:

@@ -12,14 +12,23 @@ it is reported as incomplete. A bad line that does end in a newline is simply ma
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+import msgspec
 import orjson
+from msgspec import UNSET
 
 from emotions.errors import IncompleteInputError, InputError
 from emotions.formats.detect import BOM, STILL_WRITING, not_utf8_error
 from emotions.formats.json_document import API_KEYS, element_records
-from emotions.formats.records import At, InexactNumber, Record, RecordMaker, exact_loads
+from emotions.formats.records import (
+    TEXT_FIELDS,
+    At,
+    InexactNumber,
+    Record,
+    RecordMaker,
+    exact_loads,
+)
 
 
 def json_lines_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[Record]:
@@ -44,6 +53,71 @@ def json_lines_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Itera
                 yield record
                 continue
         yield from line_records(line, value, maker, where.numbered("line", number))
+
+
+class _Keys(msgspec.Struct):
+    """The keys that decide whether a line is a plain comment object, and which text it holds
+    (TEXT_FIELDS and API_KEYS: a test keeps them in step); msgspec decodes these and only
+    validates the others, making no Python object for them."""
+
+    comment: Any = UNSET
+    text: Any = UNSET
+    textOriginal: Any = UNSET
+    textDisplay: Any = UNSET
+    content: Any = UNSET
+    items: Any = UNSET
+    kind: Any = UNSET
+    snippet: Any = UNSET
+
+
+_decode_keys = msgspec.json.Decoder(_Keys).decode
+
+
+def json_lines_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[str]:
+    """The texts of :func:`json_lines_records`, in order, with its errors, for a check that
+    needs no ids: about twice as fast.
+
+    A plain comment line (a text field holding a string within the limit, no Data API keys)
+    is decoded by msgspec into just the keys that decide it; any other line (a number as
+    text, a thread, a blank or bad line) takes the full path of :func:`json_lines_records`.
+    msgspec accepts two things orjson refuses in the fields it skips: bytes that are not UTF-8
+    and numbers beyond a double's range. Such a line passes this check and fails the file
+    when its output is written, with the full path's error.
+    """
+    limit, fields = maker.max_comment_chars, TEXT_FIELDS
+    for number, line in enumerate(stream, start=1):
+        if number == 1:
+            line = line.removeprefix(BOM)
+        try:
+            keys = _decode_keys(line)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            keys = None
+        if keys is not None and keys.items is keys.kind is keys.snippet is UNSET:
+            for field in fields:
+                text = getattr(keys, field)
+                if text is not UNSET:
+                    break
+            if type(text) is str and len(text) <= limit:
+                yield text
+                continue
+        yield from _slow_texts(stream_line=line, number=number, name=name, maker=maker)
+
+
+def _slow_texts(stream_line: bytes, number: int, name: str, maker: RecordMaker) -> Iterator[str]:
+    """The texts of one line by the full path of :func:`json_lines_records`."""
+    try:
+        value = orjson.loads(stream_line)
+    except orjson.JSONDecodeError as e:
+        if not stream_line.strip():
+            return
+        raise _line_error(name, number, stream_line, e) from e
+    if type(value) is dict and API_KEYS.isdisjoint(value):
+        record = maker.plain(value)
+        if record is not None:
+            yield record.comment
+            return
+    for record in line_records(stream_line, value, maker, At(name).numbered("line", number)):
+        yield record.comment
 
 
 def line_records(line: bytes, value: object, maker: RecordMaker, where: At) -> list[Record]:

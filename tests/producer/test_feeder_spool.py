@@ -23,7 +23,7 @@ CHUNK = 7
 
 
 def texts_by_chunk(path: Path) -> list[list[str]]:
-    return [[r.comment for r in c] for c in chunks(iter_records(path), CHUNK, 1 << 20)]
+    return list(chunks((r.comment for r in iter_records(path)), CHUNK, 1 << 20))
 
 
 def take(rig: Rig, name: str, n: int, **settings: object) -> tuple[Producer, str, Path]:

@@ -50,7 +50,7 @@ def label_of(text: str) -> int:
 
 def queue(store: JobStore, path: Path, job: str = "job", store_parts: bool = True) -> None:
     """Create the job and store every chunk's labels, as the producer and workers do."""
-    cut = list(chunks(iter_records(path), CHUNK, 1 << 20))
+    cut = list(chunks((r.comment for r in iter_records(path)), CHUNK, 1 << 20))
     store.create(
         job,
         name=path.name,
@@ -65,7 +65,7 @@ def queue(store: JobStore, path: Path, job: str = "job", store_parts: bool = Tru
     )
     if store_parts:
         for index, chunk in enumerate(cut):
-            store.store_part(job, index, [label_of(r.comment) for r in chunk], LABELS)
+            store.store_part(job, index, [label_of(text) for text in chunk], LABELS)
 
 
 def output_of(settings: Settings, path: Path) -> Path:
