@@ -11,18 +11,33 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from emotions.formats.records import utf8_length
+
 
 def chunks(texts: Iterable[str], size: int, max_bytes: int) -> Iterator[list[str]]:
-    """Consecutive lists of at most ``size`` texts and about ``max_bytes`` of UTF-8."""
+    """Consecutive lists of at most ``size`` texts and about ``max_bytes`` of UTF-8.
+
+    A character is at most 4 bytes of UTF-8, so while 4 x the characters of a chunk stay
+    within ``max_bytes`` no text needs encoding to know it fits (most chunks, by far); past
+    that, the chunk's bytes are counted exactly. The cut is the exact one either way.
+    """
     batch: list[str] = []
-    used = 0
+    chars = 0
+    used = -1  # the batch's bytes of UTF-8; -1: not counted (4 x chars is within the bound)
     for text in texts:
-        # str.isascii is a flag check: ASCII costs no encoding (see records.utf8_length).
-        cost = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-        if batch and (len(batch) >= size or used + cost > max_bytes):
-            yield batch
-            batch, used = [], 0
+        if batch:
+            if len(batch) >= size:
+                yield batch
+                batch, chars, used = [], 0, -1
+            elif 4 * (chars + len(text)) > max_bytes:
+                if used < 0:
+                    used = sum(map(utf8_length, batch))
+                if used + utf8_length(text) > max_bytes:
+                    yield batch
+                    batch, chars, used = [], 0, -1
         batch.append(text)
-        used += cost
+        chars += len(text)
+        if used >= 0:
+            used += utf8_length(text)
     if batch:
         yield batch

@@ -4,6 +4,7 @@ twice is cut the same way (a resumed producer checks a file again and must cut i
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +137,29 @@ def test_a_file_read_twice_is_cut_identically(tmp_path: Path) -> None:
     assert any(len(c) == 1 and c[0] == texts[150] for c in first)
     assert any(len(c) < 16 for c in first[:-1])  # the byte bound did cut
     assert max(len(c) for c in first) == 16
+
+
+def exact_cut(texts: list[str], size: int, max_bytes: int) -> list[list[str]]:
+    """The rule, stated plainly: every text's UTF-8 bytes counted."""
+    out: list[list[str]] = []
+    batch: list[str] = []
+    used = 0
+    for text in texts:
+        cost = len(text.encode("utf-8", "surrogatepass"))
+        if batch and (len(batch) >= size or used + cost > max_bytes):
+            out.append(batch)
+            batch, used = [], 0
+        batch.append(text)
+        used += cost
+    return [*out, batch] if batch else out
+
+
+def test_the_cut_is_the_exact_one_for_any_mix_of_scripts() -> None:
+    """chunks() counts bytes only once 4 x the characters could pass the bound: the cut must
+    be the plain rule's on every mix (ASCII, 2-, 3- and 4-byte characters, lone surrogates)."""
+    rng = random.Random(7)
+    alphabet = ["a", "é", "هذا", "中", "😂", "\ud800", " "]
+    for _ in range(300):
+        texts = ["".join(rng.choices(alphabet, k=rng.randrange(0, 40))) for _ in range(60)]
+        size, max_bytes = rng.randrange(1, 30), rng.randrange(1, 400)
+        assert list(chunks(texts, size, max_bytes)) == exact_cut(texts, size, max_bytes)
