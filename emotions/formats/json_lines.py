@@ -12,9 +12,8 @@ it is reported as incomplete. A bad line that does end in a newline is simply ma
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-import msgspec
 import orjson
 from msgspec import UNSET
 
@@ -29,6 +28,7 @@ from emotions.formats.records import (
     RecordMaker,
     exact_loads,
 )
+from emotions.formats.texts import DECODE_ERRORS, Undecided, decode_obj, element_texts
 
 
 def json_lines_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[Record]:
@@ -55,69 +55,47 @@ def json_lines_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Itera
         yield from line_records(line, value, maker, where.numbered("line", number))
 
 
-class _Keys(msgspec.Struct):
-    """The keys that decide whether a line is a plain comment object, and which text it holds
-    (TEXT_FIELDS and API_KEYS: a test keeps them in step); msgspec decodes these and only
-    validates the others, making no Python object for them."""
-
-    comment: Any = UNSET
-    text: Any = UNSET
-    textOriginal: Any = UNSET
-    textDisplay: Any = UNSET
-    content: Any = UNSET
-    items: Any = UNSET
-    kind: Any = UNSET
-    snippet: Any = UNSET
-
-
-_decode_keys = msgspec.json.Decoder(_Keys).decode
-
-
 def json_lines_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[str]:
     """The texts of :func:`json_lines_records`, in order, with its errors, for a check that
     needs no ids: about twice as fast.
 
-    A plain comment line (a text field holding a string within the limit, no Data API keys)
-    is decoded by msgspec into just the keys that decide it; any other line (a number as
-    text, a thread, a blank or bad line) takes the full path of :func:`json_lines_records`.
-    msgspec accepts two things orjson refuses in the fields it skips: bytes that are not UTF-8
-    and numbers beyond a double's range. Such a line passes this check and fails the file
-    when its output is written, with the full path's error.
+    Each line is decoded by msgspec into just the keys that decide it
+    (:mod:`~emotions.formats.texts`); a line it leaves undecided (a number as text, a bad or
+    blank line) takes the full path of :func:`json_lines_records`.
     """
     limit, fields = maker.max_comment_chars, TEXT_FIELDS
     for number, line in enumerate(stream, start=1):
         if number == 1:
             line = line.removeprefix(BOM)
         try:
-            keys = _decode_keys(line)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            keys = None
-        if keys is not None and keys.items is keys.kind is keys.snippet is UNSET:
-            for field in fields:
-                text = getattr(keys, field)
-                if text is not UNSET:
-                    break
-            if type(text) is str and len(text) <= limit:
-                yield text
-                continue
-        yield from _slow_texts(stream_line=line, number=number, name=name, maker=maker)
+            obj = decode_obj(line)
+            if obj.items is obj.kind is obj.snippet is UNSET:  # a plain comment: inline
+                for field in fields:
+                    text = getattr(obj, field)
+                    if text is not UNSET:
+                        break
+                if type(text) is str and len(text) <= limit:
+                    yield text
+                    continue
+            yield from list(element_texts(obj, limit))
+        except (*DECODE_ERRORS, Undecided):
+            yield from _slow_texts(line, number, name, maker)
 
 
-def _slow_texts(stream_line: bytes, number: int, name: str, maker: RecordMaker) -> Iterator[str]:
+def _slow_texts(stream_line: bytes, number: int, name: str, maker: RecordMaker) -> list[str]:
     """The texts of one line by the full path of :func:`json_lines_records`."""
     try:
         value = orjson.loads(stream_line)
     except orjson.JSONDecodeError as e:
         if not stream_line.strip():
-            return
+            return []
         raise _line_error(name, number, stream_line, e) from e
     if type(value) is dict and API_KEYS.isdisjoint(value):
         record = maker.plain(value)
         if record is not None:
-            yield record.comment
-            return
-    for record in line_records(stream_line, value, maker, At(name).numbered("line", number)):
-        yield record.comment
+            return [record.comment]
+    where = At(name).numbered("line", number)
+    return [record.comment for record in line_records(stream_line, value, maker, where)]
 
 
 def line_records(line: bytes, value: object, maker: RecordMaker, where: At) -> list[Record]:

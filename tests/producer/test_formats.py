@@ -11,12 +11,21 @@ from typing import Any
 import orjson
 import pytest
 
+from bench.inputs import FORMATS
 from emotions.errors import IncompleteInputError, InputError, InputTooLargeError, PermanentError
 from emotions.formats import Record, iter_records, read_texts
 from emotions.formats.detect import HEAD_BYTES, Format, detect
 from emotions.formats.json_document import API_KEYS
-from emotions.formats.json_lines import _Keys
 from emotions.formats.records import TEXT_FIELDS
+from emotions.formats.texts import (
+    Obj,
+    Snippet,
+    decode_doc,
+    decode_obj,
+    document_texts,
+    element_texts,
+)
+from emotions.formats.youtube_api import SNIPPET_TEXT_FIELDS
 
 ARABIC = "هذا الفيديو رائع جدا"
 EMOJI = "😂😂🔥 best part 3:14 👍🏽"
@@ -665,10 +674,12 @@ def test_nothing_is_read_until_iterated(tmp_path: Path) -> None:
         next(records)
 
 
-def test_the_texts_path_decides_lines_by_the_same_keys() -> None:
-    """json_lines_texts decodes only the keys that decide a line: they must be exactly the
-    text fields and the Data API keys of the full path."""
-    assert tuple(_Keys.__struct_fields__) == (*TEXT_FIELDS, *sorted(API_KEYS))
+def test_the_texts_path_decides_by_the_same_keys() -> None:
+    """emotions.formats.texts decodes only the keys that decide a value: the text fields, in
+    their order, and the Data API keys of the full path."""
+    assert Obj.__struct_fields__[: len(TEXT_FIELDS)] == TEXT_FIELDS
+    assert set(Obj.__struct_fields__) >= API_KEYS
+    assert Snippet.__struct_fields__[:2] == SNIPPET_TEXT_FIELDS
 
 
 def test_json_lines_texts_match_the_records_on_every_kind_of_line(tmp_path: Path) -> None:
@@ -741,3 +752,22 @@ def test_what_the_texts_path_lets_through_the_records_refuse(tmp_path: Path, lin
     assert texts(path) == ["fine"] * count + ["a"]
     with pytest.raises(InputError, match=f"line {count + 1}"):
         list(iter_records(path))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in FORMATS if not n.endswith("csv")))
+def test_the_fast_path_decides_the_tools_own_files_by_itself(tmp_path: Path, name: str) -> None:
+    """Files as the tools write them (bench.inputs: the downloader's eleven fields, Data API
+    pages with their snippet fields; CSV has no such path) are the ordinary case: decided by
+    msgspec alone, with
+    the records' texts, never handed to the full path."""
+    suffix, writer = FORMATS[name]
+    path = tmp_path / f"{name}{suffix}"
+    writer(path, 300, 3)
+    expected = [r.comment for r in iter_records(path)]
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    fmt = detect(path)
+    if fmt is Format.JSON_DOCUMENT:
+        got = document_texts(decode_doc(raw), 1_000_000)
+    else:
+        got = [t for line in raw.splitlines() for t in element_texts(decode_obj(line), 1_000_000)]
+    assert got == expected
