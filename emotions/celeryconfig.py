@@ -119,6 +119,10 @@ def make_app(settings: Settings) -> Celery:
             **app.conf.broker_transport_options,
             "socket_connect_timeout": 3,
             "socket_timeout": 5,
+            # kombu publishes a batch (the producer's feed) in one pipeline only if redis-py
+            # would not replay it on a timeout; the producer retries the whole step itself, and
+            # a chunk sent twice is skipped by the worker that finds its labels stored.
+            "retry_on_timeout": False,
         },
     )
     return app
