@@ -21,6 +21,7 @@ another ``EMOTIONS_OUTPUT_DIR`` or working directory cannot disagree with the pr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
@@ -92,16 +93,19 @@ def render_indexed(records: Sequence[Record], indices: Sequence[int], names: lis
 
 
 _BOUNDARY = b'},{"id":'  # between two records of one orjson array (never inside a string)
+_NEXT_LINE = b'},\n{"id":'  # the same boundary in the output: one record per line
+_SPLICEABLE = frozenset({str, int})  # ids whose JSON cannot hold _BOUNDARY
 
 
 def render_columns(ids: Sequence[Any], texts: Sequence[str], labels: Iterable[str]) -> bytes:
     """:func:`render` of records given as columns, in one ``orjson.dumps`` of the whole chunk.
 
     orjson writes the chunk's array as ``[{"id":...},{"id":...}]``; each record's bytes are
-    exactly those :func:`render` writes, so putting a line break after each record's comma
-    gives the same output. ``},{"id":`` cannot occur inside a JSON string (a quote in one is
-    written ``\"``), only inside an id that is itself an array or object: the number of
-    boundaries found proves there is none, or the chunk goes through :func:`render`.
+    exactly those :func:`render` writes, so a line break after each record's comma gives the
+    same output. ``},{"id":`` cannot occur inside a JSON string (a quote in one is written
+    with a backslash), nor in a string or integer id: only an id that is an array or object
+    could hold it, and a chunk with one (or with any id but a string or an integer) goes
+    through :func:`render`, as does an integer beyond 64 bits, which orjson refuses.
     """
     values = [
         {"id": rid, "comment": text, "emotion": label}
@@ -109,14 +113,10 @@ def render_columns(ids: Sequence[Any], texts: Sequence[str], labels: Iterable[st
     ]
     if not values:
         return b""
-    try:
-        body = _dumps(values)[1:-1]
-    except TypeError:  # an integer id beyond 64 bits: render keeps it exact
-        body = b""
-    if body.count(_BOUNDARY) != len(values) - 1:
-        records = [Record(v["id"], v["comment"]) for v in values]
-        return render(records, [v["emotion"] for v in values])
-    return body.replace(_BOUNDARY, b'},\n{"id":')
+    if set(map(type, ids)) <= _SPLICEABLE:
+        with contextlib.suppress(TypeError):
+            return _NEXT_LINE.join(_dumps(values)[1:-1].split(_BOUNDARY))
+    return render([Record(v["id"], v["comment"]) for v in values], [v["emotion"] for v in values])
 
 
 def json_array(parts: Iterable[bytes]) -> Iterator[bytes]:

@@ -12,9 +12,10 @@ in bounded memory, and a reader never sees a partial file.
 
 The input is read through :mod:`worker.fastread` (blocks of ids and texts, each chunk rendered
 in one ``orjson.dumps``): the records are exactly the format readers', at a fraction of their
-cost. Where that path cannot vouch for the input (anything the readers would refuse, or a shape
-it does not know), the file is assembled again from its first byte through the readers, so
-errors and their wording stay the readers' own.
+cost. Where that path cannot vouch for the input (a shape it does not know, anything the
+readers would refuse, content that is not the job's or does not hold its records), the file is
+assembled again from its first byte through the readers, so every verdict other than a
+written output, and its wording, stays theirs.
 """
 
 from __future__ import annotations
@@ -143,12 +144,19 @@ def _pieces(
 
     Raises :class:`InputChanged` (before the caller renames anything into place) when the
     bytes read are not the job's, whatever the parser made of them: other records, an error,
-    or the end of a file still being written.
+    or the end of a file still being written. The fast path raises :class:`Fallback` instead,
+    so that the readers give the verdict.
     """
     labels: list[str] = orjson.loads(meta.get("labels", "[]"))  # none stored: no chunks
     pair = _fast_paired if fast else _paired
     try:
         yield from pair(source, described, store, job, int(meta["total"]), labels, settings)
+        if fast and source.hexdigest() != meta["digest"]:
+            raise Fallback  # content the producer did not check: the readers decide
+    except InputChanged as e:
+        if fast:
+            raise Fallback from e
+        raise
     except InputError as e:  # IncompleteInputError included: content that is not the job's
         if source.hexdigest() != meta["digest"]:
             raise InputChanged(f"the input file changed while it was processed ({e})") from e

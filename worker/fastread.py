@@ -1,17 +1,23 @@
 """The assembly's fast reading path: an input's records as blocks of columns (ids, texts).
 
-The assembly re-reads every input it writes, and the format readers' per-record objects and
-calls cost more than the parse itself. Here each format is read in blocks (lines, CSV rows or
-array elements), parsed exactly as its reader parses it (the same ``orjson.loads`` of each line,
-of the whole document; the same ``csv.reader``), and each block is taken apart by
-:mod:`worker.columns` when it is the common, uniform case.
+The assembly re-reads every input it writes, and the format readers' full parse and
+per-record objects cost most of that. Here JSON Lines are read in blocks of lines and decoded
+with msgspec into the few fields the readers look at (:mod:`worker.columns`), a JSON document
+is decoded whole the same way, and CSV is read with the very ``csv.reader`` the reader uses,
+in blocks of rows; each block is taken apart in whole-column passes when it is the common,
+uniform case.
 
-A block that is not is handed to the readers themselves (``read_records`` on the block's own
-lines, ``element_records`` on its elements), with the position of its first record, so it
-gives their records exactly. Anything the readers would refuse, and any shape this path does
-not recognise, raises :class:`Fallback`: the caller then assembles the file the plain way,
-through the readers from its first byte, which gives the readers' own error with the file's own
-line numbers. A fast path can therefore only ever be faster, never different.
+A JSON Lines block that is not is handed to the reader itself (``read_records`` on the block's
+own lines, numbered from the block's first record), so it gives the reader's records exactly.
+Anything else this path does not recognise raises :class:`Fallback`, and so does anything the
+reader would refuse: the caller then assembles the file the plain way, through the readers from
+its first byte, which gives the readers' own errors with the file's own line numbers.
+
+msgspec skips the fields it is not asked for without building them, and so does not refuse a
+few things orjson refuses there (bytes that are not UTF-8, a number beyond a double). That can
+never change an output: the caller writes one only when the SHA-256 of the bytes read is the
+job's, content the producer's readers accepted as a whole; any other content falls back to
+the readers, whose verdict (and wording) then stands.
 """
 
 from __future__ import annotations
@@ -23,16 +29,16 @@ from itertools import chain, islice
 from operator import itemgetter
 from typing import Any, BinaryIO
 
-import orjson
+import msgspec
+from msgspec import UNSET
 
-from emotions.constants import ASSEMBLY_BLOCK
+from emotions.constants import ASSEMBLY_BLOCK, ASSEMBLY_BLOCK_BYTES
 from emotions.errors import InputError
 from emotions.formats import TEXT_FIELDS, Format, RecordMaker, read_records
 from emotions.formats.delimited import _allow_long_fields, find_column, sniff_delimiter
 from emotions.formats.detect import BOM
-from emotions.formats.json_document import element_records, value_records
-from emotions.formats.records import ID_FIELDS, At, InexactNumber, Record, first_key
-from worker.columns import Columns, api_pages, plain_objects
+from emotions.formats.records import ID_FIELDS
+from worker.columns import Columns, Document, Line, api_pages, no_text, plain_lines
 
 
 class Fallback(Exception):
@@ -46,23 +52,16 @@ def columns(stream: BinaryIO, name: str, fmt: Format, limit: int) -> Iterator[Co
         return _json_lines(stream, name, limit)
     if fmt is Format.CSV:
         return _csv(stream, name, limit)
-    return _document(stream, name, limit)
+    return _document(stream, limit)
 
 
-def _split(records: list[Record]) -> Columns:
-    return [r[0] for r in records], [r[1] for r in records]
-
-
-def _maker(position: int, limit: int) -> RecordMaker:
-    maker = RecordMaker(limit)
-    maker.position = position
-    return maker
+_LINE = msgspec.json.Decoder(Line)
+_DOCUMENT = msgspec.json.Decoder(list[Line] | Document)
 
 
 def _json_lines(stream: BinaryIO, name: str, limit: int) -> Iterator[Columns]:
     position = 0
-    loads = orjson.loads
-    for number, lines in enumerate(iter(lambda: list(islice(stream, ASSEMBLY_BLOCK)), [])):
+    for number, lines in enumerate(iter(lambda: stream.readlines(ASSEMBLY_BLOCK_BYTES), [])):
         if number == 0:
             parsed = [lines[0].removeprefix(BOM), *lines[1:]]
         elif lines[0].startswith(BOM):
@@ -70,11 +69,11 @@ def _json_lines(stream: BinaryIO, name: str, limit: int) -> Iterator[Columns]:
         else:
             parsed = lines
         try:
-            values = list(map(loads, parsed))
-        except orjson.JSONDecodeError:  # a blank line, or a bad one: the reader says which
+            values = list(map(_LINE.decode, parsed))
+        except msgspec.MsgspecError:  # a blank line, a bad one, another shape: the reader's
             block = None
         else:
-            block = plain_objects(values, position, limit) or api_pages(values, limit)
+            block = plain_lines(values, position, limit) or api_pages(values, limit)
         if block is None:
             block = _lines_by_reader(lines, name, position, limit)
         position += len(block[0])
@@ -83,53 +82,43 @@ def _json_lines(stream: BinaryIO, name: str, limit: int) -> Iterator[Columns]:
 
 def _lines_by_reader(lines: list[bytes], name: str, position: int, limit: int) -> Columns:
     """The JSON Lines reader's records of these lines (numbered from ``position``)."""
+    maker = RecordMaker(limit)
+    maker.position = position
     stream = io.BytesIO(b"".join(lines))
-    maker = _maker(position, limit)
     try:
-        return _split(list(read_records(stream, name, Format.JSON_LINES, maker=maker)))
+        records = list(read_records(stream, name, Format.JSON_LINES, maker=maker))
     except InputError as e:
         raise Fallback from e
+    return [r[0] for r in records], [r[1] for r in records]
 
 
-def _document(stream: BinaryIO, name: str, limit: int) -> Iterator[Columns]:
+def _document(stream: BinaryIO, limit: int) -> Iterator[Columns]:
+    """A whole document: an array of comments or API pages, ``{"comments": [...]}`` or one API
+    page, in the readers' order of precedence; any other shape falls back."""
     raw = stream.read()
     try:
-        document = orjson.loads(memoryview(raw)[len(BOM) if raw.startswith(BOM) else 0 :])
-    except orjson.JSONDecodeError as e:
+        document = _DOCUMENT.decode(memoryview(raw)[len(BOM) if raw.startswith(BOM) else 0 :])
+    except msgspec.MsgspecError as e:
         raise Fallback from e
     del raw
-    if type(document) is dict:
-        elements = document.get("comments")
-        if not isinstance(elements, list) or first_key(document, TEXT_FIELDS) is not None:
-            page = api_pages([document], limit)
-            yield page or _by_reader(value_records, document, name, 0, limit)
-            return
-    elif type(document) is list:
+    if isinstance(document, list):
         elements = document
+    elif document.comments is not UNSET and no_text(document):
+        elements = document.comments
     else:
-        raise Fallback
+        page = api_pages([document], limit)
+        if page is None:
+            raise Fallback
+        yield page
+        return
     position = 0
     for start in range(0, len(elements), ASSEMBLY_BLOCK):
         values = elements[start : start + ASSEMBLY_BLOCK]
-        block = plain_objects(values, position, limit) or api_pages(values, limit)
+        block = plain_lines(values, position, limit) or api_pages(values, limit)
         if block is None:
-            block = _by_reader(_each_element, values, name, position, limit)
+            raise Fallback
         position += len(block[0])
         yield block
-
-
-def _each_element(values: list[Any], maker: RecordMaker, where: At) -> Iterator[Record]:
-    for value in values:
-        yield from element_records(value, maker, where)
-
-
-def _by_reader(read: Any, value: Any, name: str, position: int, limit: int) -> Columns:
-    """The document reader's records of ``value`` (numbered from ``position``): ``read`` is
-    ``value_records`` for a whole document, :func:`_each_element` for array elements."""
-    try:
-        return _split(list(read(value, _maker(position, limit), At(name))))
-    except (InputError, InexactNumber) as e:  # an inexact number: the reader parses it again
-        raise Fallback from e
 
 
 def _csv(stream: BinaryIO, name: str, limit: int) -> Iterator[Columns]:
