@@ -21,13 +21,13 @@ another ``EMOTIONS_OUTPUT_DIR`` or working directory cannot disagree with the pr
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from emotions.constants import NAME_BYTES, NAME_HASH_CHARS, OUTPUT_SUFFIX
@@ -92,31 +92,37 @@ def render_indexed(records: Sequence[Record], indices: Sequence[int], names: lis
     return render(records, [names[i] for i in indices])
 
 
-_BOUNDARY = b'},{"id":'  # between two records of one orjson array (never inside a string)
-_NEXT_LINE = b'},\n{"id":'  # the same boundary in the output: one record per line
-_SPLICEABLE = frozenset({str, int})  # ids whose JSON cannot hold _BOUNDARY
+class _Out(msgspec.Struct, gc=False):
+    """One output record: msgspec writes its fields in this order, as ``{"id", ...}``."""
+
+    id: Any
+    comment: str
+    emotion: str
+
+
+_ENCODER = msgspec.json.Encoder()
+_EXACT_IDS = frozenset({str, int})  # written alike by msgspec, orjson and json (see below)
 
 
 def render_columns(ids: Sequence[Any], texts: Sequence[str], labels: Iterable[str]) -> bytes:
-    """:func:`render` of records given as columns, in one ``orjson.dumps`` of the whole chunk.
+    """:func:`render` of records given as columns: the same bytes, at a third of the cost.
 
-    orjson writes the chunk's array as ``[{"id":...},{"id":...}]``; each record's bytes are
-    exactly those :func:`render` writes, so a line break after each record's comma gives the
-    same output. ``},{"id":`` cannot occur inside a JSON string (a quote in one is written
-    with a backslash), nor in a string or integer id: only an id that is an array or object
-    could hold it, and a chunk with one (or with any id but a string or an integer) goes
-    through :func:`render`, as does an integer beyond 64 bits, which orjson refuses.
+    The records are built by ``map`` (no Python step per record) and written by msgspec as
+    JSON Lines in one call; a raw line break never occurs inside JSON (one in a string is
+    written ``\\n``), so putting a comma before each gives :func:`render`'s layout. msgspec
+    writes strings exactly as orjson does (every code point checked in the tests) and integers
+    of any size as their digits (as :func:`render` does with ``json`` beyond 64 bits); any
+    other id (a float, an array...) goes through :func:`render` itself.
     """
-    values = [
-        {"id": rid, "comment": text, "emotion": label}
-        for rid, text, label in zip(ids, texts, labels, strict=True)
-    ]
-    if not values:
+    labels = list(labels)
+    if not len(ids) == len(texts) == len(labels):
+        raise ValueError(f"{len(ids)} ids, {len(texts)} texts and {len(labels)} labels")
+    if not ids:
         return b""
-    if set(map(type, ids)) <= _SPLICEABLE:
-        with contextlib.suppress(TypeError):
-            return _NEXT_LINE.join(_dumps(values)[1:-1].split(_BOUNDARY))
-    return render([Record(v["id"], v["comment"]) for v in values], [v["emotion"] for v in values])
+    if set(map(type, ids)) <= _EXACT_IDS:
+        lines = _ENCODER.encode_lines(list(map(_Out, ids, texts, labels)))
+        return lines[:-1].replace(b"\n", b",\n")
+    return render([Record(i, t) for i, t in zip(ids, texts, strict=True)], labels)
 
 
 def json_array(parts: Iterable[bytes]) -> Iterator[bytes]:

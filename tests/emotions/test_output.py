@@ -181,3 +181,11 @@ def test_render_columns_refuses_a_lone_surrogate_as_render_does() -> None:
     ):
         with pytest.raises(UnicodeEncodeError):
             write()
+
+
+def test_render_columns_writes_every_code_point_as_render_does() -> None:
+    everything = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    texts = [everything, everything[::-1]]
+    raw = render_columns(["a", 1], texts, ["joy", "joy"])
+    assert raw == render([Record("a", texts[0]), Record(1, texts[1])], ["joy", "joy"])
+    assert [r["comment"] for r in json.loads(b"[" + raw + b"]")] == texts
