@@ -176,6 +176,24 @@ def read_fast(path: Path) -> list[tuple[type, Any, str]]:
     return [(type(i), i, t) for ids, texts in blocks for i, t in zip(ids, texts, strict=True)]
 
 
+def straddling(at: int, middle: bytes) -> bytes:
+    """A CSV whose bytes ``middle`` start ``at`` bytes before the end of the first 128 KB
+    block: a line break or a character cut in two by the block boundary."""
+    head = b"id,comment\r\n" + b"".join(b"%05d,%s\r\n" % (i, b"x" * 92) for i in range(1300))
+    pad = 128 * 1024 - len(head) - len(b"99999,") - at
+    return head + b"99999," + b"y" * pad + middle + b"\r\n" + b"c,after the boundary\r\n"
+
+
+ACCEPTED |= {
+    "crlf_across_blocks.csv": straddling(1, b""),
+    "emoji_across_blocks.csv": straddling(2, "😂é".encode()),
+    "old_mac_line_ends.csv": b'id,comment\ra,x\rb,"two\rlines"\r',
+    "quoted_crlf.csv": b'id,comment\r\na,"one\r\ntwo"\r\nb,"\n"\r\n',
+    "line_separator_in_a_field.csv": 'id,comment\na,"one\u2028two"\nb,x\u0085\n'.encode(),
+    "big_csv_many_blocks.csv": b"\xef\xbb\xbfcid,text\r\n"
+    + b"".join(f"c{i},{'é' * (i % 50)} 😂 é\r\n".encode() for i in range(9000)),
+}
+
 # Accepted inputs whose shape the fast path leaves to the readers (the whole file): so that
 # the test below cannot pass by giving up everywhere, every other input must be read fast.
 GIVES_UP = {
