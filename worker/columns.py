@@ -17,7 +17,7 @@ within the limit and the ids strings or 64-bit integers (which orjson reads exac
 
 from __future__ import annotations
 
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from operator import attrgetter, is_not
 from typing import Any, Final, Literal
 
@@ -26,7 +26,6 @@ from msgspec import UNSET, Raw, UnsetType
 
 from emotions.formats import ID_FIELDS, TEXT_FIELDS
 from emotions.formats.json_document import API_KEYS
-from emotions.formats.youtube_api import SNIPPET_TEXT_FIELDS
 
 Columns = tuple[list[Any], list[str]]  # (ids, texts) of consecutive records
 
@@ -34,17 +33,17 @@ _INT_RANGE: Final = (-(1 << 63), (1 << 64) - 1)  # integers orjson parses exactl
 
 
 class ApiText(msgspec.Struct, gc=False):
-    """A ``youtube#comment`` snippet: its text fields (absent: ``UNSET``)."""
+    """A ``youtube#comment`` snippet holding ``textOriginal`` (the first text field) as a
+    string; any other snippet fails to decode, and the readers take the block."""
 
-    textOriginal: Any = UNSET
-    textDisplay: Any = UNSET
+    textOriginal: str
 
 
 class ApiComment(msgspec.Struct, gc=False):
-    """A ``youtube#comment``: its id and snippet."""
+    """A ``youtube#comment`` with a string id (an integer or a missing one: the readers')."""
 
+    id: str
     snippet: ApiText
-    id: Any = None
 
 
 class ThreadSnippet(msgspec.Struct, gc=False):
@@ -148,13 +147,14 @@ def plain_lines(values: list[Line], position: int, limit: int) -> Columns | None
 
 
 def _api_comments(comments: list[ApiComment], limit: int) -> Columns | None:
-    """The records of ``youtube#comment`` resources whose snippet holds ``textOriginal`` (the
-    first text field) as a string within the limit, and whose id is a string or integer."""
+    """The records of ``youtube#comment`` resources (their types checked as they were decoded),
+    if every text is within the limit."""
     if not comments:
         return [], []
-    texts = _texts(comments, f"snippet.{SNIPPET_TEXT_FIELDS[0]}", limit)
-    ids = _ids(comments, "id")
-    return None if texts is None or ids is None else (ids, texts)
+    texts = list(map(attrgetter("snippet.textOriginal"), comments))
+    if max(map(len, texts)) > limit:
+        return None
+    return list(map(attrgetter("id"), comments)), texts
 
 
 def api_pages(values: list[Line], limit: int) -> Columns | None:
@@ -165,7 +165,7 @@ def api_pages(values: list[Line], limit: int) -> Columns | None:
     pages = list(map(attrgetter("items"), values))
     if UNSET in pages:
         return None
-    threads: list[Thread] = [thread for page in pages for thread in page]
+    threads: list[Thread] = list(chain.from_iterable(pages))
     top = _api_comments(list(map(attrgetter("snippet.topLevelComment"), threads)), limit)
     if top is None:
         return None

@@ -7,6 +7,7 @@ The benchmark's files, the formats of real collections, take the fast path all t
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,12 @@ import pytest
 
 from bench.inputs import FORMATS
 from emotions.errors import InputError
-from emotions.formats import detect, iter_records
+from emotions.formats import ID_FIELDS, TEXT_FIELDS, detect, iter_records
+from emotions.formats.json_document import API_KEYS
+from emotions.formats.youtube_api import SNIPPET_TEXT_FIELDS, THREAD_KIND
 from tests.producer.test_formats import api_comment, api_thread, downloader_comment, threads_page
 from worker import fastread
+from worker.columns import ApiText, Line, Thread
 from worker.fastread import Fallback, columns
 
 LIMIT = 1_000_000
@@ -290,3 +294,11 @@ def test_the_benchmark_formats_never_need_the_readers(
     writer(path, 3000, 1)
     monkeypatch.setattr(fastread, "_lines_by_reader", refuse)
     assert read_fast(path) == read_by_readers(path)
+
+
+def test_the_api_structs_follow_the_readers_field_names() -> None:
+    """The structs name the fields the readers choose: should the readers' order change, the
+    structs must follow it."""
+    assert SNIPPET_TEXT_FIELDS[0] in ApiText.__struct_fields__
+    assert typing.get_args(typing.get_type_hints(Thread)["kind"]) == (THREAD_KIND,)
+    assert set(ID_FIELDS) | set(TEXT_FIELDS) | API_KEYS <= set(Line.__struct_fields__)
