@@ -3,33 +3,41 @@
 The format readers (:mod:`emotions.formats`) parse every field of every comment with orjson and
 make one :class:`~emotions.formats.Record` per comment through a few Python calls; for the
 results worker that is most of the cost of re-reading a file. The assembly needs two columns,
-ids and texts. So here the JSON is decoded with msgspec into small structs holding only the
-fields the readers look at (every other field is skipped, not built), and a block of comments
-is checked and taken apart with whole-column passes (``map`` over the block, run in C) instead
-of a Python step per comment.
+ids and texts. So here JSON is decoded with msgspec into small structs holding only the fields
+the readers look at (every other field is skipped, not built), typed so that msgspec checks the
+readers' rules as it decodes, and a block of comments is taken apart with whole-column passes
+(``map``, run in C) instead of a Python step per comment.
 
-Each function answers ``None`` whenever anything about the block is not the common case the
-readers' own fast paths accept (``RecordMaker.plain``, ``youtube_api.plain_comment``); the
-caller then hands the block to the readers. So a block's records are decided here only when
-they are certain: the fields a reader would choose are the ones present, the texts are strings
-within the limit and the ids strings or 64-bit integers (which orjson reads exactly too).
+A block is read here only when it is the common case the readers' own fast paths accept
+(``RecordMaker.plain``, ``youtube_api.plain_comment``): every value a plain comment object with
+the same text and id fields as the first, or every value a well-formed ``commentThreads`` page.
+Anything else raises ``msgspec.MsgspecError`` (or answers ``None``), and the caller hands the
+block to the readers. So a record is decided here only when it is certain: the fields a reader
+would choose are the ones present, the texts are strings within the limit and the ids strings
+or 64-bit integers (which orjson reads exactly too).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from itertools import chain, compress, repeat
 from operator import attrgetter, is_not
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
-from msgspec import UNSET, Raw, UnsetType
+from msgspec import UNSET, Meta, Raw, UnsetType
 
 from emotions.formats import ID_FIELDS, TEXT_FIELDS
 from emotions.formats.json_document import API_KEYS
 
 Columns = tuple[list[Any], list[str]]  # (ids, texts) of consecutive records
+Value = bytes | Raw  # the bytes of one JSON value: a line, or an array element
 
-_INT_RANGE: Final = (-(1 << 63), (1 << 64) - 1)  # integers orjson parses exactly
+# No JSON value decodes as this (no integer is both >= 1 and <= 0): a field of this type must be
+# absent. Ids: strings, or integers orjson reads exactly (beyond those the readers parse again).
+_ABSENT: Final = Annotated[int, Meta(ge=1, le=0)]
+_ID: Final = str | Annotated[int, Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
 
 
 class ApiText(msgspec.Struct, gc=False):
@@ -79,71 +87,62 @@ class Line(msgspec.Struct, gc=False):
     items: list[Thread] | UnsetType = UNSET
 
 
-class Document(Line, gc=False):
-    """A whole JSON document that is an object: downloader ``--format json`` or an API page."""
+class Head(msgspec.Struct, gc=False):
+    """A whole JSON document that is an object, as far as telling its shape needs: its
+    ``comments`` (each element's bytes) and whether it has a text field."""
 
-    comments: list[Line] | UnsetType = UNSET
-
-
-def _all_are(values: list[Any], names: tuple[str, ...], marker: object) -> bool:
-    """Every value holds ``marker`` (``UNSET``: absent; ``None``: absent or null) in each of
-    the fields ``names``, in one pass."""
-    if not names:
-        return True
-    expected: Any = (marker,) * len(names) if len(names) > 1 else marker
-    return list(map(attrgetter(*names), values)).count(expected) == len(values)
+    comments: list[Raw] | UnsetType = UNSET
+    comment: Raw | UnsetType = UNSET
+    text: Raw | UnsetType = UNSET
+    textOriginal: Raw | UnsetType = UNSET
+    textDisplay: Raw | UnsetType = UNSET
+    content: Raw | UnsetType = UNSET
 
 
-def no_text(value: Line) -> bool:
+LINE_DECODER: Final = msgspec.json.Decoder(Line)
+
+
+def no_text(value: Line | Head) -> bool:
     """``value`` has none of the text fields (an API page, a ``{"comments": [...]}``)."""
-    return _all_are([value], TEXT_FIELDS, UNSET)
+    return all(getattr(value, field) is UNSET for field in TEXT_FIELDS)
 
 
-def _texts(values: list[Any], field: str, limit: int) -> list[str] | None:
-    """Each value's ``field`` (a dotted path), if every one is a string within ``limit``."""
-    texts = list(map(attrgetter(field), values))
-    if set(map(type, texts)) != {str} or max(map(len, texts)) > limit:
-        return None
-    return texts
+def comments(values: Sequence[Value], position: int, limit: int) -> Columns | None:
+    """The records of a block of JSON values (lines, or array elements), the first record at
+    ``position``: plain comment objects shaped like the first value, or API pages.
 
-
-def _ids(values: list[Any], field: str) -> list[Any] | None:
-    """Each value's ``field``, if every one is a string or an integer orjson reads exactly."""
-    ids = list(map(attrgetter(field), values))
-    kinds = set(map(type, ids))
-    if not kinds <= {str, int}:
-        return None
-    if int in kinds:
-        numbers = [i for i in ids if type(i) is int]
-        if min(numbers) < _INT_RANGE[0] or max(numbers) > _INT_RANGE[1]:
-            return None
-    return ids
-
-
-def plain_lines(values: list[Line], position: int, limit: int) -> Columns | None:
-    """The records of plain comment objects (``{"cid": ..., "text": ...}``), the first at
-    ``position``: each value's first text field present and first id field not null, the
-    same fields as the first value's; ``None`` otherwise."""
-    if not values:
-        return [], []
-    first = values[0]
+    ``None`` when the first value is neither; ``msgspec.MsgspecError`` when a value is not
+    JSON, or not shaped like the first.
+    """
+    first = LINE_DECODER.decode(values[0])
+    if first.items is not UNSET:
+        return api_pages(list(map(LINE_DECODER.decode, values)), limit)
     text_field = next((f for f in TEXT_FIELDS if getattr(first, f) is not UNSET), None)
     if text_field is None:
         return None
-    absent = (*API_KEYS, *TEXT_FIELDS[: TEXT_FIELDS.index(text_field)])
-    if not _all_are(values, absent, UNSET):
-        return None
-    texts = _texts(values, text_field, limit)
-    if texts is None:
-        return None
     id_field = next((f for f in ID_FIELDS if getattr(first, f) is not None), None)
-    before = ID_FIELDS if id_field is None else ID_FIELDS[: ID_FIELDS.index(id_field)]
-    if not _all_are(values, before, None):
-        return None
+    decoded = list(map(_shape(text_field, id_field, limit).decode, values))
+    texts = list(map(attrgetter(text_field), decoded))
     if id_field is None:  # no id anywhere: each record's position, as a string
-        return list(map(str, range(position, position + len(values)))), texts
-    ids = _ids(values, id_field)
-    return None if ids is None else (ids, texts)
+        return list(map(str, range(position, position + len(decoded)))), texts
+    return list(map(attrgetter(id_field), decoded)), texts
+
+
+@functools.cache
+def _shape(text_field: str, id_field: str | None, limit: int) -> msgspec.json.Decoder[Any]:
+    """A decoder that accepts exactly the comment objects whose record comes from
+    ``text_field`` (a string within ``limit``) and ``id_field`` (``None``: no id, the position),
+    as :meth:`~emotions.formats.RecordMaker.plain` takes it: no earlier text field present, no
+    earlier id field other than null, no API key. Other fields are skipped."""
+    fields: list[Any] = [(text_field, Annotated[str, Meta(max_length=limit)])]
+    if id_field is not None:
+        fields.append((id_field, _ID))
+    earlier = TEXT_FIELDS[: TEXT_FIELDS.index(text_field)]
+    fields += [(name, _ABSENT, UNSET) for name in (*sorted(API_KEYS), *earlier)]
+    before = ID_FIELDS if id_field is None else ID_FIELDS[: ID_FIELDS.index(id_field)]
+    fields += [(name, None, None) for name in before]
+    shape = msgspec.defstruct("Comment", fields, kw_only=True, gc=False)
+    return msgspec.json.Decoder(shape)
 
 
 def _api_comments(comments: list[ApiComment], limit: int) -> Columns | None:

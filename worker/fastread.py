@@ -30,7 +30,7 @@ from operator import itemgetter
 from typing import Any, BinaryIO
 
 import msgspec
-from msgspec import UNSET
+from msgspec import UNSET, Raw
 
 from emotions.constants import ASSEMBLY_BLOCK, ASSEMBLY_BLOCK_BYTES
 from emotions.errors import InputError
@@ -38,7 +38,7 @@ from emotions.formats import TEXT_FIELDS, Format, RecordMaker, read_records
 from emotions.formats.delimited import _allow_long_fields, find_column, sniff_delimiter
 from emotions.formats.detect import BOM
 from emotions.formats.records import ID_FIELDS
-from worker.columns import Columns, Document, Line, api_pages, no_text, plain_lines
+from worker.columns import LINE_DECODER, Columns, Head, api_pages, comments, no_text
 
 
 class Fallback(Exception):
@@ -55,8 +55,7 @@ def columns(stream: BinaryIO, name: str, fmt: Format, limit: int) -> Iterator[Co
     return _document(stream, limit)
 
 
-_LINE = msgspec.json.Decoder(Line)
-_DOCUMENT = msgspec.json.Decoder(list[Line] | Document)
+_HEAD = msgspec.json.Decoder(list[Raw] | Head)
 
 
 def _json_lines(stream: BinaryIO, name: str, limit: int) -> Iterator[Columns]:
@@ -69,11 +68,9 @@ def _json_lines(stream: BinaryIO, name: str, limit: int) -> Iterator[Columns]:
         else:
             parsed = lines
         try:
-            values = list(map(_LINE.decode, parsed))
+            block = comments(parsed, position, limit)
         except msgspec.MsgspecError:  # a blank line, a bad one, another shape: the reader's
             block = None
-        else:
-            block = plain_lines(values, position, limit) or api_pages(values, limit)
         if block is None:
             block = _lines_by_reader(lines, name, position, limit)
         position += len(block[0])
@@ -94,31 +91,32 @@ def _lines_by_reader(lines: list[bytes], name: str, position: int, limit: int) -
 
 def _document(stream: BinaryIO, limit: int) -> Iterator[Columns]:
     """A whole document: an array of comments or API pages, ``{"comments": [...]}`` or one API
-    page, in the readers' order of precedence; any other shape falls back."""
+    page, in the readers' order of precedence; any other shape falls back. The document is
+    first split into its elements' bytes (msgspec ``Raw``), then read a block at a time."""
     raw = stream.read()
+    body = memoryview(raw)[len(BOM) if raw.startswith(BOM) else 0 :]
     try:
-        document = _DOCUMENT.decode(memoryview(raw)[len(BOM) if raw.startswith(BOM) else 0 :])
+        document = _HEAD.decode(body)
+        if isinstance(document, list):
+            elements = document
+        elif document.comments is not UNSET and no_text(document):
+            elements = document.comments
+        else:
+            page = api_pages([LINE_DECODER.decode(body)], limit)
+            if page is None:
+                raise Fallback
+            yield page
+            return
+        del raw, body, document
+        position = 0
+        for start in range(0, len(elements), ASSEMBLY_BLOCK):
+            block = comments(elements[start : start + ASSEMBLY_BLOCK], position, limit)
+            if block is None:
+                raise Fallback
+            position += len(block[0])
+            yield block
     except msgspec.MsgspecError as e:
         raise Fallback from e
-    del raw
-    if isinstance(document, list):
-        elements = document
-    elif document.comments is not UNSET and no_text(document):
-        elements = document.comments
-    else:
-        page = api_pages([document], limit)
-        if page is None:
-            raise Fallback
-        yield page
-        return
-    position = 0
-    for start in range(0, len(elements), ASSEMBLY_BLOCK):
-        values = elements[start : start + ASSEMBLY_BLOCK]
-        block = plain_lines(values, position, limit) or api_pages(values, limit)
-        if block is None:
-            raise Fallback
-        position += len(block[0])
-        yield block
 
 
 def _csv(stream: BinaryIO, name: str, limit: int) -> Iterator[Columns]:
