@@ -1,11 +1,11 @@
 """The assembly's fast reading path: an input's records as blocks of columns (ids, texts).
 
 The assembly re-reads every input it writes, and the format readers' full parse and
-per-record objects cost most of that. Here JSON Lines are read in blocks of lines and decoded
-with msgspec into the few fields the readers look at (:mod:`worker.columns`), a JSON document
-is decoded whole the same way, and CSV is read with the very ``csv.reader`` the reader uses,
-in blocks of rows; each block is taken apart in whole-column passes when it is the common,
-uniform case.
+per-record objects cost most of that. Here JSON Lines are read in blocks of lines, each
+decoded with msgspec into the few fields the readers look at (:mod:`worker.columns`); a JSON
+document is split into its elements' bytes in one pass and read the same way, a block of
+elements at a time; CSV is read with the very ``csv.reader`` the reader uses, in blocks of rows.
+Each block is taken apart in whole-column passes when it is the common, uniform case.
 
 A JSON Lines block that is not is handed to the reader itself (``read_records`` on the block's
 own lines, numbered from the block's first record), so it gives the reader's records exactly.
