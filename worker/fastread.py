@@ -122,6 +122,7 @@ def _document(stream: BinaryIO, limit: int) -> Iterator[Columns]:
 def _csv(stream: BinaryIO, name: str, limit: int) -> Iterator[Columns]:
     _allow_long_fields(limit)
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    text._CHUNK_SIZE = ASSEMBLY_BLOCK_BYTES  # type: ignore[attr-defined]  # 8 KB: a raw read each
     try:
         yield from _rows(text, limit)
     except (UnicodeDecodeError, csv.Error) as e:
