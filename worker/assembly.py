@@ -11,11 +11,11 @@ the content). The output is streamed into a temporary file, so a file of any siz
 in bounded memory, and a reader never sees a partial file.
 
 The input is read through :mod:`worker.fastread` (blocks of ids and texts, each chunk rendered
-in one ``orjson.dumps``): the records are exactly the format readers', at a fraction of their
-cost. Where that path cannot vouch for the input (a shape it does not know, anything the
-readers would refuse, content that is not the job's or does not hold its records), the file is
-assembled again from its first byte through the readers, so every verdict other than a
-written output, and its wording, stays theirs.
+in one call, :func:`~emotions.output.render_columns`): the records are exactly the format
+readers', at a fraction of their cost. Where that path cannot vouch for the input (a shape it
+does not know, anything the readers would refuse, content that is not the job's or does not
+hold its records), the file is assembled again from its first byte through the readers, so
+every verdict other than a written output, and its wording, stays theirs.
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def assemble(store: JobStore, settings: Settings, job: str) -> str:
     path = Path(meta["path"])
     try:
         output = job_output_path(meta["output"], settings.output_dir)
-        # Format and stream are opened here, outside the write: a missing input is not an
-        # output error. A replacement between the two fails the digest check.
+        # The format is read here, outside the write: a missing input is not an output error.
+        # A replacement between this and the opening of the stream fails the digest check.
         described = Source(path.name, detect(path))
         try:
             _write(store, settings, job, meta, described, output, fast=True)
