@@ -12,8 +12,10 @@ text is not a string within the limit, or a shape is unknown, :class:`Undecided`
 the caller reads that line or document by the full path, which gives the same texts or the
 error. So this module never has to reproduce an error message (tests compare both paths on
 every format). Two things msgspec does not check in what it skips, bytes that are not UTF-8
-and numbers beyond a double's range, pass here and fail the file where the records are read
-(its assembly).
+and numbers beyond a double's range, pass here: a comment file with such a stray field is
+taken, and the assembly's own msgspec path (worker.fastread) writes its output; only if the
+assembly has to read the file by the full readers do they refuse it, and the file fails with
+their error.
 """
 
 from __future__ import annotations

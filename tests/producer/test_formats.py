@@ -742,9 +742,8 @@ def test_json_lines_texts_refuse_a_comment_over_the_limit_as_the_records_do(
 )
 def test_what_the_texts_path_lets_through_the_records_refuse(tmp_path: Path, line: bytes) -> None:
     """The two things msgspec does not check in keys it skips (documented in
-    json_lines_texts), past the head that detect() checks as UTF-8: such a file passes the
-    check and fails when its output is written (the assembly reads records), with the full
-    path's error."""
+    emotions.formats.texts), past the head that detect() checks as UTF-8: such a file passes
+    the check; the full readers refuse it, with their error."""
     path = tmp_path / "odd.jsonl"
     good = b'{"cid": "ok", "text": "fine"}\n'
     count = HEAD_BYTES // len(good) + 1
