@@ -256,9 +256,13 @@ class JobStore:
     def mark_sent(self, job: str, sent: int) -> None:
         """Record how many chunks the producer has queued so far (it resumes from there)."""
         pipe = self.r.pipeline()
+        self.queue_sent(pipe, job, sent)
+        pipe.execute()
+
+    def queue_sent(self, pipe: Any, job: str, sent: int) -> None:
+        """:meth:`mark_sent` on ``pipe``: one feed records every job it fed in one round trip."""
         pipe.hset(job_key(job), "sent", sent)
         pipe.expire(job_key(job), self.ttl)
-        pipe.execute()
 
     def stored(self, job: str) -> set[int]:
         """Indexes of the chunks whose labels are stored."""

@@ -119,8 +119,11 @@ class Feeder:
                 f.sent, f.fed = sent, turn  # delivery uncertain: sent again next time
             raise
         fed = [(f, f.sent - sent) for f, sent, _ in before.values() if f.sent != sent]
-        for f, _ in fed:
-            self.store.mark_sent(f.sub.job, f.sent)
+        if fed:
+            pipe = self.store.r.pipeline()
+            for f, _ in fed:
+                self.store.queue_sent(pipe, f.sub.job, f.sent)
+            pipe.execute()
         return sum(count for _, count in fed)
 
     @contextmanager

@@ -74,6 +74,7 @@ class Submitter:
         self.failed = failed
         self.model = model_identity(settings.model)
         self.outputs = Outputs(ledger, settings.output_dir)
+        self._root = settings.input_dir.resolve()  # resolved once: not per file
         # Called after each chunk of a check pass: the producer feeds jobs meanwhile.
         self.between: Callable[[], None] = lambda: None
 
@@ -81,7 +82,7 @@ class Submitter:
         """Submit ``path`` if it needs work; the job to follow, or None if nothing to follow."""
         name = path.name
         try:
-            self._check_path(path)
+            target = self._check_path(path)
             stat = path.stat()
             if stat.st_size > self.settings.max_file_bytes:
                 raise InputTooLargeError(
@@ -115,7 +116,7 @@ class Submitter:
             )
         elif entry is None and (adopted := self._adopt_renamed(path, digest, size, mtime)):
             return adopted
-        return self._submit(path, digest, size, mtime, entry)
+        return self._submit(path, target, digest, size, mtime, entry)
 
     def _resume(
         self, path: Path, entry: Entry, size: int, mtime: float
@@ -189,7 +190,7 @@ class Submitter:
         return self._followed(path, entry, meta, size, mtime)
 
     def _submit(
-        self, path: Path, digest: str, size: int, mtime: float, prior: Entry | None
+        self, path: Path, target: Path, digest: str, size: int, mtime: float, prior: Entry | None
     ) -> Submitted | None:
         """Check every record, then create the job (its chunks are sent by the feeder).
 
@@ -215,7 +216,7 @@ class Submitter:
             self.failed.fail(path, str(e))
             return None
         try:
-            return self._create(path, digest, size, mtime, prior, layout, started)
+            return self._create(path, target, digest, size, mtime, prior, layout, started)
         except BaseException:
             layout.close()
             raise
@@ -223,6 +224,7 @@ class Submitter:
     def _create(
         self,
         path: Path,
+        target: Path,
         digest: str,
         size: int,
         mtime: float,
@@ -238,7 +240,7 @@ class Submitter:
         pipe = self.store.creating(
             job,
             name=display_name(name),
-            path=os.fsencode(path.resolve()),
+            path=os.fsencode(target),
             output=output,
             digest=digest,
             model=self.model,
@@ -279,9 +281,10 @@ class Submitter:
             first_seen=first_seen,
         )
 
-    def _check_path(self, path: Path) -> None:
-        """Refuse what could read outside the input folder (symlinks pointing elsewhere)."""
-        root = self.settings.input_dir.resolve()
+    def _check_path(self, path: Path) -> Path:
+        """Refuse what could read outside the input folder (symlinks pointing elsewhere); the
+        file's resolved path."""
+        root = self._root
         try:
             target = path.resolve()
         except (RuntimeError, OSError) as e:  # Python 3.11 raises RuntimeError on a loop
@@ -296,3 +299,4 @@ class Submitter:
             raise FileNotFoundError(path)  # gone before we got to it: not a failure
         if not path.is_file():
             raise InputError("not a regular file")
+        return target
