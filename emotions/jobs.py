@@ -178,6 +178,11 @@ def decode_labels(payload: bytes) -> list[int]:
     return list(payload)
 
 
+def decode_meta(raw: dict[bytes, bytes]) -> dict[str, str]:
+    """A job's metadata hash as read from Redis, decoded (file names may not be UTF-8)."""
+    return {k.decode(): v.decode("utf-8", "surrogateescape") for k, v in raw.items()}
+
+
 class JobStore:
     """Redis-backed state of every job."""
 
@@ -213,8 +218,12 @@ class JobStore:
 
     def meta(self, job: str) -> dict[str, str]:
         """The job's metadata hash, decoded; empty when the job is unknown or expired."""
-        raw: dict[bytes, bytes] = self.r.hgetall(job_key(job))  # type: ignore[assignment]
-        return {k.decode(): v.decode("utf-8", "surrogateescape") for k, v in raw.items()}
+        return decode_meta(self.r.hgetall(job_key(job)))  # type: ignore[arg-type]
+
+    @staticmethod
+    def queue_read_meta(pipe: Any, job: str) -> None:
+        """Add :meth:`meta`'s read to ``pipe`` (decode its reply with :func:`decode_meta`)."""
+        pipe.hgetall(job_key(job))
 
     def begin(
         self, job: str, index: int, max_starts: int, detail: dict[str, Any], token: str = ""

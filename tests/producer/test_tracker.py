@@ -174,6 +174,33 @@ def test_a_file_goes_through_to_its_output(rig: Rig) -> None:
     assert p.tracker.jobs == {}  # finished: not taken again
 
 
+def test_files_that_end_together_are_settled_once_redis_takes_writes(rig: Rig) -> None:
+    """Several files finish before one poll: their entries are read and marked done in two
+    round trips. While Redis refuses writes, no finished job is dropped unsettled: the next
+    poll after the refusal settles every one, each exactly once."""
+    p = rig.producer(stall_seconds=STALL, chunk_size=10, settle_seconds=0)
+    paths = [rig.write(comments(2, f"f{i}"), f"f{i}.json") for i in range(4)]
+    p.take(paths)
+    p.tracker.feed()
+    rig.work(rig.apps[-1])
+    p.tracker.poll()  # all stored: their assemblies are queued
+    for job in list(p.tracker.jobs):
+        assemble(rig.store, p.settings, job)
+    rig.client.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(Exception) as refused:
+            p.tracker.poll()
+        assert refusal_code(refused.value.__cause__ or refused.value) == "NOREPLICAS"
+        assert len(p.tracker.jobs) == 4 and p.tracker.finished == 0  # none dropped
+    finally:
+        rig.client.config_set("min-replicas-to-write", 0)
+    p.tracker.poll()
+    assert p.tracker.jobs == {} and p.tracker.finished == 4
+    assert all(rig.ledger.get(path.name).state == DONE for path in paths)  # type: ignore[union-attr]
+    p.tracker.poll()
+    assert p.tracker.finished == 4
+
+
 def test_an_empty_file_gets_its_assembly_at_once(rig: Rig) -> None:
     p, job, _ = start(rig, [])
     assert rig.chunk_args() == []
