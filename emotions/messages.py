@@ -106,6 +106,7 @@ def send_chunk(
         argsrepr=f"({shown!r}, chunk {index}, {count} comments)",
         serializer=CHUNK_SERIALIZER,
         producer=producer,
+        ignore_result=True,  # see send_assembly
     )
 
 
@@ -118,6 +119,9 @@ def send_assembly(app: Celery, job: str, name: str) -> None:
         queue=RESULTS_QUEUE,
         shadow=f"{ASSEMBLE_TASK}[{shown}]",
         argsrepr=repr(shown),
+        # Results live in the job store. Sent by name, a task is otherwise taken to want its
+        # result, and Celery's Redis backend opens a result subscription in the sender.
+        ignore_result=True,
     )
 
 
