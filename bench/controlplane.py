@@ -48,23 +48,34 @@ US = 1e6
 
 
 @contextmanager
-def _stack(prefix: str, model: Path) -> Iterator[tuple[Stack, RedisServer]]:
-    """Redis (as in the ``Procfile``) and folders in a fresh run folder; workers are added."""
+def _stack(
+    prefix: str, model: Path, split: bool = False
+) -> Iterator[tuple[Stack, RedisServer, RedisServer | None]]:
+    """Redis (as in the ``Procfile``) and folders in a fresh run folder; workers are added.
+    ``split``: a second Redis as the result backend (job records, labels, ledgers, locks),
+    the first one then only the broker (the chunk and assembly messages, the events)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE, prefix=prefix) as tmp:
         root = Path(tmp)
         server = RedisServer(root / "redis", fsync="everysec")
+        backend = RedisServer(root / "redis-backend", fsync="everysec") if split else None
         server.start()
+        if backend is not None:
+            backend.start()
         stack = Stack(root, server, model)
+        if backend is not None:
+            stack.extra_env["EMOTIONS_RESULT_BACKEND"] = backend.url
         try:
-            yield stack, server
+            yield stack, server, backend
         finally:
             stack.stop_all()
             server.stop()
+            if backend is not None:
+                backend.stop()
 
 
 def control_plane(
-    stack: Stack, server: RedisServer, workers: int
+    stack: Stack, server: RedisServer, workers: int, backend: RedisServer | None = None
 ) -> tuple[dict[str, Meter], float]:
     """Start ``workers`` null inference workers and a results worker on ``stack``; a CPU meter
     for each kind and for Redis, their idle rates measured; and the producer's start-up CPU."""
@@ -79,6 +90,9 @@ def control_plane(
         "redis": Meter([server.proc.pid]),
         "null_workers": Meter([p.pid for p in nulls]),
     }
+    if backend is not None:
+        assert backend.proc is not None
+        meters["redis_backend"] = Meter([backend.proc.pid])
     startup = startup_cpu(stack)  # first: the pool children finish starting meanwhile
     _idle(list(meters.values()), IDLE_SECONDS)
     return meters, startup
@@ -128,12 +142,13 @@ def _check(output: Path, source: Path) -> None:
 
 
 def measure_formats(
-    model: Path, n: int, workers: int, formats: Sequence[str], seed: int
+    model: Path, n: int, workers: int, formats: Sequence[str], seed: int, split: bool = False
 ) -> dict[str, dict[str, float]]:
-    """Per format: CPU microseconds per comment of each process, and the end-to-end rate."""
+    """Per format: CPU microseconds per comment of each process, and the end-to-end rate
+    (``split``: broker and result backend on two Redis servers, measured apart)."""
     found: dict[str, dict[str, float]] = {}
-    with _stack("controlplane-", model) as (stack, server):
-        meters, startup = control_plane(stack, server, workers)
+    with _stack("controlplane-", model, split) as (stack, server, backend):
+        meters, startup = control_plane(stack, server, workers, backend)
         for name in formats:
             suffix, writer = FORMATS[name]
             folder = stack.root / f"input-{name}"
@@ -161,7 +176,7 @@ def _commands(client: Any) -> dict[str, int]:
 
 def measure_small_files(model: Path, files: int, seed: int) -> dict[str, Any]:
     """``files`` files of 3 comments through one worker (all queues, tiny model)."""
-    with _stack("smallfiles-", model) as (stack, server):
+    with _stack("smallfiles-", model) as (stack, server, _):
         worker = stack.start_worker("worker", timeout=300)
         assert server.proc is not None
         meters = {"worker": Meter([worker.pid]), "redis": Meter([server.proc.pid])}
@@ -202,10 +217,16 @@ def report(found: dict[str, dict[str, float]], small: dict[str, Any] | None, wor
         f"{'null w.':>8} {'rate/s':>9}",
     ]
     for name, f in found.items():
+        redis = f["redis"] + f.get("redis_backend", 0.0)
         lines.append(
             f"{name:18} {f['comments']:9,.0f} {f['producer']:9.2f} {f['results']:8.2f} "
-            f"{f['redis']:6.2f} {f['null_workers']:8.2f} {f['rate']:9,.0f}"
+            f"{redis:6.2f} {f['null_workers']:8.2f} {f['rate']:9,.0f}"
         )
+        if "redis_backend" in f:
+            lines.append(
+                f"{'':18} redis split: broker {f['redis']:.2f}, result backend "
+                f"{f['redis_backend']:.2f} us/comment"
+            )
     if found:
         startup = next(iter(found.values()))["startup"]
         lines.append(f"producer start-up (empty folder): {startup:.2f} CPU s")
@@ -222,7 +243,8 @@ def report(found: dict[str, dict[str, float]], small: dict[str, Any] | None, wor
         feeds = US / lead["producer"] if lead["producer"] > 0 else float("inf")
         lines.append(
             f"control plane: producer {lead['producer']:.2f} us/comment, results "
-            f"{lead['results']:.2f} us/comment, redis {lead['redis']:.2f} us/comment; one "
+            f"{lead['results']:.2f} us/comment, redis "
+            f"{lead['redis'] + lead.get('redis_backend', 0.0):.2f} us/comment; one "
             f"producer feeds {feeds:,.0f} comments/s"
         )
     return "\n".join(lines)
@@ -243,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
         "on their own folders beside one Redis (--comments each, downloader JSON Lines)",
     )
     p.add_argument(
+        "--split-redis",
+        action="store_true",
+        help="broker and result backend on two Redis servers (EMOTIONS_RESULT_BACKEND), each "
+        "one's CPU measured apart",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         help="run each producer under cProfile, saving <format>.pstats here (its CPU figures "
@@ -261,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         fleet = measure_fleet(model, args.comments, args.producers, args.workers, args.seed)
         print(fleet_report(fleet))
         return 0
-    found = measure_formats(model, args.comments, args.workers, args.formats, args.seed)
+    found = measure_formats(
+        model, args.comments, args.workers, args.formats, args.seed, args.split_redis
+    )
     small = measure_small_files(model, args.small_files, args.seed) if args.small_files else None
     print(report(found, small, args.workers))
     return 0

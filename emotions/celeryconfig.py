@@ -15,11 +15,13 @@ from kombu import Exchange, Queue
 from emotions.constants import (
     APP_NAME,
     ASSEMBLE_TASK,
+    CHUNK_CONTENT_TYPE,
     CLASSIFY_TASK,
     INFERENCE_QUEUE,
     QUEUES,
     RESULTS_QUEUE,
 )
+from emotions.messages import register_serializer
 from emotions.redisfaults import register_transport
 from emotions.settings import Settings
 
@@ -30,6 +32,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # writes (OOM at maxmemory, MISCONF, READONLY, NOREPLICAS, LOADING) is a lost connection:
     # Celery reconnects and retries instead of the worker's main process exiting.
     register_transport()
+    register_serializer()
     transport = {
         # An unacknowledged chunk (its worker died) is redelivered after this long.
         "visibility_timeout": settings.visibility_timeout,
@@ -55,10 +58,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_step": 0.5,
             "interval_max": 3,
         },
-        # JSON only: a pickled message could run code on the GPU nodes.
+        # JSON only: a pickled message could run code on the GPU nodes. Chunk messages are
+        # JSON written by orjson (emotions.messages), under their own content type.
         "task_serializer": "json",
         "result_serializer": "json",
-        "accept_content": ["json"],
+        "accept_content": ["json", CHUNK_CONTENT_TYPE],
         "result_accept_content": ["json"],
         "event_serializer": "json",
         # ML workers: one chunk at a time, acknowledged only when done, requeued if the
@@ -115,6 +119,10 @@ def make_app(settings: Settings) -> Celery:
             **app.conf.broker_transport_options,
             "socket_connect_timeout": 3,
             "socket_timeout": 5,
+            # kombu publishes a batch (the producer's feed) in one pipeline only if redis-py
+            # would not replay it on a timeout; the producer retries the whole step itself, and
+            # a chunk sent twice is skipped by the worker that finds its labels stored.
+            "retry_on_timeout": False,
         },
     )
     return app

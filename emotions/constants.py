@@ -18,6 +18,9 @@ QUEUES: Final = (INFERENCE_QUEUE, RESULTS_QUEUE)
 
 # Task names (stable across refactors: messages in a persisted queue refer to them).
 CLASSIFY_TASK: Final = "emotions.classify_chunk"
+# Chunk messages: JSON written by orjson (the texts are encoded once, when the file is checked).
+CHUNK_SERIALIZER: Final = "emotions-orjson"
+CHUNK_CONTENT_TYPE: Final = "application/x-emotions-orjson"
 ASSEMBLE_TASK: Final = "emotions.assemble_file"
 
 # Redis keys. ``job`` is a content+model digest, ``name`` an input file name, ``folder`` the
@@ -96,6 +99,12 @@ ERROR_SUFFIX: Final = ".error.json"
 # Bytes per read of an input file that is hashed as it is parsed (emotions.hashing): a large
 # file is read in a few big reads.
 INPUT_READ_BYTES: Final = 1 << 20
+# CSV rows or array elements the assembly takes apart at once (worker.fastread): enough to
+# make each whole-column pass cheap per comment, few enough that a block stays in the caches.
+ASSEMBLY_BLOCK: Final = 512
+# Bytes of JSON Lines the assembly reads as one block: a few hundred downloader lines, or one
+# or two Data API pages (about 100 KB each).
+ASSEMBLY_BLOCK_BYTES: Final = 128 * 1024
 # File names are at most 255 bytes on Linux filesystems; the longest name derived from an
 # input (``.<name>.<random>.tmp`` while writing, ``<name>.error.json`` reports) must fit.
 NAME_BYTES: Final = 200

@@ -32,6 +32,13 @@ class _HashingRaw(io.RawIOBase):
             self._digest.update(memoryview(buffer)[:n])
         return n or 0
 
+    def readall(self) -> bytes:
+        """The rest of the file in one read (``RawIOBase.readall`` would loop 8 KB at a time,
+        through :meth:`readinto`, for a document read whole)."""
+        data = self._source.read()
+        self._digest.update(data)
+        return data
+
 
 class HashedInput:
     """An open input file: ``stream`` for the parser, :meth:`hexdigest` of all its bytes.

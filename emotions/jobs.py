@@ -181,6 +181,11 @@ def decode_labels(payload: bytes) -> list[int]:
     return list(payload)
 
 
+def decode_meta(raw: dict[bytes, bytes]) -> dict[str, str]:
+    """A job's metadata hash as read from Redis, decoded (file names may not be UTF-8)."""
+    return {k.decode(): v.decode("utf-8", "surrogateescape") for k, v in raw.items()}
+
+
 class JobStore:
     """Redis-backed state of every job."""
 
@@ -216,8 +221,12 @@ class JobStore:
 
     def meta(self, job: str) -> dict[str, str]:
         """The job's metadata hash, decoded; empty when the job is unknown or expired."""
-        raw: dict[bytes, bytes] = self.r.hgetall(job_key(job))  # type: ignore[assignment]
-        return {k.decode(): v.decode("utf-8", "surrogateescape") for k, v in raw.items()}
+        return decode_meta(self.r.hgetall(job_key(job)))  # type: ignore[arg-type]
+
+    @staticmethod
+    def queue_read_meta(pipe: Any, job: str) -> None:
+        """Add :meth:`meta`'s read to ``pipe`` (decode its reply with :func:`decode_meta`)."""
+        pipe.hgetall(job_key(job))
 
     def begin(
         self, job: str, index: int, max_starts: int, detail: dict[str, Any], token: str = ""
@@ -259,9 +268,13 @@ class JobStore:
     def mark_sent(self, job: str, sent: int) -> None:
         """Record how many chunks the producer has queued so far (it resumes from there)."""
         pipe = self.r.pipeline()
+        self.queue_sent(pipe, job, sent)
+        pipe.execute()
+
+    def queue_sent(self, pipe: Any, job: str, sent: int) -> None:
+        """:meth:`mark_sent` on ``pipe``: one feed records every job it fed in one round trip."""
         pipe.hset(job_key(job), "sent", sent)
         pipe.expire(job_key(job), self.ttl)
-        pipe.execute()
 
     def stored(self, job: str) -> set[int]:
         """Indexes of the chunks whose labels are stored."""

@@ -6,28 +6,107 @@ like its type markers (``{"__type__": ..., "__value__": ...}``) and Python's ``j
 floats of integers beyond 64 bits, so an id sent through a message could come back changed.
 Ids stay in the input file, which the assembly reads again. ``argsrepr``/``shadow`` make
 Flower and the logs show the file and chunk instead of a wall of comment text.
+
+Chunk messages are serialized with orjson (:data:`CHUNK_CONTENT_TYPE`), not kombu's JSON: the
+producer encodes a chunk's texts once, when it checks the file, and the message embeds those
+bytes as they are (``orjson.Fragment``); encoding them again through Python's ``json`` cost
+the producer more than parsing them. The body is still plain JSON (any JSON reader can read
+it), and orjson's decoder has no type markers. Texts that orjson cannot encode (a lone
+surrogate, which only Python's ``json`` accepts in its input) are encoded by ``json`` instead,
+with escapes, and read back by it.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from celery import Celery
+from kombu import serialization
 
-from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
+from emotions.constants import (
+    ASSEMBLE_TASK,
+    CHUNK_CONTENT_TYPE,
+    CHUNK_SERIALIZER,
+    CLASSIFY_TASK,
+    INFERENCE_QUEUE,
+    RESULTS_QUEUE,
+)
 from emotions.files import display_name
 
 
-def send_chunk(app: Celery, job: str, index: int, texts: list[str], model: str, name: str) -> None:
-    """Queue one chunk of comment texts for inference under ``model`` (an identity)."""
+@dataclass(frozen=True, slots=True)
+class Texts:
+    """A chunk's texts, already encoded as a JSON array (by :func:`encode_texts`)."""
+
+    json: bytes
+    count: int
+
+
+def encode_texts(texts: Sequence[str]) -> bytes:
+    """Texts as a JSON array: orjson's, or Python's ``json`` (escaped) where orjson refuses."""
+    try:
+        return orjson.dumps(texts)
+    except TypeError:  # a lone surrogate
+        return json.dumps(list(texts)).encode("ascii")
+
+
+def _encode(body: Any) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode("ascii")
+
+
+def _decode(data: bytes | str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)  # escaped lone surrogates (see encode_texts)
+
+
+def register_serializer() -> None:
+    """Make the chunk serializer known to kombu (idempotent); every process's app calls it."""
+    serialization.register(
+        CHUNK_SERIALIZER,
+        _encode,
+        _decode,
+        content_type=CHUNK_CONTENT_TYPE,
+        content_encoding="utf-8",
+    )
+
+
+def send_chunk(
+    app: Celery,
+    job: str,
+    index: int,
+    texts: Texts | Sequence[str],
+    model: str,
+    name: str,
+    producer: Any = None,
+) -> None:
+    """Queue one chunk of comment texts for inference under ``model`` (an identity).
+
+    ``producer``: a kombu producer to publish with (one in a batch sends many chunks in one
+    round trip); None: one from the app's pool."""
     shown = display_name(name)
+    if isinstance(texts, Texts):
+        payload: Any = orjson.Fragment(texts.json)
+        count = texts.count
+    else:
+        payload, count = list(texts), len(texts)
     app.send_task(
         CLASSIFY_TASK,
-        args=[job, index, texts, model, shown],
+        args=[job, index, payload, model, shown],
         queue=INFERENCE_QUEUE,
-        argsrepr=f"({shown!r}, chunk {index}, {len(texts)} comments)",
+        argsrepr=f"({shown!r}, chunk {index}, {count} comments)",
+        serializer=CHUNK_SERIALIZER,
+        producer=producer,
+        ignore_result=True,  # see send_assembly
     )
 
 
@@ -40,6 +119,9 @@ def send_assembly(app: Celery, job: str, name: str) -> None:
         queue=RESULTS_QUEUE,
         shadow=f"{ASSEMBLE_TASK}[{shown}]",
         argsrepr=repr(shown),
+        # Results live in the job store. Sent by name, a task is otherwise taken to want its
+        # result, and Celery's Redis backend opens a result subscription in the sender.
+        ignore_result=True,
     )
 
 

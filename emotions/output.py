@@ -25,7 +25,9 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import orjson
 
 from emotions.constants import NAME_BYTES, NAME_HASH_CHARS, OUTPUT_SUFFIX
@@ -88,6 +90,39 @@ def render(records: Sequence[Record], labels: Sequence[str]) -> bytes:
 def render_indexed(records: Sequence[Record], indices: Sequence[int], names: list[str]) -> bytes:
     """:func:`render` with labels given as indexes into ``names`` (as chunk results store them)."""
     return render(records, [names[i] for i in indices])
+
+
+class _Out(msgspec.Struct, gc=False):
+    """One output record: msgspec writes its fields in this order, as ``{"id", ...}``."""
+
+    id: Any
+    comment: str
+    emotion: str
+
+
+_ENCODER = msgspec.json.Encoder()
+_EXACT_IDS = frozenset({str, int})  # written alike by msgspec, orjson and json (see below)
+
+
+def render_columns(ids: Sequence[Any], texts: Sequence[str], labels: Iterable[str]) -> bytes:
+    """:func:`render` of records given as columns: the same bytes, at a third of the cost.
+
+    The records are built by ``map`` (no Python step per record) and written by msgspec as
+    JSON Lines in one call; a raw line break never occurs inside JSON (one in a string is
+    written ``\\n``), so putting a comma before each gives :func:`render`'s layout. msgspec
+    writes strings exactly as orjson does (every code point checked in the tests) and integers
+    of any size as their digits (as :func:`render` does with ``json`` beyond 64 bits); any
+    other id (a float, an array...) goes through :func:`render` itself.
+    """
+    labels = list(labels)
+    if not len(ids) == len(texts) == len(labels):
+        raise ValueError(f"{len(ids)} ids, {len(texts)} texts and {len(labels)} labels")
+    if not ids:
+        return b""
+    if set(map(type, ids)) <= _EXACT_IDS:
+        lines = _ENCODER.encode_lines(list(map(_Out, ids, texts, labels)))
+        return lines[:-1].replace(b"\n", b",\n")
+    return render([Record(i, t) for i, t in zip(ids, texts, strict=True)], labels)
 
 
 def json_array(parts: Iterable[bytes]) -> Iterator[bytes]:

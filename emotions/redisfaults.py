@@ -28,7 +28,7 @@ import time
 from typing import Any, Final
 
 import redis
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from redis._parsers.resp3 import _RESP3Parser
@@ -90,7 +90,11 @@ def is_refusal(error: BaseException) -> bool:
 
 def unavailable(error: BaseException) -> bool:
     """Whether ``error`` means Redis cannot be used right now: a lost connection, a timeout,
-    kombu failing to publish, or a refusal, however the client reported it."""
+    kombu failing to publish, or a refusal, however the client reported it (kombu reports a
+    publish batch that failed as :class:`~kombu.exceptions.BatchPublishError`, caused by the
+    Redis error)."""
+    if isinstance(error, BatchPublishError) and error.__cause__ is not None:
+        return unavailable(error.__cause__)
     return isinstance(error, UNAVAILABLE) or is_refusal(error)
 
 

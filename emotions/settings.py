@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     input_dir: Path = Path("data/input")
     output_dir: Path = Path("data/output")
     failed_dir: Path = Path("data/failed")
+    # Where the producer keeps each checked file's chunk texts until they are sent (unlinked
+    # temporary files, about the size of the comments' text). None: the system's temp folder.
+    spool_dir: Path | None = None
     settle_seconds: float = Field(DEFAULT_SETTLE_SECONDS, ge=0)
     # A file written since its last close (inotify) waits for the close, up to this long still.
     open_file_seconds: float = Field(DEFAULT_OPEN_FILE_SECONDS, gt=0)

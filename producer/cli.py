@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="poll the folder (Drive, NFS, CIFS mounts have no inotify)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar with --once")
-    for flag in ("input-dir", "output-dir", "failed-dir", "broker-url", "model"):
+    for flag in ("input-dir", "output-dir", "failed-dir", "spool-dir", "broker-url", "model"):
         p.add_argument(f"--{flag}", help=f"overrides EMOTIONS_{flag.upper().replace('-', '_')}")
     p.add_argument("--chunk-size", type=int, help="overrides EMOTIONS_CHUNK_SIZE")
     return p.parse_args(argv)
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             input_dir=args.input_dir,
             output_dir=args.output_dir,
             failed_dir=args.failed_dir,
+            spool_dir=args.spool_dir,
             broker_url=args.broker_url,
             model=args.model,
             chunk_size=args.chunk_size,

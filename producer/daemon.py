@@ -40,6 +40,7 @@ from producer.feeder import Feeder
 from producer.folder import FolderLock, adopt_legacy
 from producer.ledger import Ledger
 from producer.queue import ANNOUNCED, RESUMED, SCANNED, ReadyQueue
+from producer.spool import SpoolError
 from producer.submit import Submitter
 from producer.tracker import Tracker
 from producer.watcher import Candidates
@@ -97,6 +98,7 @@ class Producer:
         self.stopping = False
         self._down_since: float | None = None
         self._down_warned = 0.0
+        self._spool_warned = -DOWN_WARN_SECONDS
         self._next_poll = 0.0
 
     def start(self) -> None:
@@ -158,7 +160,7 @@ class Producer:
             except Incomplete as e:
                 self._incomplete(e)
             except Exception as e:
-                if unavailable(e):  # Redis down or refusing writes: never the file's fault
+                if unavailable(e) or isinstance(e, SpoolError):  # never the file's fault
                     self.ready.again(path)
                     raise
                 log.exception("file=%s unexpected error: %r", display_name(path.name), e)
@@ -177,8 +179,8 @@ class Producer:
             self.tracker.feed()
             self._next_poll = time.monotonic() + POLL_SECONDS
         except Exception as e:  # not the checked file's fault: the loop's next turn retries
-            if unavailable(e):
-                raise  # the file being checked is put back; the loop says Redis is down
+            if unavailable(e) or isinstance(e, SpoolError):
+                raise  # the file being checked is put back; the loop says what is down
             log.exception("unexpected error feeding during a check (it goes on): %r", e)
         finally:
             self._between_busy = False
@@ -219,6 +221,9 @@ class Producer:
             if unavailable(e):  # Redis down or refusing writes
                 self._down(e)
                 return
+            if isinstance(e, SpoolError):  # the spool's disk: files wait, none fails
+                self._spool_down(e)
+                return
             log.exception("unexpected error in the producer loop (it goes on): %r", e)
             self.sleep(1)
 
@@ -235,6 +240,14 @@ class Producer:
                 now - self._down_since,
                 error,
             )
+        self.sleep(1)
+
+    def _spool_down(self, error: SpoolError) -> None:
+        """Say that the spool cannot be written: at once, then every few seconds."""
+        now = time.monotonic()
+        if now - self._spool_warned >= DOWN_WARN_SECONDS:
+            self._spool_warned = now
+            log.warning("%s; files wait until it can (retrying)", error)
         self.sleep(1)
 
     def _up(self) -> None:

@@ -5,13 +5,17 @@ backlog: a folder of fifty million comments needs no more Redis memory than one 
 thousand. The window is shared round-robin: each pass gives every file with unsent chunks one
 chunk, least recently fed first (a file never fed before goes first, then by the time its name
 was first seen, which the ledger keeps across restarts), so a small file arriving behind a big
-one gets room as soon as one chunk finishes. Each file is read as a stream from where its job
-stands (``sent`` in the job record, so a restarted producer resumes instead of starting over).
-The same chunking runs in the assembly, which is how labels find their records again.
+one gets room as soon as one chunk finishes. A restarted producer resumes each job from where
+it stands (``sent`` in the job record) instead of starting over.
 
-A chunk pulled from a file's reader is held until its send succeeded: if the send raises
-(Redis refusing writes, a timeout), the next feed sends that same chunk under the same index.
-So the text sent as chunk k is always chunk k of the input, whatever failed in between.
+Chunk ``k``'s texts come from the spool its check wrote (:mod:`producer.spool`), so chunk ``k``
+can be sent again, after any failure, with exactly the texts the check read as chunk ``k``. A
+job resumed from an earlier run has no spool: its file is checked again, and a file that no
+longer gives the job's chunk count changed (the job is superseded, the file taken again).
+
+One feed publishes its chunks in one batch (kombu's Redis pipeline: one round trip instead of
+two per chunk). A batch that fails may have delivered some of its chunks; none of them counts
+as sent, so they are sent again: a worker skips a chunk whose labels are already stored.
 """
 
 from __future__ import annotations
@@ -19,28 +23,30 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import BinaryIO
+from typing import Any
 
 from celery import Celery
 
-from emotions.chunking import chunks
 from emotions.errors import InputError
 from emotions.files import display_name
-from emotions.formats import Record, iter_records
 from emotions.jobs import JobStore
-from emotions.messages import send_assembly, send_chunk
+from emotions.messages import Texts, send_assembly, send_chunk
 from emotions.modelid import model_identity
 from emotions.settings import Settings
-from emotions.spans import chunk_records
+from producer.spool import Layout, scan
 from producer.submit import Submitted
 
 log = logging.getLogger(__name__)
 
+# Redis commands one pipeline may hold before kombu sends it (two per chunk: the message and
+# its task-sent event); the window bounds a feed anyway.
+BATCH_COMMANDS = 256
+
 
 class Shrunk(InputError):
-    """The file ends before the chunk count its job was created with: it changed."""
+    """The file no longer gives the chunk count its job was created with: it changed."""
 
 
 @dataclass
@@ -55,11 +61,12 @@ class Follow:
     touched: float = 0.0
     ended: bool = False  # ended by this producer (the poll must read it even if never fed)
     fed: int = 0  # the feeder's turn in which this job last got a chunk (0: never)
-    reader: Iterator[list[Record]] | None = field(default=None, repr=False)
-    held: list[Record] | None = field(default=None, repr=False)  # pulled, not sent yet
-    # The file, open while its chunks are read from their spans: a file renamed while it is
-    # fed is still read (the job follows the new name), and as the content it was checked as.
-    handle: BinaryIO | None = field(default=None, repr=False)
+    # The chunks' texts, as checked (None: a resumed job, checked again when first needed).
+    layout: Layout | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.layout is None:
+            self.layout = self.sub.layout
 
     @property
     def outstanding(self) -> int:
@@ -71,19 +78,10 @@ class Follow:
         return not self.ended and self.sent < self.sub.chunks
 
     def close(self) -> None:
-        """Close the file being read (the job ended, was renamed or is fully sent)."""
-        reader, self.reader, self.held = self.reader, None, None
-        close(reader)
-        handle, self.handle = self.handle, None
-        if handle is not None:
-            handle.close()
-
-
-def close(iterator: object) -> None:
-    """Close a generator now (its file with it) instead of whenever it is collected."""
-    method = getattr(iterator, "close", None)
-    if method is not None:
-        method()
+        """Drop the spool (the job ended, was superseded or renamed, or the producer stops)."""
+        layout, self.layout = self.layout, None
+        if layout is not None:
+            layout.close()
 
 
 class Feeder:
@@ -97,45 +95,56 @@ class Feeder:
         self._turns = itertools.count(1)
 
     def feed(self, follows: list[Follow]) -> int:
-        """Fill the window; the number of chunks sent. Redis errors propagate (the chunk in
-        hand is kept for the next feed); ``sent`` is recorded for every job fed before."""
+        """Fill the window; the number of chunks sent. Redis errors propagate, and then no
+        chunk of this feed counts as sent (they are sent again next time)."""
         room = self.room(follows)
         queue = sorted((f for f in follows if f.unsent), key=lambda f: (f.fed, f.sub.first_seen))
-        fed: dict[str, Follow] = {}
-        sent = 0
+        if room <= 0 or not queue:
+            return 0
+        before = {f.sub.job: (f, f.sent, f.fed) for f in queue}
         try:
-            while room > 0 and queue:
-                later: list[Follow] = []
-                for f in queue:
-                    if room <= 0:
-                        break
-                    if self._send_one(f):
-                        fed[f.sub.job] = f
-                        room, sent = room - 1, sent + 1
-                        if f.unsent:
-                            later.append(f)
-                queue = later
-        finally:
-            for f in fed.values():
-                self.store.mark_sent(f.sub.job, f.sent)
-        return sent
+            with self._batch() as producer:
+                while room > 0 and queue:
+                    later: list[Follow] = []
+                    for f in queue:
+                        if room <= 0:
+                            break
+                        if self._send_one(f, producer):
+                            room -= 1
+                            if f.unsent:
+                                later.append(f)
+                    queue = later
+        except BaseException:
+            for f, sent, turn in before.values():
+                f.sent, f.fed = sent, turn  # delivery uncertain: sent again next time
+            raise
+        fed = [(f, f.sent - sent) for f, sent, _ in before.values() if f.sent != sent]
+        if fed:
+            pipe = self.store.r.pipeline()
+            for f, _ in fed:
+                self.store.queue_sent(pipe, f.sub.job, f.sent)
+            pipe.execute()
+        return sum(count for _, count in fed)
+
+    @contextmanager
+    def _batch(self) -> Iterator[Any]:
+        """A kombu producer whose publishes go out in one pipeline when the block ends."""
+        with self.app.producer_or_acquire() as producer, producer.batch(BATCH_COMMANDS):
+            yield producer
 
     def room(self, follows: list[Follow]) -> int:
         """Chunks the window takes now: its size less those sent and not stored yet."""
         return self.settings.window - sum(f.outstanding for f in follows)
 
-    def _send_one(self, f: Follow) -> bool:
+    def _send_one(self, f: Follow, producer: Any) -> bool:
         """Send the job's next chunk; False when the file changed (the job is superseded)."""
         try:
-            if f.held is None:
-                f.held = self._pull(f)
-        except (InputError, OSError) as e:  # the file changed or vanished while queued
+            texts = self._texts(f, f.sent)
+        except (InputError, OSError) as e:  # the file changed or vanished before its check
             self.changed(f, e)
             return False
-        self._send_chunk(f.sub, f.sent, f.held)
-        f.held, f.sent, f.fed = None, f.sent + 1, next(self._turns)
-        if f.sent >= f.sub.chunks:
-            f.close()  # done with this file: close it
+        self._send_chunk(f.sub, f.sent, texts, producer)
+        f.sent, f.fed = f.sent + 1, next(self._turns)
         return True
 
     def changed(self, f: Follow, error: Exception) -> None:
@@ -148,56 +157,35 @@ class Feeder:
         f.ended = True
         log.warning("file=%s job=%s %s", display_name(f.sub.name), f.sub.job, reason)
 
-    def _pull(self, f: Follow) -> list[Record]:
-        """Chunk ``f.sent``: read from its own bytes when the check recorded them, else from
-        the file's reader (a resumed job, or a JSON document)."""
-        if f.sub.layout is not None and f.sub.layout.sliced:
-            return self._chunk(f, f.sent)
-        if f.reader is None:
-            f.reader = self._from(f.sub, f.sent)
-        chunk = next(f.reader, None)
-        if chunk is None:
-            raise Shrunk(f"it now has {f.sent} chunk(s), not {f.sub.chunks}")
-        return chunk
+    def _texts(self, f: Follow, index: int) -> Texts:
+        """Chunk ``index``'s texts from the job's spool, checking the file first if the job
+        was resumed (raises :class:`Shrunk` if it no longer gives the job's chunks)."""
+        if f.layout is None:
+            sub = f.sub
+            layout = scan(
+                sub.path,
+                sub.chunk_size,
+                sub.chunk_bytes,
+                max_comment_chars=self.settings.max_comment_chars,
+                spool_dir=self.settings.spool_dir,
+            )
+            if layout.chunks != sub.chunks or (sub.records and layout.records != sub.records):
+                layout.close()
+                raise Shrunk(
+                    f"it now has {layout.records} records in {layout.chunks} chunk(s), not "
+                    f"{sub.records} in {sub.chunks}"
+                )
+            f.layout = layout
+        return f.layout.texts(index)
 
-    def _from(self, sub: Submitted, start: int) -> Iterator[list[Record]]:
-        """The job's chunks from index ``start``; closing it closes the file at once."""
-        records = iter_records(sub.path, max_comment_chars=self.settings.max_comment_chars)
-        cut = chunks(records, sub.chunk_size, sub.chunk_bytes)
-        try:
-            yield from islice(cut, start, None)
-        finally:
-            close(cut)
-            close(records)
-
-    def _chunk(self, f: Follow, index: int) -> list[Record]:
-        assert f.sub.layout is not None
-        if f.handle is None:
-            f.handle = f.sub.path.open("rb")
-        limit = self.settings.max_comment_chars
-        return chunk_records(
-            f.sub.path, f.sub.layout, index, max_comment_chars=limit, stream=f.handle
-        )
-
-    def _send_chunk(self, sub: Submitted, index: int, chunk: list[Record]) -> None:
-        texts = [r.comment for r in chunk]
-        send_chunk(self.app, sub.job, index, texts, self.model, sub.name)
+    def _send_chunk(self, sub: Submitted, index: int, texts: Texts, producer: Any = None) -> None:
+        send_chunk(self.app, sub.job, index, texts, self.model, sub.name, producer)
 
     def resend(self, f: Follow, missing: set[int]) -> None:
-        """Send chunks ``missing`` again (lost messages): each from its own bytes, or in one
-        read of the file up to the last."""
-        if f.sub.layout is not None and f.sub.layout.sliced:
+        """Send chunks ``missing`` again (lost messages), from the spool."""
+        with self._batch() as producer:
             for index in sorted(missing):
-                self._send_chunk(f.sub, index, self._chunk(f, index))
-            return
-        last = max(missing)
-        reader = self._from(f.sub, 0)
-        try:
-            for index, chunk in enumerate(islice(reader, last + 1)):
-                if index in missing:
-                    self._send_chunk(f.sub, index, chunk)
-        finally:
-            close(reader)
+                self._send_chunk(f.sub, index, self._texts(f, index), producer)
 
     def send_assembly(self, f: Follow) -> bool:
         """Queue the assembly of a job whose chunks are all stored, unless one is queued."""

@@ -96,6 +96,11 @@ class Entry:
         return self.size == size and self.mtime == mtime
 
 
+def decode_entry(raw: bytes | None) -> Entry | None:
+    """A ledger entry as read from Redis; None when there is none."""
+    return Entry(**orjson.loads(raw)) if raw else None
+
+
 class Ledger:
     """Read and write the ledger entries of one input folder and its output name claims."""
 
@@ -114,8 +119,11 @@ class Ledger:
         return f"{self.folder}/{field_of(name)}"
 
     def get(self, name: str) -> Entry | None:
-        raw = self.r.hget(self.key, field_of(name))
-        return Entry(**orjson.loads(raw)) if raw else None
+        return decode_entry(self.r.hget(self.key, field_of(name)))  # type: ignore[arg-type]
+
+    def queue_get(self, pipe: Any, name: str) -> None:
+        """Add :meth:`get`'s read to ``pipe`` (decode its reply with :func:`decode_entry`)."""
+        pipe.hget(self.key, field_of(name))
 
     def put(self, name: str, entry: Entry, pipe: Any = None) -> Entry:
         """Write ``entry`` (and its in-flight index); on ``pipe`` when given, which the caller

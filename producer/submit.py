@@ -32,11 +32,11 @@ from emotions.files import display_name, file_digest
 from emotions.jobs import JobStore
 from emotions.modelid import model_identity
 from emotions.settings import Settings
-from emotions.spans import Layout, scan
 from producer.completion import Incomplete
 from producer.failed import FailedFolder
 from producer.ledger import Entry, Ledger
 from producer.outputs import Outputs
+from producer.spool import Layout, scan
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ class Submitted:
     sent: int = 0  # chunks already queued when the producer took the job (a resume)
     chunk_size: int = 512  # how the job's chunks are cut (the assembly cuts the same way)
     chunk_bytes: int = 256 * 1024
-    layout: Layout | None = field(default=None, repr=False, compare=False)  # None: resumed job
+    # The chunks' texts as checked (None: a resumed job); the Follow that feeds it closes it.
+    layout: Layout | None = field(default=None, repr=False, compare=False)
     first_seen: float = 0.0  # when the producer first saw this file (the feeding order)
 
 
@@ -73,6 +74,7 @@ class Submitter:
         self.failed = failed
         self.model = model_identity(settings.model)
         self.outputs = Outputs(ledger, settings.output_dir)
+        self._root = settings.input_dir.resolve()  # resolved once: not per file
         # Called after each chunk of a check pass: the producer feeds jobs meanwhile.
         self.between: Callable[[], None] = lambda: None
 
@@ -80,7 +82,7 @@ class Submitter:
         """Submit ``path`` if it needs work; the job to follow, or None if nothing to follow."""
         name = path.name
         try:
-            self._check_path(path)
+            target = self._check_path(path)
             stat = path.stat()
             if stat.st_size > self.settings.max_file_bytes:
                 raise InputTooLargeError(
@@ -114,7 +116,7 @@ class Submitter:
             )
         elif entry is None and (adopted := self._adopt_renamed(path, digest, size, mtime)):
             return adopted
-        return self._submit(path, digest, size, mtime, entry)
+        return self._submit(path, target, digest, size, mtime, entry)
 
     def _resume(
         self, path: Path, entry: Entry, size: int, mtime: float
@@ -188,14 +190,14 @@ class Submitter:
         return self._followed(path, entry, meta, size, mtime)
 
     def _submit(
-        self, path: Path, digest: str, size: int, mtime: float, prior: Entry | None
+        self, path: Path, target: Path, digest: str, size: int, mtime: float, prior: Entry | None
     ) -> Submitted | None:
         """Check every record, then create the job (its chunks are sent by the feeder).
 
         ``prior``: the file's ledger entry, whose first-seen time the new job keeps (the
         feeding order), and whose redo count it keeps when the same content is made again.
         """
-        name, settings = path.name, self.settings
+        settings = self.settings
         started = time.time()
         try:
             layout = scan(
@@ -203,9 +205,9 @@ class Submitter:
                 settings.chunk_size,
                 settings.chunk_bytes,
                 max_comment_chars=settings.max_comment_chars,
+                spool_dir=settings.spool_dir,
                 on_chunk=self.between,
             )
-            records, total = layout.records, len(layout.spans)
         except IncompleteInputError as e:  # cut short: no job yet; the caller defers the file
             raise Incomplete(path, str(e)) from e
         except (InputError, OSError) as e:
@@ -213,12 +215,32 @@ class Submitter:
                 return None
             self.failed.fail(path, str(e))
             return None
+        try:
+            return self._create(path, target, digest, size, mtime, prior, layout, started)
+        except BaseException:
+            layout.close()
+            raise
+
+    def _create(
+        self,
+        path: Path,
+        target: Path,
+        digest: str,
+        size: int,
+        mtime: float,
+        prior: Entry | None,
+        layout: Layout,
+        started: float,
+    ) -> Submitted:
+        """The job of a checked file, in Redis with its ledger entry."""
+        name, settings = path.name, self.settings
+        records, total = layout.records, layout.chunks
         job = uuid.uuid4().hex
         output = self.outputs.claim(name)
         pipe = self.store.creating(
             job,
             name=display_name(name),
-            path=os.fsencode(path.resolve()),
+            path=os.fsencode(target),
             output=output,
             digest=digest,
             model=self.model,
@@ -259,9 +281,10 @@ class Submitter:
             first_seen=first_seen,
         )
 
-    def _check_path(self, path: Path) -> None:
-        """Refuse what could read outside the input folder (symlinks pointing elsewhere)."""
-        root = self.settings.input_dir.resolve()
+    def _check_path(self, path: Path) -> Path:
+        """Refuse what could read outside the input folder (symlinks pointing elsewhere); the
+        file's resolved path."""
+        root = self._root
         try:
             target = path.resolve()
         except (RuntimeError, OSError) as e:  # Python 3.11 raises RuntimeError on a loop
@@ -276,3 +299,4 @@ class Submitter:
             raise FileNotFoundError(path)  # gone before we got to it: not a failure
         if not path.is_file():
             raise InputError("not a regular file")
+        return target

@@ -38,11 +38,11 @@ from emotions.constants import (
 )
 from emotions.errors import InputError
 from emotions.files import display_name
-from emotions.jobs import JobStore
+from emotions.jobs import JobStore, decode_meta
 from emotions.settings import Settings
 from producer.failed import FailedFolder
 from producer.feeder import Feeder, Follow
-from producer.ledger import Ledger
+from producer.ledger import Entry, Ledger, decode_entry
 from producer.submit import Submitted
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,10 @@ class Tracker:
             # The submitter superseded it: nothing of it will be written, stop following it.
             self.jobs.pop(replaced.sub.job, None)
             replaced.close()
+        layout = submitted.layout
         if (renamed := self.jobs.get(submitted.job)) is not None:
-            # The same job under a new name: the old name's reader and path go.
+            # The same job (same content) under a new name: its spool goes on, its path goes.
+            layout, renamed.layout = layout or renamed.layout, None
             renamed.close()
             if self._by_path.get(renamed.sub.path) is renamed:
                 del self._by_path[renamed.sub.path]
@@ -94,7 +96,7 @@ class Tracker:
         # A job just created has fresh TTLs (a resumed one's may be old: touched at its first
         # poll): touching every new job at once would cost each small file a round trip.
         touched = now if submitted.layout is not None else 0.0
-        f = Follow(submitted, submitted.sent, last_change=now, touched=touched)
+        f = Follow(submitted, submitted.sent, last_change=now, touched=touched, layout=layout)
         self.jobs[submitted.job] = f
         self._by_path[submitted.path] = f
         if submitted.chunks == 0:  # an empty file: nothing to label, write "[]" at once
@@ -140,19 +142,44 @@ class Tracker:
             self.store.queue_meta(pipe, job)
         replies = pipe.execute()
         states = zip(replies[::2], replies[1::2], strict=True)
-        for (job, f), (raw, stored) in zip(active, states, strict=True):
+        ended: list[tuple[Follow, str | None]] = []
+        for (_, f), (raw, stored) in zip(active, states, strict=True):
             state = raw.decode() if raw else None
             if state != QUEUED:
-                del self.jobs[job]
-                f.close()
-                if self._by_path.get(f.sub.path) is f:
-                    del self._by_path[f.sub.path]
-                self._settle(f, state)
-                continue
-            if int(stored) != f.stored:
+                ended.append((f, state))
+            elif int(stored) != f.stored:
                 f.stored, f.last_change, f.heals = int(stored), now, 0
             elif now - f.last_change >= self.settings.stall_after:
                 self._supervise(f, now)
+        if ended:
+            self._settle_all(ended)
+
+    def _settle_all(self, ended: list[tuple[Follow, str | None]]) -> None:
+        """Settle the jobs that ended: their ledger entries and records read in one round
+        trip, and the finished ones marked done in one more (a poll may end hundreds of small
+        files). No job is dropped before both succeeded: a Redis error (refused writes
+        included) leaves every one followed, to be settled at the next poll."""
+        pipe = self.store.r.pipeline()
+        for f, state in ended:
+            self.ledger.queue_get(pipe, f.sub.name)
+            if state:
+                self.store.queue_read_meta(pipe, f.sub.job)
+        replies = iter(pipe.execute())
+        read = [
+            (f, state, decode_entry(next(replies)), decode_meta(next(replies)) if state else {})
+            for f, state in ended
+        ]
+        done = self.store.r.pipeline()
+        for f, state, entry, _ in read:
+            if state == DONE and entry is not None and entry.job == f.sub.job:
+                self.ledger.put(f.sub.name, replace(entry, state=DONE), done)
+        done.execute()
+        for f, state, entry, meta in read:
+            del self.jobs[f.sub.job]
+            f.close()
+            if self._by_path.get(f.sub.path) is f:
+                del self._by_path[f.sub.path]
+            self._settle(f, state, entry, meta)
 
     def _supervise(self, f: Follow, now: float) -> None:
         """No progress for the stall time: wait (work queued), heal, or fail the file."""
@@ -205,17 +232,17 @@ class Tracker:
         for f in self.jobs.values():
             f.last_change = now
 
-    def _settle(self, f: Follow, state: str | None) -> None:
-        """The job ended: act on it only if it still owns its file (decided by job id)."""
+    def _settle(
+        self, f: Follow, state: str | None, entry: Entry | None, meta: dict[str, str]
+    ) -> None:
+        """The job ended: act on it only if it still owns its file (decided by job id).
+        ``entry`` and ``meta``: its ledger entry and job record, as just read (a finished
+        job's entry is already marked done)."""
         sub = f.sub
-        entry = self.ledger.get(sub.name)
         owner = entry is not None and entry.job == sub.job
-        meta = self.store.meta(sub.job) if state else {}
         detail = orjson.loads(meta.get("detail", "{}"))
         if state == DONE:
             self.finished += 1
-            if owner and entry is not None:  # the entry read just above: no second read
-                self.ledger.put(sub.name, replace(entry, state=DONE))
             seconds = max(float(meta.get("finished", time.time())) - sub.started, 1e-6)
             log.info(
                 "file=%s event=finished records=%d seconds=%.2f rate=%.1f/s output=%s",

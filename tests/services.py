@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from emotions.chunking import chunks
-from emotions.formats import Record
 from emotions.settings import load_settings
 from harness.stack import RedisServer, Stack
 
@@ -55,10 +54,9 @@ def reference_labels(stack: Stack, records: list[dict[str, Any]], chunk_size: in
 
     settings = load_settings(model=str(stack.model), device="cpu")
     engine = ModelHolder(settings).engine
-    rows = [Record(r["id"], r["comment"]) for r in records]
     labels: list[str] = []
-    for chunk in chunks(rows, chunk_size, settings.chunk_bytes):
-        labels += engine.classify([r.comment for r in chunk])
+    for chunk in chunks([r["comment"] for r in records], chunk_size, settings.chunk_bytes):
+        labels += engine.classify(chunk)
     return labels
 
 

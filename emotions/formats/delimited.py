@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO, Final
 
 from emotions.errors import IncompleteInputError, InputError, InputTooLargeError
-from emotions.formats.detect import BOM, STILL_WRITING, not_utf8_error
+from emotions.formats.detect import STILL_WRITING, not_utf8_error
 from emotions.formats.records import (
     ID_FIELDS,
     LIMIT_SETTING,
@@ -29,7 +29,6 @@ from emotions.formats.records import (
     Record,
     RecordMaker,
     list_names,
-    utf8_length,
 )
 
 DELIMITERS: Final = (",", ";", "\t")
@@ -46,10 +45,9 @@ class _Lines:
     writer's unfinished last row.
     """
 
-    def __init__(self, lines: Iterator[str], offset: int) -> None:
+    def __init__(self, lines: Iterator[str]) -> None:
         self._lines = lines
         self.unterminated = False
-        self.offset = offset  # bytes of the file before the next line
 
     def __iter__(self) -> _Lines:
         return self
@@ -57,7 +55,6 @@ class _Lines:
     def __next__(self) -> str:
         line = next(self._lines)
         self.unterminated = not line.endswith(_LINE_BREAKS)
-        self.offset += utf8_length(line)
         return line
 
 
@@ -109,26 +106,23 @@ def csv_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[Rec
     read on, to hash the rest of the file).
     """
     _allow_long_fields(maker.max_comment_chars)
-    peek = getattr(stream, "peek", None)  # buffered streams say whether a BOM comes first
-    bom = len(BOM) if peek is not None and peek(len(BOM)).startswith(BOM) else 0
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     try:
-        yield from _rows(name, text, maker, bom)
+        yield from _rows(name, text, maker)
     except UnicodeDecodeError as e:
         raise _first_bad_line(stream, name) from e
     finally:
         text.detach()
 
 
-def _rows(name: str, stream: Iterator[str], maker: RecordMaker, bom: int) -> Iterator[Record]:
-    """The records of an open CSV text stream (see ``csv_records``); ``bom``: bytes of the
-    byte order mark the text stream dropped (for the records' byte spans)."""
-    skipped, offset = 0, bom
+def _rows(name: str, stream: Iterator[str], maker: RecordMaker) -> Iterator[Record]:
+    """The records of an open CSV text stream (see ``csv_records``)."""
+    skipped = 0
     first = next(stream, "")
     while first and not first.strip():
-        skipped, offset, first = skipped + 1, offset + utf8_length(first), next(stream, "")
+        skipped, first = skipped + 1, next(stream, "")
     delimiter = sniff_delimiter(first)
-    lines = _Lines(itertools.chain([first], stream), offset)
+    lines = _Lines(itertools.chain([first], stream))
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     end = 0
     try:
@@ -144,10 +138,8 @@ def _rows(name: str, stream: Iterator[str], maker: RecordMaker, bom: int) -> Ite
             raise InputError(message)
         id_index = find_column(columns, ID_FIELDS)
         width, end, limit = len(columns), reader.line_num, maker.max_comment_chars
-        maker.prefix_end = maker.span_end = lines.offset
         for row in reader:
             start, end = skipped + end + 1, reader.line_num
-            maker.span_start, maker.span_end = maker.span_end, lines.offset
             if not row or (width > 1 and len(row) == 1 and not row[0].strip()):
                 continue  # a blank line
             if len(row) == width and len(text := row[text_index]) <= limit:  # the common case

@@ -9,6 +9,7 @@ a file still being written, not a malformed one.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any, BinaryIO, Final
@@ -29,6 +30,8 @@ from emotions.formats.records import (
     kind_of,
     list_names,
 )
+from emotions.formats.texts import DECODE_ERRORS, Undecided, decode_doc
+from emotions.formats.texts import document_texts as texts_of
 
 BLANKS: Final = " \t\r\n"  # JSON's whitespace
 # An object with none of these keys is neither an API page nor an API resource (see
@@ -69,6 +72,17 @@ def document_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterato
         made, document = maker.position, None
         maker.position, maker.exact = 0, True
         yield from islice(value_records(exact_loads(body), maker, At(name)), made, None)
+
+
+def document_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[str]:
+    """The texts of :func:`document_records` (for a check that needs no ids), decoded by
+    msgspec where the document is the ordinary case, else by the full path."""
+    raw = stream.read()
+    try:
+        texts = texts_of(decode_doc(raw.removeprefix(BOM)), maker.max_comment_chars)
+    except (*DECODE_ERRORS, Undecided):
+        texts = [r.comment for r in document_records(io.BytesIO(raw), name, maker)]
+    return iter(texts)
 
 
 def ends_early(error: orjson.JSONDecodeError, length: int) -> bool:

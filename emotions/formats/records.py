@@ -172,11 +172,6 @@ class RecordMaker:
         self.max_comment_chars = max_comment_chars
         self.position = 0
         self.exact = False  # True: values come from exact_loads, floats are really floats
-        # Where the latest record's bytes lie, for readers of line-based formats (-1: not
-        # known, a JSON document): [span_start, span_end) holds the line (JSON Lines) or rows
-        # (CSV) it came from; prefix_end is where a CSV header ends. See emotions.spans.
-        self.span_start = self.span_end = -1
-        self.prefix_end = 0
 
     def exactly(self, make: Callable[[], Iterable[Record]], position: int) -> list[Record]:
         """Records made again from an exact parse, numbered from ``position`` on."""

@@ -139,10 +139,41 @@ def test_fleet_report_compares_each_producer_with_the_lone_one() -> None:
         "results": 3.0,
         "null_workers": 4.0,
         "rate": 9000.0,
+        "startup": 0.4,
+        "startup_together": 0.5,
     }
     text = fleet_report(found)
     assert "10.50, 10.00, 11.00, 9.50 us/comment (worst +10.0% against the lone one)" in text
-    assert text.splitlines()[-1] == "  one Redis core at 2.00 us/comment: about 500,000 comments/s"
+    assert "  one Redis core at 2.00 us/comment: about 500,000 comments/s" in text
+    assert text.splitlines()[-1] == (
+        "  start-up subtracted: 0.40 CPU s alone, 0.50 CPU s each of 4 started together"
+    )
+
+
+def test_report_adds_the_result_backend_when_redis_is_split() -> None:
+    row = {
+        "comments": 10.0,
+        "producer": 2.5,
+        "results": 1.5,
+        "redis": 0.5,
+        "redis_backend": 0.75,
+        "null_workers": 3.0,
+        "rate": 100.0,
+        "startup": 0.3,
+    }
+    lines = report({"downloader-jsonl": row}, None, 1).splitlines()
+    assert lines[2].split()[4] == "1.25"  # the redis column: both servers
+    assert lines[3].split() == [
+        "redis",
+        "split:",
+        "broker",
+        "0.50,",
+        "result",
+        "backend",
+        "0.75",
+        "us/comment",
+    ]
+    assert "redis 1.25 us/comment" in lines[-1]
 
 
 @pytest.mark.slow

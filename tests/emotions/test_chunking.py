@@ -1,9 +1,10 @@
 """emotions.chunking.chunks: chunks close at a count of comments or at a size in bytes of UTF-8,
 whichever comes first; order is kept; a lone huge comment makes a chunk of one; and a file cut
-twice is cut the same way (the assembly relies on it to pair labels with records)."""
+twice is cut the same way (a resumed producer checks a file again and must cut it as before)."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,16 +12,16 @@ import orjson
 import pytest
 
 from emotions.chunking import chunks
-from emotions.formats import Record, iter_records
+from emotions.formats import iter_records
 
 BIG = 1 << 30  # a byte bound that never closes a chunk
 
 
-def records(n: int, text: str = "comment {i}") -> list[Record]:
-    return [Record(f"id{i}", text.format(i=i)) for i in range(n)]
+def records(n: int, text: str = "comment {i}") -> list[str]:
+    return [text.format(i=i) for i in range(n)]
 
 
-def sizes(got: list[list[Record]]) -> list[int]:
+def sizes(got: list[list[str]]) -> list[int]:
     return [len(c) for c in got]
 
 
@@ -42,10 +43,10 @@ def test_chunk_sizes_by_count_with_partial_last(n: int, size: int, expected: lis
 def test_records_keep_file_order_across_chunks() -> None:
     got = list(chunks(records(7), 3, BIG))
     assert [r for c in got for r in c] == records(7)
-    assert [[r.id for r in c] for c in got] == [
-        ["id0", "id1", "id2"],
-        ["id3", "id4", "id5"],
-        ["id6"],
+    assert got == [
+        ["comment 0", "comment 1", "comment 2"],
+        ["comment 3", "comment 4", "comment 5"],
+        ["comment 6"],
     ]
 
 
@@ -68,7 +69,7 @@ def test_empty_input_gives_no_chunk() -> None:
 def test_chunks_close_at_a_size_in_bytes(
     lengths: list[int], max_bytes: int, expected: list[int]
 ) -> None:
-    recs = [Record(i, "x" * n) for i, n in enumerate(lengths)]
+    recs = ["x" * n for n in lengths]
     got = list(chunks(recs, 1000, max_bytes))
     assert sizes(got) == expected
     assert [r for c in got for r in c] == recs
@@ -76,9 +77,9 @@ def test_chunks_close_at_a_size_in_bytes(
 
 def test_bytes_are_counted_in_utf8_not_characters() -> None:
     """Two emoji are 2 characters but 8 bytes: a bound in characters would let 4 in."""
-    recs = [Record(i, "😂😂") for i in range(6)]
+    recs = ["😂😂"] * 6
     assert sizes(list(chunks(recs, 100, 16))) == [2, 2, 2]
-    arabic = [Record(i, "هذا") for i in range(4)]  # 3 characters, 6 bytes
+    arabic = ["هذا"] * 4  # 3 characters, 6 bytes
     assert sizes(list(chunks(arabic, 100, 12))) == [2, 2]
 
 
@@ -90,28 +91,28 @@ def test_whichever_bound_comes_first() -> None:
 
 def test_a_lone_surrogate_is_counted_not_fatal() -> None:
     """JSON may carry ``\\ud800``; it cannot be encoded strictly but must still be cut."""
-    recs = [Record(0, "\ud800"), Record(1, "\ud800"), Record(2, "a")]
+    recs = ["\ud800", "\ud800", "a"]
     assert sizes(list(chunks(recs, 100, 6))) == [2, 1]
 
 
 def test_chunks_are_lazy_and_consume_only_what_they_yield() -> None:
     pulled: list[int] = []
 
-    def source() -> Iterator[Record]:
+    def source() -> Iterator[str]:
         for i in range(100):
             pulled.append(i)
-            yield Record(str(i), "c")
+            yield str(i)
 
     it = chunks(source(), 4, BIG)
     assert pulled == []  # nothing read before the first chunk is asked for
     first = next(it)
-    assert [r.id for r in first] == ["0", "1", "2", "3"]
+    assert first == ["0", "1", "2", "3"]
     assert len(pulled) <= 5  # a file of a million records is not read into memory
     assert sum(len(c) for c in it) == 96
 
 
 def test_a_generator_error_surfaces_after_earlier_chunks() -> None:
-    def source() -> Iterator[Record]:
+    def source() -> Iterator[str]:
         yield from records(3)
         raise ValueError("bad line")
 
@@ -129,10 +130,36 @@ def test_a_file_read_twice_is_cut_identically(tmp_path: Path) -> None:
     texts[150] = "y" * 5000  # far beyond the byte bound
     path = tmp_path / "mix.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps({"id": i, "text": t}) for i, t in enumerate(texts)))
-    first = list(chunks(iter_records(path), 16, 1024))
-    second = list(chunks(iter_records(path), 16, 1024))
+    first = list(chunks((r.comment for r in iter_records(path)), 16, 1024))
+    second = list(chunks((r.comment for r in iter_records(path)), 16, 1024))
     assert first == second
-    assert [r.comment for c in first for r in c] == texts
-    assert any(len(c) == 1 and c[0].comment == texts[150] for c in first)
+    assert [t for c in first for t in c] == texts
+    assert any(len(c) == 1 and c[0] == texts[150] for c in first)
     assert any(len(c) < 16 for c in first[:-1])  # the byte bound did cut
     assert max(len(c) for c in first) == 16
+
+
+def exact_cut(texts: list[str], size: int, max_bytes: int) -> list[list[str]]:
+    """The rule, stated plainly: every text's UTF-8 bytes counted."""
+    out: list[list[str]] = []
+    batch: list[str] = []
+    used = 0
+    for text in texts:
+        cost = len(text.encode("utf-8", "surrogatepass"))
+        if batch and (len(batch) >= size or used + cost > max_bytes):
+            out.append(batch)
+            batch, used = [], 0
+        batch.append(text)
+        used += cost
+    return [*out, batch] if batch else out
+
+
+def test_the_cut_is_the_exact_one_for_any_mix_of_scripts() -> None:
+    """chunks() counts bytes only once 4 x the characters could pass the bound: the cut must
+    be the plain rule's on every mix (ASCII, 2-, 3- and 4-byte characters, lone surrogates)."""
+    rng = random.Random(7)
+    alphabet = ["a", "é", "هذا", "中", "😂", "\ud800", " "]
+    for _ in range(300):
+        texts = ["".join(rng.choices(alphabet, k=rng.randrange(0, 40))) for _ in range(60)]
+        size, max_bytes = rng.randrange(1, 30), rng.randrange(1, 400)
+        assert list(chunks(texts, size, max_bytes)) == exact_cut(texts, size, max_bytes)

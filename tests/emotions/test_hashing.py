@@ -5,8 +5,10 @@ hashed) as it was when opened."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +70,30 @@ def test_the_hashed_stream_cannot_seek(tmp_path: Path) -> None:
     path.write_bytes(b"id,text\n1,a\n")
     with HashedInput(path.open("rb")) as hashed:
         assert not hashed.stream.seekable()
+
+
+def test_the_rest_read_whole_is_hashed_once_in_few_reads(tmp_path: Path) -> None:
+    """A document is read whole: after a first line (as a peek at the format would read), the
+    rest comes in one read of the file, not thousands of 8 KB ones, and each byte is hashed
+    once."""
+    content = b"".join(b'{"id": "%d", "comment": "text"},\n' % i for i in range(100_000))
+    path = tmp_path / "big.json"
+    path.write_bytes(content)
+    reads: list[int] = []
+
+    class Counted(io.FileIO):
+        def readinto(self, buffer: Any) -> int | None:
+            reads.append(1)
+            return super().readinto(buffer)
+
+        def read(self, size: int | None = -1) -> bytes:
+            reads.append(1)
+            data = super().read(size)
+            assert data is not None
+            return data
+
+    with HashedInput(Counted(path)) as hashed:
+        data = hashed.stream.readline() + hashed.stream.read()
+        assert data == content
+        assert hashed.hexdigest() == hashlib.sha256(content).hexdigest()
+    assert len(content) > 3_000_000 and len(reads) < 10

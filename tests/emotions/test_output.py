@@ -15,7 +15,14 @@ import pytest
 from emotions.constants import NAME_BYTES
 from emotions.errors import OutputWriteError
 from emotions.formats import Record
-from emotions.output import alternative_name, job_output_path, json_array, output_name, render
+from emotions.output import (
+    alternative_name,
+    job_output_path,
+    json_array,
+    output_name,
+    render,
+    render_columns,
+)
 
 
 def nbytes(name: str) -> int:
@@ -127,3 +134,58 @@ def test_a_job_output_path_is_the_producers_absolute_path_whatever_the_workers_f
     for bad in ("../a.json", str(producers / "..")):
         with pytest.raises(OutputWriteError):
             job_output_path(bad, workers)
+
+
+BIG = 123456789012345678901234567890
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["a1", 7, -(1 << 63), (1 << 64) - 1, "x"],  # the fast shape: one dumps, then split
+        ["a", BIG, "c", 4, "e"],  # beyond 64 bits: orjson refuses, render keeps it exact
+        ["a", [1, {"id": 2}], "c", {"id": {"id": 3}}, "e"],  # ids holding the boundary
+        ["a", 1.5, True, None, "e"],
+    ],
+)
+def test_render_columns_writes_the_bytes_render_writes(ids: list[object]) -> None:
+    texts = ['},{"id":', "I love it 😂", 'quote " and \\ back', "", "هذا رائع"]
+    labels = ["joy", "admiration", "neutral", "anger", "joy"]
+    raw = render_columns(ids, texts, iter(labels))
+    assert raw == render([Record(i, t) for i, t in zip(ids, texts, strict=True)], labels)
+    lines = raw.split(b"\n")
+    assert len(lines) == 5  # one record per line, whatever the ids and texts hold
+    assert [json.loads(line.rstrip(b",")) for line in lines] == [
+        {"id": i, "comment": t, "emotion": e} for i, t, e in zip(ids, texts, labels, strict=True)
+    ]
+
+
+def test_render_columns_keeps_an_integer_beyond_64_bits_exactly() -> None:
+    raw = render_columns(["a", BIG], ["x", "y"], ["joy", "joy"])
+    assert b'"id":123456789012345678901234567890,' in raw
+    assert json.loads(b"[" + raw + b"]")[1]["id"] == BIG
+
+
+def test_render_columns_of_nothing_and_of_a_count_mismatch() -> None:
+    assert render_columns([], [], []) == b""
+    with pytest.raises(ValueError):
+        render_columns(["a", "b"], ["x", "y"], ["joy"])
+
+
+def test_render_columns_refuses_a_lone_surrogate_as_render_does() -> None:
+    """No reader makes one (orjson, msgspec and the CSV decoder refuse them), but should one
+    arrive, it fails the same way, never written as something else."""
+    for write in (
+        lambda: render_columns(["a"], ["\ud800"], ["joy"]),
+        lambda: render([Record("a", "\ud800")], ["joy"]),
+    ):
+        with pytest.raises(UnicodeEncodeError):
+            write()
+
+
+def test_render_columns_writes_every_code_point_as_render_does() -> None:
+    everything = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    texts = [everything, everything[::-1]]
+    raw = render_columns(["a", 1], texts, ["joy", "joy"])
+    assert raw == render([Record("a", texts[0]), Record(1, texts[1])], ["joy", "joy"])
+    assert [r["comment"] for r in json.loads(b"[" + raw + b"]")] == texts

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 from kombu import Connection
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.transport import redis as kombu_redis
 
 from emotions.jobs import JobStore, connect
@@ -163,3 +163,22 @@ def test_a_received_message_is_kept_until_redis_records_it(
     assert message.payload == {"chunk": 1}
     assert took >= 1.0  # it waited for the record to be taken
     assert server.llen("refusal-test") == 0 and server.hlen("unacked") == 0  # and acked
+
+
+def test_a_failed_publish_batch_is_unavailable_by_its_cause() -> None:
+    """kombu reports a publish batch whose pipeline failed as BatchPublishError raised from
+    the Redis error: a refusal or a lost connection there is Redis unavailable, anything
+    else is not."""
+    for cause, expected in [
+        (RedisRefused("OOM command not allowed"), True),
+        (redis.ConnectionError("gone"), True),
+        (ValueError("a bug"), False),
+    ]:
+        try:
+            try:
+                raise cause
+            except Exception as e:
+                raise BatchPublishError("Redis publish batch failed; delivery is uncertain") from e
+        except BatchPublishError as batch:
+            assert unavailable(batch) is expected
+    assert not unavailable(BatchPublishError("no cause"))

@@ -16,7 +16,7 @@ import redis
 from celery import Celery
 
 from emotions.celeryconfig import make_app
-from emotions.constants import CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
+from emotions.constants import CHUNK_CONTENT_TYPE, CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
 from emotions.jobs import GO, JobStore
 from emotions.messages import send_assembly
 from emotions.settings import Settings, load_settings
@@ -24,7 +24,8 @@ from harness.stack import Folders
 from producer.daemon import Producer
 from producer.failed import FailedFolder
 from producer.ledger import Ledger
-from producer.submit import Submitter
+from producer.spool import Layout
+from producer.submit import Submitted, Submitter
 
 NAME = "comments.json"
 LABELS = ["admiration", "joy", "neutral"]
@@ -32,6 +33,25 @@ LABELS = ["admiration", "joy", "neutral"]
 
 def comments(n: int, tag: str = "c") -> list[dict[str, Any]]:
     return [{"id": f"{tag}{i}", "comment": f"{tag} comment {i} 😂"} for i in range(n)]
+
+
+class KeptSubmitter(Submitter):
+    """A submitter used without a tracker: it closes the spools of what it submitted itself,
+    when the rig closes (a tracker's follows do that in the producer)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.layouts: list[Layout] = []
+
+    def consider(self, path: Path) -> Submitted | None:
+        submitted = super().consider(path)
+        if submitted is not None and submitted.layout is not None:
+            self.layouts.append(submitted.layout)
+        return submitted
+
+    def close(self) -> None:
+        for layout in self.layouts:
+            layout.close()
 
 
 @dataclass
@@ -44,6 +64,7 @@ class Rig(Folders):
     ledger: Ledger
     apps: list[Celery] = field(default_factory=list)
     producers: list[Producer] = field(default_factory=list)
+    submitters: list[Submitter] = field(default_factory=list)
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -60,7 +81,11 @@ class Rig(Folders):
     def submitter(self, **overrides: Any) -> Submitter:
         """A submitter alone, on this rig's store and ledger."""
         settings = self.settings(**overrides)
-        return Submitter(settings, self.store, self.ledger, FailedFolder(settings, self.ledger))
+        submitter = KeptSubmitter(
+            settings, self.store, self.ledger, FailedFolder(settings, self.ledger)
+        )
+        self.submitters.append(submitter)
+        return submitter
 
     def producer(self, **overrides: Any) -> Producer:
         """A whole producer (its own connections, app, submitter, feeder and tracker), as
@@ -73,6 +98,8 @@ class Rig(Folders):
         return p
 
     def close(self) -> None:
+        for submitter in self.submitters:
+            submitter.close()
         for p in self.producers:
             p.tracker.close()
             p.store.r.close()
@@ -90,11 +117,13 @@ class Rig(Folders):
         out = []
         for raw in reversed(self.client.lrange(queue, 0, -1)):
             envelope = orjson.loads(raw)
-            assert envelope["content-type"] == "application/json"
+            task = envelope["headers"]["task"]
+            expected = CHUNK_CONTENT_TYPE if task == CLASSIFY_TASK else "application/json"
+            assert envelope["content-type"] == expected
             assert envelope["properties"]["body_encoding"] == "base64"
             args, kwargs, _embed = orjson.loads(base64.b64decode(envelope["body"]))
             assert kwargs == {}
-            out.append({"task": envelope["headers"]["task"], "args": args})
+            out.append({"task": task, "args": args})
         return out
 
     def chunk_args(self) -> list[list[Any]]:

@@ -11,16 +11,45 @@ from typing import Any
 import orjson
 import pytest
 
+from bench.inputs import FORMATS
 from emotions.errors import IncompleteInputError, InputError, InputTooLargeError, PermanentError
-from emotions.formats import Record, iter_records
-from emotions.formats.detect import Format, detect
+from emotions.formats import Record, iter_records, read_texts
+from emotions.formats.detect import HEAD_BYTES, Format, detect
+from emotions.formats.json_document import API_KEYS
+from emotions.formats.records import TEXT_FIELDS
+from emotions.formats.texts import (
+    Obj,
+    Snippet,
+    decode_doc,
+    decode_obj,
+    document_texts,
+    element_texts,
+)
+from emotions.formats.youtube_api import SNIPPET_TEXT_FIELDS
 
 ARABIC = "هذا الفيديو رائع جدا"
 EMOJI = "😂😂🔥 best part 3:14 👍🏽"
 
 
 def read(path: Path, **kwargs: Any) -> list[Record]:
-    return list(iter_records(path, **kwargs))
+    """The file's records; every test also checks that the producer's texts-only path
+    (read_texts, a faster reader for JSON Lines) gives their texts, or the very same error."""
+    try:
+        records = list(iter_records(path, **kwargs))
+    except Exception as e:
+        with pytest.raises(type(e)) as raised:
+            texts(path, **kwargs)
+        assert str(raised.value) == str(e)
+        raise
+    assert texts(path, **kwargs) == [r.comment for r in records]
+    return records
+
+
+def texts(path: Path, max_comment_chars: int = 1_000_000) -> list[str]:
+    with path.open("rb") as stream:
+        return list(
+            read_texts(stream, path.name, detect(path), max_comment_chars=max_comment_chars)
+        )
 
 
 def write_json(path: Path, value: Any, indent: int | None = None) -> Path:
@@ -643,3 +672,101 @@ def test_nothing_is_read_until_iterated(tmp_path: Path) -> None:
     records = iter_records(tmp_path / "missing.json")  # no error yet: a lazy generator
     with pytest.raises(FileNotFoundError):
         next(records)
+
+
+def test_the_texts_path_decides_by_the_same_keys() -> None:
+    """emotions.formats.texts decodes only the keys that decide a value: the text fields, in
+    their order, and the Data API keys of the full path."""
+    assert Obj.__struct_fields__[: len(TEXT_FIELDS)] == TEXT_FIELDS
+    assert set(Obj.__struct_fields__) >= API_KEYS
+    assert Snippet.__struct_fields__[:2] == SNIPPET_TEXT_FIELDS
+
+
+def test_json_lines_texts_match_the_records_on_every_kind_of_line(tmp_path: Path) -> None:
+    """Plain lines and every line the fast path hands to the full path, in one file."""
+    lines = [
+        b'\xef\xbb\xbf{"cid": "a", "text": "first, after a BOM"}',
+        b'{"id": 12345678901234567890123, "comment": "big int id"}',
+        b'{"id": 1.5, "comment": "float id"}',
+        b'{"cid": "b", "text": 12345678901234567890123}',
+        b'{"cid": "c", "text": 1.25}',
+        b'{"cid": "d", "text": null}',
+        b'{"comment": "comment first", "text": "not this one"}',
+        b'{"text": "dup", "text": "last one wins"}',
+        b'"a bare string"',
+        b"",
+        b"   ",
+        b'{"cid": "e", "text": "crlf"}\r',
+        b'{"cid": {"nested": [1, 2]}, "text": "an object id"}',
+        orjson.dumps(threads_page([api_thread(api_comment("t1", "top"), [])])),
+        b'{"kind": "youtube#comment", "id": "k", "snippet": {"textOriginal": "api comment"}}',
+        b'{"cid": "f", "text": "' + "\u00e9\u00e8 \U0001f602".encode() + b'"}',
+        b'{"cid": "g", "text": "escaped \\u00e9 \\n \\"quote\\""}',
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    records = read(path)  # asserts the texts path gives the same texts
+    assert [r.comment for r in records][:8] == [
+        "first, after a BOM",
+        "big int id",
+        "float id",
+        "12345678901234567890123",
+        "1.25",
+        "",
+        "comment first",
+        "last one wins",
+    ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b'{"cid": "a", "text": ["a list"]}', b'{"cid": "a"}', b"[1, 2]", b'{"cid": "a", "text": "x'],
+)
+def test_json_lines_texts_give_the_full_paths_error(tmp_path: Path, line: bytes) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"cid": "ok", "text": "fine"}\n' + line + b"\n")
+    with pytest.raises(InputError):
+        read(path)  # asserts the same error type and message from both paths
+
+
+def test_json_lines_texts_refuse_a_comment_over_the_limit_as_the_records_do(
+    tmp_path: Path,
+) -> None:
+    path = write_jsonl(tmp_path / "long.jsonl", [downloader_comment("a", "x" * 50)])
+    with pytest.raises(InputTooLargeError):
+        read(path, max_comment_chars=10)
+
+
+@pytest.mark.parametrize(
+    "line", [b'{"author": "\xff", "text": "a"}', b'{"votes": 1e400, "text": "a"}']
+)
+def test_what_the_texts_path_lets_through_the_records_refuse(tmp_path: Path, line: bytes) -> None:
+    """The two things msgspec does not check in keys it skips (documented in
+    emotions.formats.texts), past the head that detect() checks as UTF-8: such a file passes
+    the check; the full readers refuse it, with their error."""
+    path = tmp_path / "odd.jsonl"
+    good = b'{"cid": "ok", "text": "fine"}\n'
+    count = HEAD_BYTES // len(good) + 1
+    path.write_bytes(good * count + line + b"\n")
+    assert texts(path) == ["fine"] * count + ["a"]
+    with pytest.raises(InputError, match=f"line {count + 1}"):
+        list(iter_records(path))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in FORMATS if not n.endswith("csv")))
+def test_the_fast_path_decides_the_tools_own_files_by_itself(tmp_path: Path, name: str) -> None:
+    """Files as the tools write them (bench.inputs: the downloader's eleven fields, Data API
+    pages with their snippet fields; CSV has no such path) are the ordinary case: decided by
+    msgspec alone, with
+    the records' texts, never handed to the full path."""
+    suffix, writer = FORMATS[name]
+    path = tmp_path / f"{name}{suffix}"
+    writer(path, 300, 3)
+    expected = [r.comment for r in iter_records(path)]
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    fmt = detect(path)
+    if fmt is Format.JSON_DOCUMENT:
+        got = document_texts(decode_doc(raw), 1_000_000)
+    else:
+        got = [t for line in raw.splitlines() for t in element_texts(decode_obj(line), 1_000_000)]
+    assert got == expected

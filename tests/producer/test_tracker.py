@@ -27,6 +27,7 @@ from emotions.constants import (
     parts_key,
     starts_key,
 )
+from emotions.redisfaults import refusal_code
 from producer.daemon import Producer
 from tests.producer.rig import LABELS, NAME, Rig, comments
 from worker.assembly import assemble
@@ -173,6 +174,33 @@ def test_a_file_goes_through_to_its_output(rig: Rig) -> None:
     assert p.tracker.jobs == {}  # finished: not taken again
 
 
+def test_files_that_end_together_are_settled_once_redis_takes_writes(rig: Rig) -> None:
+    """Several files finish before one poll: their entries are read and marked done in two
+    round trips. While Redis refuses writes, no finished job is dropped unsettled: the next
+    poll after the refusal settles every one, each exactly once."""
+    p = rig.producer(stall_seconds=STALL, chunk_size=10, settle_seconds=0)
+    paths = [rig.write(comments(2, f"f{i}"), f"f{i}.json") for i in range(4)]
+    p.take(paths)
+    p.tracker.feed()
+    rig.work(rig.apps[-1])
+    p.tracker.poll()  # all stored: their assemblies are queued
+    for job in list(p.tracker.jobs):
+        assemble(rig.store, p.settings, job)
+    rig.client.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(Exception) as refused:
+            p.tracker.poll()
+        assert refusal_code(refused.value.__cause__ or refused.value) == "NOREPLICAS"
+        assert len(p.tracker.jobs) == 4 and p.tracker.finished == 0  # none dropped
+    finally:
+        rig.client.config_set("min-replicas-to-write", 0)
+    p.tracker.poll()
+    assert p.tracker.jobs == {} and p.tracker.finished == 4
+    assert all(rig.ledger.get(path.name).state == DONE for path in paths)  # type: ignore[union-attr]
+    p.tracker.poll()
+    assert p.tracker.finished == 4
+
+
 def test_an_empty_file_gets_its_assembly_at_once(rig: Rig) -> None:
     p, job, _ = start(rig, [])
     assert rig.chunk_args() == []
@@ -270,14 +298,20 @@ def test_a_job_lost_from_redis_is_submitted_again(rig: Rig) -> None:
     assert rig.ledger.get(NAME).job == new  # type: ignore[union-attr]
 
 
-def test_a_file_that_turns_bad_before_it_is_fed_ends_in_the_failed_folder(rig: Rig) -> None:
+def test_a_file_that_turns_bad_after_its_check_is_fed_as_checked_then_fails(rig: Rig) -> None:
+    """Chunks are sent with the texts the check read (the spool), whatever the file became
+    since; the assembly sees the change (its digest) and supersedes the job, and the file,
+    taken again as it is now, fails with a report."""
     p = rig.producer(stall_seconds=STALL, chunk_size=1, settle_seconds=0)
-    path = rig.write(comments(3))
+    records = comments(3)
+    path = rig.write(records)
     p.take([path])
     (job,) = p.tracker.jobs
     path.write_bytes(b"{broken")
     p.tracker.feed()
-    assert rig.chunk_args() == []
+    assert [a[2] for a in rig.chunk_args()] == [[r["comment"]] for r in records]
+    rig.work(rig.apps[-1])
+    assert assemble(rig.store, p.settings, job).startswith("superseded")
     assert rig.store.meta(job)["state"] == SUPERSEDED
     p.tracker.poll()
     retaken(p, path)
@@ -299,12 +333,10 @@ def open_descriptors(path: Path) -> int:
 
 
 @pytest.mark.parametrize("suffix", ["json", "jsonl"])
-def test_a_rename_mid_feed_keeps_its_job_and_closes_the_old_names_file(
-    rig: Rig, suffix: str
-) -> None:
-    """A JSON document is fed from a reader, JSON Lines from their chunks' spans: either way
-    the file stays open while it is fed, so a rename (even one the producer has not taken
-    yet) neither loses the job nor shifts an index, and taking the new name closes the old."""
+def test_a_rename_mid_feed_keeps_its_job_and_its_spool(rig: Rig, suffix: str) -> None:
+    """Chunks are read from the spool the check wrote, never from the input, which is not held
+    open: a rename (even one the producer has not taken yet) neither loses the job nor shifts
+    an index, and taking the new name keeps the job and its spool."""
     p = rig.producer(stall_seconds=STALL, chunk_size=1, window=2)
     records = comments(6)
     path = rig.input / f"live.{suffix}"
@@ -314,18 +346,19 @@ def test_a_rename_mid_feed_keeps_its_job_and_closes_the_old_names_file(
         path.write_text("".join(json.dumps(c) + "\n" for c in records))
     p.take([path])
     (job,) = p.tracker.jobs
+    spool = p.tracker.jobs[job].layout
     p.tracker.feed()
-    assert open_descriptors(path) == 1  # fed half-way: the file is open
+    assert open_descriptors(path) == 0  # fed half-way: the input is not held open
     moved = path.with_name(f"moved.{suffix}")
     path.rename(moved)
     rig.work()
     p.tracker.poll()
-    p.tracker.feed()  # before the new name is taken: still fed, from the open file
+    p.tracker.feed()  # before the new name is taken: still fed, from the spool
     assert rig.store.meta(job)["state"] == QUEUED
     assert rig.sent(job) == [2, 3]
     p.take([moved])
     assert list(p.tracker.jobs) == [job] and p.tracker.jobs[job].sent == 4
-    assert open_descriptors(moved) == 0  # the old name's file was closed
+    assert p.tracker.jobs[job].layout is spool  # not checked again
     rig.work()
     p.tracker.poll()
     p.tracker.feed()
@@ -341,8 +374,9 @@ def test_a_heal_refused_by_redis_is_not_counted(rig: Rig) -> None:
     rig.client.config_set("min-replicas-to-write", 1)
     try:
         for _ in range(MAX_HEALS + 2):
-            with pytest.raises(Exception, match="NOREPLICAS"):
+            with pytest.raises(Exception) as refused:  # raw, or as kombu's publish batch wraps it
                 stalled_poll(p)
+            assert refusal_code(refused.value.__cause__ or refused.value) == "NOREPLICAS"
             assert p.tracker.jobs[job].heals == 0
     finally:
         rig.client.config_set("min-replicas-to-write", 0)
@@ -364,19 +398,23 @@ def test_a_failure_of_older_content_does_not_move_the_rewritten_file(rig: Rig) -
     assert new != job and rig.store.meta(new)["records"] == "3"
 
 
-def test_a_heal_of_a_file_gone_since_supersedes_its_job(rig: Rig) -> None:
+def test_a_heal_of_a_file_deleted_since_sends_its_chunks_from_the_spool(rig: Rig) -> None:
     """The file was deleted after all its chunks were sent, and their messages were lost: the
-    heal cannot read them again. The job is superseded (the poll goes on with the other jobs)
-    instead of the error escaping every poll until the file fails as "no progress"."""
+    heal sends them again from the spool (the assembly, which needs the input, then ends the
+    job as superseded: "the input file disappeared")."""
     p = rig.producer(stall_seconds=STALL, chunk_size=1, window=10)
-    path = rig.input / "gone.jsonl"  # read from its chunks' spans
-    path.write_text("".join(json.dumps(c) + "\n" for c in comments(3)))
+    records = comments(3)
+    path = rig.input / "gone.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in records))
     p.take([path])
     (job,) = p.tracker.jobs
     p.tracker.feed()
-    assert rig.sent(job) == [0, 1, 2]  # all sent: the file is closed
+    assert rig.sent(job) == [0, 1, 2]
     rig.client.delete(INFERENCE_QUEUE)  # the messages were lost...
     path.unlink()  # ...and the file deleted
-    stalled_poll(p)  # no exception
-    assert rig.store.meta(job)["state"] == SUPERSEDED
-    assert p.tracker.jobs[job].heals == 0
+    stalled_poll(p)
+    assert p.tracker.jobs[job].heals == 1
+    assert [a[2] for a in rig.chunk_args()] == [[r["comment"]] for r in records]
+    rig.work(rig.apps[-1])
+    assert assemble(rig.store, p.settings, job).startswith("superseded")
+    assert "disappeared" in rig.store.meta(job)["detail"]

@@ -5,6 +5,7 @@ assembly is reading it; missing labels write nothing and release the guard."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +51,7 @@ def label_of(text: str) -> int:
 
 def queue(store: JobStore, path: Path, job: str = "job", store_parts: bool = True) -> None:
     """Create the job and store every chunk's labels, as the producer and workers do."""
-    cut = list(chunks(iter_records(path), CHUNK, 1 << 20))
+    cut = list(chunks((r.comment for r in iter_records(path)), CHUNK, 1 << 20))
     store.create(
         job,
         name=path.name,
@@ -65,7 +66,7 @@ def queue(store: JobStore, path: Path, job: str = "job", store_parts: bool = Tru
     )
     if store_parts:
         for index, chunk in enumerate(cut):
-            store.store_part(job, index, [label_of(r.comment) for r in chunk], LABELS)
+            store.store_part(job, index, [label_of(text) for text in chunk], LABELS)
 
 
 def output_of(settings: Settings, path: Path) -> Path:
@@ -209,3 +210,44 @@ def test_missing_labels_write_nothing_and_release_the_guard(
     assert not output_of(settings, path).exists()
     assert not store.r.exists(assemble_lock_key("job"))
     assert store.meta("job")["state"] == "queued"
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("blank_lines.csv", b"id,comment\na,x\n\nb,yy\n\n"),  # the fast path gives up on it
+        ("mixed.json", b'[{"id": 1, "comment": "a"}, {"comment": "bb"}, "ccc"]'),
+        ("big_id.jsonl", b'{"id": 123456789012345678901234567890, "text": "a"}\n'),
+        ("null_id.jsonl", b'{"cid": "a", "text": "x"}\n{"cid": null, "text": "yy"}\n'),
+    ],
+)
+def test_inputs_the_fast_path_leaves_to_the_readers_are_written_exactly(
+    tmp_path: Path, store: JobStore, settings: Settings, name: str, content: bytes
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    queue(store, path)
+    assert assemble(store, settings, "job") == str(output_of(settings, path))
+    expected = [
+        {"id": r.id, "comment": r.comment, "emotion": LABELS[label_of(r.comment)]}
+        for r in iter_records(path)
+    ]
+    assert json.loads(output_of(settings, path).read_bytes()) == expected  # exact big ints
+
+
+def test_content_only_msgspec_would_read_is_judged_by_the_readers(
+    tmp_path: Path, store: JobStore, settings: Settings
+) -> None:
+    """A byte that is not UTF-8 in a field msgspec skips (the fast path reads past it, as
+    test_fastread pins): the digest is not the job's, so the readers judge the file again, and
+    their verdict, in their words, supersedes the job."""
+    path = tmp_path / "c.jsonl"
+    lines = [b'{"cid": "%d", "text": "the same text", "author": "@a"}\n' % i for i in range(3000)]
+    path.write_bytes(b"".join(lines))
+    queue(store, path)
+    lines[-1] = lines[-1].replace(b"@a", b"@\xff")  # past the head that detect() checks
+    path.write_bytes(b"".join(lines))
+    outcome = assemble(store, settings, "job")
+    assert outcome.startswith("superseded: the input file changed while it was processed (")
+    assert "line 3000: not UTF-8" in outcome
+    assert not output_of(settings, path).exists()

@@ -13,7 +13,13 @@ import pytest
 from pydantic import ValidationError
 
 from emotions.celeryconfig import celery_config
-from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE, RESULTS_QUEUE
+from emotions.constants import (
+    ASSEMBLE_TASK,
+    CHUNK_CONTENT_TYPE,
+    CLASSIFY_TASK,
+    INFERENCE_QUEUE,
+    RESULTS_QUEUE,
+)
 from emotions.errors import ConfigurationError, PermanentError
 from emotions.settings import Settings, load_settings, log_settings
 
@@ -191,7 +197,7 @@ def test_celery_config_for_ml_workers() -> None:
         broker_url="redis://:pw@h:6379/0",
     )
     conf = celery_config(s)
-    assert conf["accept_content"] == ["json"]
+    assert conf["accept_content"] == ["json", CHUNK_CONTENT_TYPE]  # JSON both (no pickle)
     assert conf["result_accept_content"] == ["json"]
     assert conf["task_serializer"] == conf["result_serializer"] == "json"
     assert conf["event_serializer"] == "json"
@@ -248,7 +254,7 @@ def test_app_reads_settings_from_the_environment_and_imports_no_torch() -> None:
     assert out == {
         "torch": False,
         "transformers": False,
-        "accept": ["json"],
+        "accept": ["json", CHUNK_CONTENT_TYPE],
         "vt": 4321,
         "acks_late": True,
         "prefetch": 1,

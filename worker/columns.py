@@ -1,0 +1,195 @@
+"""The ids and texts of many comments at once, for the assembly's fast reading path.
+
+The format readers (:mod:`emotions.formats`) parse every field of every comment with orjson and
+make one :class:`~emotions.formats.Record` per comment through a few Python calls; for the
+results worker that is most of the cost of re-reading a file. The assembly needs two columns,
+ids and texts. So here JSON is decoded with msgspec into small structs holding only the fields
+the readers look at (every other field is skipped, not built), typed so that msgspec checks the
+readers' rules as it decodes, and a block of comments is taken apart with whole-column passes
+(``map``, run in C) instead of a Python step per comment.
+
+A block is read here only when it is the common case the readers' own fast paths accept
+(``RecordMaker.plain``, ``youtube_api.plain_comment``): every value a plain comment object with
+the same text and id fields as the first, or every value a well-formed ``commentThreads`` page.
+Anything else raises ``msgspec.MsgspecError`` (or answers ``None``), and the caller hands the
+block to the readers. So a record is decided here only when it is certain: the fields a reader
+would choose are the ones present, the texts are strings within the limit and the ids strings
+or 64-bit integers (which orjson reads exactly too).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from itertools import chain, compress, repeat
+from operator import attrgetter, is_not
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Raw, UnsetType
+
+from emotions.formats import ID_FIELDS, TEXT_FIELDS
+from emotions.formats.json_document import API_KEYS
+
+Columns = tuple[list[Any], list[str]]  # (ids, texts) of consecutive records
+Value = bytes | Raw  # the bytes of one JSON value: a line, or an array element
+
+# No JSON value decodes as this (no integer is both >= 1 and <= 0): a field of this type must be
+# absent. Ids: strings, or integers orjson reads exactly (beyond those the readers parse again).
+_ABSENT: Final = Annotated[int, Meta(ge=1, le=0)]
+_ID: Final = str | Annotated[int, Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
+
+
+class ApiText(msgspec.Struct, gc=False):
+    """A ``youtube#comment`` snippet holding ``textOriginal`` (the first text field) as a
+    string; any other snippet fails to decode, and the readers take the block."""
+
+    textOriginal: str
+
+
+class ApiComment(msgspec.Struct, gc=False):
+    """A ``youtube#comment`` with a string id (an integer or a missing one: the readers')."""
+
+    id: str
+    snippet: ApiText
+
+
+class ThreadSnippet(msgspec.Struct, gc=False):
+    topLevelComment: ApiComment
+
+
+class Replies(msgspec.Struct, gc=False):
+    comments: list[ApiComment] | None = None
+
+
+class Thread(msgspec.Struct, gc=False):
+    """A ``youtube#commentThread``: its top-level comment and replies."""
+
+    kind: Literal["youtube#commentThread"]
+    snippet: ThreadSnippet
+    replies: Replies | None = None
+
+
+class Line(msgspec.Struct, gc=False):
+    """A comment object, or a Data API page (``items``): the fields the readers look at."""
+
+    id: Any = None
+    comment_id: Any = None
+    commentId: Any = None
+    cid: Any = None
+    comment: Any = UNSET
+    text: Any = UNSET
+    textOriginal: Any = UNSET
+    textDisplay: Any = UNSET
+    content: Any = UNSET
+    kind: Raw | UnsetType = UNSET
+    snippet: Raw | UnsetType = UNSET
+    items: list[Thread] | UnsetType = UNSET
+
+
+class Head(msgspec.Struct, gc=False):
+    """A whole JSON document that is an object, as far as telling its shape needs: its
+    ``comments`` (each element's bytes) and whether it has a text field."""
+
+    comments: list[Raw] | UnsetType = UNSET
+    comment: Raw | UnsetType = UNSET
+    text: Raw | UnsetType = UNSET
+    textOriginal: Raw | UnsetType = UNSET
+    textDisplay: Raw | UnsetType = UNSET
+    content: Raw | UnsetType = UNSET
+
+
+LINE_DECODER: Final = msgspec.json.Decoder(Line)
+
+
+def no_text(value: Line | Head) -> bool:
+    """``value`` has none of the text fields (an API page, a ``{"comments": [...]}``)."""
+    return all(getattr(value, field) is UNSET for field in TEXT_FIELDS)
+
+
+def comments(values: Sequence[Value], position: int, limit: int) -> Columns | None:
+    """The records of a block of JSON values (lines, or array elements), the first record at
+    ``position``: plain comment objects shaped like the first value, or API pages.
+
+    ``None`` when the first value is neither; ``msgspec.MsgspecError`` when a value is not
+    JSON, or not shaped like the first.
+    """
+    first = LINE_DECODER.decode(values[0])
+    if first.items is not UNSET:
+        return api_pages(list(map(LINE_DECODER.decode, values)), limit)
+    text_field = next((f for f in TEXT_FIELDS if getattr(first, f) is not UNSET), None)
+    if text_field is None:
+        return None
+    id_field = next((f for f in ID_FIELDS if getattr(first, f) is not None), None)
+    decoded = list(map(_shape(text_field, id_field, limit).decode, values))
+    texts = list(map(attrgetter(text_field), decoded))
+    if id_field is None:  # no id anywhere: each record's position, as a string
+        return list(map(str, range(position, position + len(decoded)))), texts
+    return list(map(attrgetter(id_field), decoded)), texts
+
+
+@functools.cache
+def _shape(text_field: str, id_field: str | None, limit: int) -> msgspec.json.Decoder[Any]:
+    """A decoder that accepts exactly the comment objects whose record comes from
+    ``text_field`` (a string within ``limit``) and ``id_field`` (``None``: no id, the position),
+    as :meth:`~emotions.formats.RecordMaker.plain` takes it: no earlier text field present, no
+    earlier id field other than null, no API key. Other fields are skipped."""
+    fields: list[Any] = [(text_field, Annotated[str, Meta(max_length=limit)])]
+    if id_field is not None:
+        fields.append((id_field, _ID))
+    earlier = TEXT_FIELDS[: TEXT_FIELDS.index(text_field)]
+    fields += [(name, _ABSENT, UNSET) for name in (*sorted(API_KEYS), *earlier)]
+    before = ID_FIELDS if id_field is None else ID_FIELDS[: ID_FIELDS.index(id_field)]
+    fields += [(name, None, None) for name in before]
+    shape = msgspec.defstruct("Comment", fields, kw_only=True, gc=False)
+    return msgspec.json.Decoder(shape)
+
+
+def _api_comments(comments: list[ApiComment], limit: int) -> Columns | None:
+    """The records of ``youtube#comment`` resources (their types checked as they were decoded),
+    if every text is within the limit."""
+    if not comments:
+        return [], []
+    texts = list(map(attrgetter("snippet.textOriginal"), comments))
+    if max(map(len, texts)) > limit:
+        return None
+    return list(map(attrgetter("id"), comments)), texts
+
+
+def api_pages(values: list[Line], limit: int) -> Columns | None:
+    """The records of ``commentThreads.list`` pages: each thread's top-level comment, then its
+    replies; ``None`` unless every page and comment is well formed."""
+    if not values or not all(map(no_text, values)):  # a page has no text field
+        return None
+    pages = list(map(attrgetter("items"), values))
+    if UNSET in pages:
+        return None
+    threads: list[Thread] = list(chain.from_iterable(pages))
+    top = _api_comments(list(map(attrgetter("snippet.topLevelComment"), threads)), limit)
+    if top is None:
+        return None
+    replies = list(map(attrgetter("replies"), threads))
+    if replies.count(None) == len(replies):
+        return top
+    holders = list(compress(range(len(threads)), map(is_not, replies, repeat(None))))
+    groups = [replies[k].comments or [] for k in holders]
+    reply = _api_comments([comment for group in groups for comment in group], limit)
+    if reply is None:
+        return None
+    return _interleave(top, holders, list(map(len, groups)), reply)
+
+
+def _interleave(top: Columns, holders: list[int], counts: list[int], reply: Columns) -> Columns:
+    """Top-level comments with each holder's ``count`` replies right after it."""
+    ids: list[Any] = []
+    texts: list[str] = []
+    done = taken = 0
+    for k, count in zip(holders, counts, strict=True):
+        ids += top[0][done : k + 1]
+        texts += top[1][done : k + 1]
+        ids += reply[0][taken : taken + count]
+        texts += reply[1][taken : taken + count]
+        done, taken = k + 1, taken + count
+    ids += top[0][done:]
+    texts += top[1][done:]
+    return ids, texts
