@@ -6,14 +6,15 @@ A job is one input file's content under one model. Its keys:
 - ``emotions:job:<id>`` (hash): the job's metadata (see :meth:`JobStore.create`) and ``state``;
 - ``...:parts`` (hash): chunk index -> that chunk's label indexes (one byte per comment);
 - ``...:starts`` (hash): chunk index -> how many times a worker began it;
-- ``...:assemble`` (string): ``SET NX`` guard, so one assembly is queued per completion.
+- ``...:assemble`` (string): ``SET NX`` guard, so one assembly is done (in the worker that
+  stored the last chunk) or queued per completion.
 
 Why not a Celery chord: on the Redis backend a chord counts header results in a sorted set
 that drops a duplicate only if its encoded result is byte-identical, so a redelivered chunk
 can fire the callback early, and a lost key means it never fires. Here a chunk's labels are
-``HSET`` under its index, so a chunk counts once however often it runs; the assembly is queued
-when ``HLEN`` reaches the chunk count. Each step is one Lua script, so no interleaving of two
-workers can skip or double it.
+``HSET`` under its index, so a chunk counts once however often it runs; the file is assembled
+(or its assembly queued) when ``HLEN`` reaches the chunk count. Each step is one Lua script,
+so no interleaving of two workers can skip or double it.
 
 Stored parts hold label indexes only, never comment text: the assembly reads the text (and
 the ids) from the input file again, after checking its digest. That keeps Redis memory at
@@ -50,7 +51,8 @@ GIVE_UP: Final = -2  # the chunk was begun too often: the job is now failed
 ALREADY: Final = 0  # this chunk's labels are already stored (a redelivered duplicate)
 GO: Final = 1
 # This very message stored the job's last chunk and took the assembly guard, and comes again:
-# its worker died, or could not publish, before the assembly was surely queued. Queue it.
+# its worker died, or could not publish, before the file was surely assembled or its assembly
+# queued. Do that again.
 REASSEMBLE: Final = 2
 
 # KEYS[1] job hash, KEYS[2] parts, KEYS[3] starts, KEYS[4] assembly guard.
@@ -60,9 +62,9 @@ REASSEMBLE: Final = 2
 # Returns SKIP, GIVE_UP, ALREADY, GO or REASSEMBLE (above). Counting starts here, before any
 # work, is what catches a chunk that kills its worker every time: that worker never gets to
 # report anything. The guard holds the token of the message that took it (see _STORE), so a
-# message that comes again after taking it is told to queue the assembly: without that, a
-# worker dying between storing the last chunk and queueing the assembly would leave the job
-# waiting for the producer's stall supervision.
+# message that comes again after taking it is told to assemble the file (or queue that):
+# without that, a worker dying between storing the last chunk and the file's assembly would
+# leave the job waiting for the producer's stall supervision.
 _BEGIN = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return -1 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
@@ -84,9 +86,10 @@ return 1
 # ARGV[4] the worker's label names (JSON list, in index order), ARGV[5] the message's token
 # (kept in the guard, for BEGIN).
 # Returns -1: job not queued; -3: the labels differ from those stored by an earlier chunk of
-# this job (two models in one file: refused); 0: stored; 1: stored and this caller must queue
-# the assembly. A duplicate of an already stored chunk of a complete job also returns 1 once
-# the guard has expired or been cleared by a heal: that is the lost-assembly case.
+# this job (two models in one file: refused); 0: stored; 1: stored and this caller must
+# assemble the file or queue its assembly. A duplicate of an already stored chunk of a
+# complete job also returns 1 once the guard has expired or been cleared by a heal: that is the
+# lost-assembly case.
 _STORE = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return -1 end
 local labels = redis.call('HGET', KEYS[1], 'labels')

@@ -29,6 +29,12 @@ sees exactly what a user would: real pool children, real acks, real redelivery.
 - ``FAULT_KILL_AFTER_STORE``: a folder; the first chunk whose stored labels complete its file
   SIGKILLs its process right after the store, before the assembly is queued, touching
   ``killed-after-store`` there first (once: the file's presence disarms the fault)
+- ``FAULT_PAUSE_ASSEMBLY``: a folder; the first assembly done in a chunk task (the worker
+  serves the results queue) waits, after touching ``assembly-paused`` there, until the test
+  creates ``assembly-go`` there (once: ``assembly-paused`` disarms it)
+- ``FAULT_KILL_BEFORE_FINISH``: a folder; the first time an assembly has renamed its output
+  into place and is about to mark the job done, its process is SIGKILLed, touching
+  ``killed-before-finish`` there first (once)
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import numpy as np
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
 
+import worker.completion
 import worker.engine
 from emotions.jobs import JobStore
 from worker.celery import app
@@ -55,6 +62,8 @@ from worker.inference import ChunkStats, Engine
 from worker.model import ModelHolder
 
 _store_part = JobStore.store_part
+_finish = JobStore.finish
+_assemble_here = worker.completion.assemble
 _submit = Engine.submit
 _logits = Engine.logits
 _build_engine = worker.engine.build_engine
@@ -182,6 +191,26 @@ def store_part(self: JobStore, *args: Any, **kwargs: Any) -> int:
     return outcome
 
 
+def assemble_here(*args: Any, **kwargs: Any) -> str:
+    if folder := os.environ.get("FAULT_PAUSE_ASSEMBLY"):
+        paused = Path(folder, "assembly-paused")
+        if not paused.exists():
+            paused.touch()
+            deadline = time.monotonic() + 300
+            while not Path(folder, "assembly-go").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+    return _assemble_here(*args, **kwargs)
+
+
+def finish(self: JobStore, *args: Any, **kwargs: Any) -> bool:
+    if folder := os.environ.get("FAULT_KILL_BEFORE_FINISH"):
+        mark = Path(folder, "killed-before-finish")
+        if not mark.exists():
+            mark.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return _finish(self, *args, **kwargs)
+
+
 def build_engine(*args: Any, **kwargs: Any) -> Engine:
     if os.environ.get("FAULT_CAPTURE_FAILS"):
         kwargs["graphs"] = CpuGraphs
@@ -192,6 +221,8 @@ Engine.logits = logits  # type: ignore[method-assign]
 worker.engine.build_engine = build_engine
 Engine.submit = submit  # type: ignore[method-assign]
 JobStore.store_part = store_part  # type: ignore[method-assign]
+JobStore.finish = finish  # type: ignore[method-assign]
+worker.completion.assemble = assemble_here
 Engine._run = run  # type: ignore[method-assign]
 ModelHolder.warm_up = warm_up  # type: ignore[method-assign]
 ModelHolder.load = load  # type: ignore[method-assign]

@@ -88,7 +88,9 @@ def classify(
     }
     begun = store.begin(job, index, limit, detail, token)
     if begun == REASSEMBLE:
-        log.warning("file=%s chunk=%d stored before; the assembly is queued again", name, index)
+        log.warning(
+            "file=%s chunk=%d stored before; the file is assembled (or queued) again", name, index
+        )
         return ASSEMBLE
     if begun != GO:
         why = {

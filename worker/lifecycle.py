@@ -33,7 +33,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from emotions.constants import INFERENCE_QUEUE
+from emotions.constants import INFERENCE_QUEUE, RESULTS_QUEUE
 from emotions.settings import log_settings
 from worker import shutdown
 from worker.celery import app, get_settings
@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _holder: ModelHolder | None = None  # this process's model, when it consumes inference
 _serves_inference = True
+_serves_results = False  # this worker consumes the results queue too (see serves_results)
 _looks_ahead = False  # a threads pool: the chunks received behind the running one are visible
 # Set by a pool child whose model load failed; shared memory created before the fork, so the
 # main process can exit non-zero (a supervisor then sees a failure, not a clean stop).
@@ -74,10 +75,25 @@ def looks_ahead() -> bool:
     return _looks_ahead
 
 
-def _consumes_inference(consumer: Any) -> bool:
+def serves_results() -> bool:
+    """Whether this worker consumes the results queue as well as chunks (no ``-Q``, or
+    ``-Q inference,results``): then the chunk that completes a file assembles it in place
+    (:mod:`worker.completion`), since a queued assembly would come back to this very worker
+    anyway. A ``-Q inference`` worker (a GPU host that may not see the output folder) queues
+    it for the results workers.
+
+    Read once at start from the queues the worker was given (``-Q``/``-X``), in the main
+    process before the pool forks, so every pool child (restarted ones included) inherits it.
+    """
+    return _serves_results
+
+
+def _consumes(consumer: Any, queue: str) -> bool:
+    """Whether the worker was started to consume ``queue``: Celery selects ``-Q`` (and drops
+    ``-X``) in ``app.amqp.queues`` before ``worker_init``; with neither, every queue."""
     queues = consumer.app.amqp.queues
     active = queues.consume_from or queues
-    return INFERENCE_QUEUE in active
+    return queue in active
 
 
 @worker_init.connect
@@ -87,11 +103,12 @@ def _preflight(sender: Any = None, **_: Any) -> None:
     A threads pool also reserves the next chunks while it runs one (:mod:`worker.prefetch`);
     a pool that never forks loads the model in :class:`LoadInProcess`.
     """
-    global _serves_inference, _looks_ahead, _worker
+    global _serves_inference, _serves_results, _looks_ahead, _worker
     _worker = sender
     try:
         settings = get_settings()
-        _serves_inference = _consumes_inference(sender)
+        _serves_inference = _consumes(sender, INFERENCE_QUEUE)
+        _serves_results = _consumes(sender, RESULTS_QUEUE)
         pool = pool_name(sender.pool_cls)
         if _serves_inference:
             from worker.model import preflight
@@ -221,7 +238,8 @@ def _ready(sender: Any = None, **_: Any) -> None:
             sender.controller, settings.stop_grace_seconds, lambda: bool(_child_failed.value)
         )
     log.info(
-        "worker ready (inference=%s, looks ahead at received chunks=%s)",
+        "worker ready (inference=%s, results=%s, looks ahead at received chunks=%s)",
         _serves_inference,
+        _serves_results,
         _looks_ahead,
     )

@@ -10,9 +10,10 @@ Every way a task can fail records its outcome through Celery's own failure hook
 the worker's main process, for the hard time limit. Redis being unavailable (down, or
 refusing writes) is never a failure: the message goes back to its queue
 (:func:`redis_unavailable`), and so does one whose retry or assembly cannot be published
-(Celery would acknowledge and drop it). A pool child that dies is requeued
-(``task_reject_on_worker_lost``) and counted by the job store's start counter; anything lost
-beyond that is healed by the producer's supervisor.
+(Celery would acknowledge and drop it). An assembly that fails in the chunk task that
+completes its file is queued instead (:mod:`worker.completion`), never a failure of that
+chunk. A pool child that dies is requeued (``task_reject_on_worker_lost``) and counted by the
+job store's start counter; anything lost beyond that is healed by the producer's supervisor.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import functools
 import logging
 from typing import Any, NoReturn
 
-from celery import Celery, Task
+from celery import Task
 from celery.exceptions import Reject
 
 from emotions.constants import ASSEMBLE_TASK, CLASSIFY_TASK, INFERENCE_QUEUE
@@ -32,7 +33,6 @@ from emotions.errors import (
     PermanentError,
 )
 from emotions.jobs import JobStore, connect
-from emotions.messages import send_assembly
 from emotions.modelid import model_identity
 from emotions.redisfaults import unavailable
 from emotions.retries import compute_backoff, may_retry
@@ -40,8 +40,9 @@ from worker import shutdown
 from worker.assembly import assemble
 from worker.celery import app, get_settings
 from worker.chunk import ASSEMBLE, check_model, classify
+from worker.completion import complete_file
 from worker.faults import stop_for_device_fault
-from worker.lifecycle import holder, looks_ahead
+from worker.lifecycle import holder, looks_ahead, serves_results
 from worker.prefetch import next_chunks
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,10 @@ class AssemblyTask(Task):
 @app.task(name=CLASSIFY_TASK, bind=True, base=ChunkTask)
 def classify_chunk(
     self: ChunkTask, job: str, index: int, texts: list[str], model: str, name: str
-) -> int:
-    """Label one chunk of comment texts and store the labels under its index."""
+) -> str:
+    """Label one chunk of comment texts and store the labels under its index; the chunk that
+    completes its file then assembles it or queues that (:mod:`worker.completion`). The result
+    (shown by Flower) says how many comments, and for that chunk what became of the file."""
     settings = get_settings()
     if shutdown.stopping():
         log.info("file=%s chunk=%d handed back: this worker is stopping", name, index)
@@ -125,25 +128,12 @@ def classify_chunk(
         log.warning("file=%s chunk=%d retry=%d error=%r", name, index, self.request.retries, e)
         countdown = compute_backoff(self.request.retries, settings.retry_backoff_max)
         retry_or_hand_back(self, e, countdown, settings.max_retries, name, index)
-    if outcome == ASSEMBLE:
-        queue_assembly(app, job, name, index)
-    return len(texts)
-
-
-def queue_assembly(celery: Celery, job: str, name: str, index: int) -> None:
-    """Queue the file's assembly after its last chunk was stored, or hand the chunk back.
-
-    Failing the chunk because Redis is unavailable would fail a good file. Handed back, the
-    same message comes again, and the job store tells it (it holds the assembly guard) to
-    queue the assembly then.
-    """
-    try:
-        send_assembly(celery, job, name)
-    except Exception as e:
-        if not unavailable(e):
-            raise
-        log.warning("file=%s chunk=%d assembly not queued: redis unavailable (%s)", name, index, e)
-        raise Reject(f"redis unavailable: {e}", requeue=True) from e
+    done = f"{len(texts)} comments"
+    if outcome != ASSEMBLE:
+        return done
+    here = serves_results()
+    file = complete_file(app, store(), settings, job=job, name=name, index=index, here=here)
+    return f"{done}; {file}"
 
 
 def redis_unavailable(error: Exception, name: str, index: int | None = None) -> None:

@@ -86,27 +86,37 @@ def flower(stack: Stack) -> Iterator[Flower]:
     yield client
 
 
+# One worker on every queue writes each file in the chunk task that completes it; split, a
+# results worker runs an assembly task per file.
+LAYOUTS = {"one-worker": {"w1": ()}, "split": {"w1": ("-Q", "inference"), "r1": ("-Q", "results")}}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_flower_api_shows_every_chunk_and_assembly_with_its_file(
-    stack: Stack, flower: Flower
+    stack: Stack, flower: Flower, layout: str
 ) -> None:
     for name, count in FILES.items():
         write_json(
             stack.input / name,
             [{"id": f"{name}-{i}", "comment": f"nice {i}"} for i in range(count)],
         )
-    stack.start_worker("w1")
-    # Flower sees the worker through the worker's own heartbeats before any file is sent.
-    wait_for(
-        lambda: b'flower_worker_online{worker="w1@' in flower.get("/metrics")[1],
-        30,
-        "flower to receive the worker's events",
-    )
+    for worker, queues in LAYOUTS[layout].items():
+        stack.start_worker(worker, *queues)
+        # Flower sees the worker through its own heartbeats before any file is sent.
+        wait_for(
+            lambda w=worker: (
+                f'flower_worker_online{{worker="{w}@'.encode() in flower.get("/metrics")[1]
+            ),
+            30,
+            "flower to receive the worker's events",
+        )
 
     done = stack.run_producer("--once")
     assert done.returncode == 0, done.stderr
 
     expected = {name: -(-count // 8) for name, count in FILES.items()}
-    total = sum(expected.values()) + len(expected)
+    split = layout == "split"
+    total = sum(expected.values()) + (len(expected) if split else 0)
 
     def finished() -> dict[str, Any] | None:
         tasks = flower.json("/api/tasks")
@@ -118,8 +128,10 @@ def test_flower_api_shows_every_chunk_and_assembly_with_its_file(
     assemblies = [t for t in tasks.values() if t["name"].startswith(ASSEMBLE_TASK)]
     assert len(chunks) + len(assemblies) == len(tasks) == total
 
-    # Each chunk task names its file and index in its arguments, ran on w1, and took a time.
+    # Each chunk task names its file and index in its arguments, ran on w1, and took a time;
+    # its result says how many comments, and for the file's last chunk what became of it.
     seen = {name: set[int]() for name in FILES}
+    completing = {}
     for task in chunks:
         match = re.fullmatch(r"\('(.+)', chunk (\d+), (\d+) comments\)", task["args"])
         assert match, task["args"]
@@ -127,15 +139,27 @@ def test_flower_api_shows_every_chunk_and_assembly_with_its_file(
         assert task["state"] == "SUCCESS" and task["worker"].startswith("w1@")
         assert isinstance(task["runtime"], float) and task["runtime"] >= 0
         assert task["received"] and task["started"] and task["succeeded"]
+        assert task["result"].startswith(f"'{match.group(3)} comments"), task["result"]
+        if ";" in task["result"]:
+            completing[match.group(1)] = task["result"]
     assert seen == {name: set(range(n)) for name, n in expected.items()}
+    assert sorted(completing) == sorted(FILES)
 
-    # The assembly task says in its name which file it wrote; its result is the output path.
-    assert sorted(t["name"] for t in assemblies) == sorted(f"{ASSEMBLE_TASK}[{n}]" for n in FILES)
-    for task in assemblies:
-        name = task["name"][len(ASSEMBLE_TASK) + 1 : -1]
-        assert task["state"] == "SUCCESS"
-        assert str(stack.output / name) in task["result"]
-        assert (stack.output / name).exists()
+    if split:
+        # The assembly task says in its name which file it wrote; its result is the output.
+        assert all(r.endswith("; assembly queued'") for r in completing.values()), completing
+        names = sorted(t["name"] for t in assemblies)
+        assert names == sorted(f"{ASSEMBLE_TASK}[{n}]" for n in FILES)
+        for task in assemblies:
+            name = task["name"][len(ASSEMBLE_TASK) + 1 : -1]
+            assert task["state"] == "SUCCESS" and task["worker"].startswith("r1@")
+            assert str(stack.output / name) in task["result"]
+            assert (stack.output / name).exists()
+    else:
+        # Written by the chunk task that completed the file: its result is the output.
+        for name, result in completing.items():
+            assert result.endswith(f"; {stack.output / name}'"), result
+            assert (stack.output / name).exists()
 
     # Filtering by task name works for the chunk tasks (what a dashboard query does).
     only_chunks = flower.json(f"/api/tasks?taskname={CLASSIFY_TASK}")

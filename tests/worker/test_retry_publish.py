@@ -20,7 +20,8 @@ from emotions.celeryconfig import make_app
 from emotions.jobs import connect
 from emotions.settings import load_settings
 from harness.stack import RedisServer
-from worker.tasks import queue_assembly, redis_unavailable, retry_or_hand_back
+from worker.completion import queue_assembly
+from worker.tasks import redis_unavailable, retry_or_hand_back
 
 
 @pytest.fixture
