@@ -137,7 +137,13 @@ class Ledger:
             QUEUED,
             os.fsencode(name),
         ]
-        self._put(keys=[self.key, self.inflight], args=args, client=pipe)
+        keys = [self.key, self.inflight]
+        if pipe is None:
+            self._put(keys=keys, args=args)
+        else:
+            # EVAL, not the registered script: redis-py checks a pipeline's scripts with a
+            # SCRIPT EXISTS round trip of its own before every execute (one per new file).
+            pipe.eval(_PUT, len(keys), *keys, *args)
         return entry
 
     def update(self, name: str, **changes: Any) -> Entry | None:
