@@ -223,10 +223,11 @@ class Stack(Folders):
     def output_records(self, stem: str) -> list[dict[str, Any]]:
         return orjson.loads((self.output / f"{stem}.json").read_bytes())
 
-    def stop_all(self) -> None:
-        """Stop every process started here, newest first (SIGKILL if one lingers)."""
+    def stop_all(self, graceful: bool = True) -> None:
+        """Stop every process started here, newest first (SIGKILL if one lingers, or at once
+        unless ``graceful``: see :func:`~harness.procs.stop_group`)."""
         for proc in reversed(self.procs):
-            stop_group(proc)
+            stop_group(proc, graceful=graceful)
         self.procs.clear()
 
 

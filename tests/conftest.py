@@ -40,7 +40,8 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def stack(tmp_path: Path, redis_server: RedisServer, bert_model: Path) -> Iterator[Stack]:
-    """Folders + Redis + model for one test; every process it starts is stopped afterwards."""
+    """Folders + Redis + model for one test; every process it starts is killed afterwards (the
+    test is over: a graceful stop would only cost seconds per worker)."""
     s = make_stack(tmp_path / "stack", redis_server, bert_model)
     yield s
-    s.stop_all()
+    s.stop_all(graceful=False)
