@@ -73,7 +73,8 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = spawn(self.command(), self.dir / "redis.log")
-        wait_for(self._pings, 10, "redis-server to accept connections")
+        # Polled often: it answers within milliseconds, and hundreds of tests start one.
+        wait_for(self._pings, 10, "redis-server to accept connections", interval=0.005)
 
     def _pings(self) -> bool:
         try:
