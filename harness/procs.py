@@ -46,16 +46,23 @@ def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subpr
         )
 
 
-def stop_group(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """SIGTERM a process group, and SIGKILL it if it is still there after ``timeout``.
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 15, graceful: bool = True) -> None:
+    """SIGTERM a process group, and SIGKILL it if it is still there after ``timeout``; with
+    ``graceful`` false, SIGKILL it at once.
 
     What is left afterwards is killed too: the rest of the group once its leader is gone (a
     worker under a restart loop outlives the loop's shell, a worker that exited on its own can
     leave its pool child), and the leader's descendants that left the group (a worker's pool
     child does, see :mod:`worker.shutdown`). A test must not leave a worker behind that goes on
-    taking another test's chunks."""
+    taking another test's chunks.
+
+    Not graceful is for a run that is over, whose Redis and folders go with it: a Celery
+    worker's warm shutdown takes 1.5 to 3 s, which a test suite that starts a hundred workers
+    pays in minutes, for nothing that it checks."""
     family = tree(proc.pid) if proc.poll() is None else []
-    if proc.poll() is None:
+    if proc.poll() is None and not graceful:
+        kill_group(proc)
+    elif proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=timeout)

@@ -73,7 +73,8 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = spawn(self.command(), self.dir / "redis.log")
-        wait_for(self._pings, 10, "redis-server to accept connections")
+        # Polled often: it answers within milliseconds, and hundreds of tests start one.
+        wait_for(self._pings, 10, "redis-server to accept connections", interval=0.005)
 
     def _pings(self) -> bool:
         try:
@@ -223,10 +224,11 @@ class Stack(Folders):
     def output_records(self, stem: str) -> list[dict[str, Any]]:
         return orjson.loads((self.output / f"{stem}.json").read_bytes())
 
-    def stop_all(self) -> None:
-        """Stop every process started here, newest first (SIGKILL if one lingers)."""
+    def stop_all(self, graceful: bool = True) -> None:
+        """Stop every process started here, newest first (SIGKILL if one lingers, or at once
+        unless ``graceful``: see :func:`~harness.procs.stop_group`)."""
         for proc in reversed(self.procs):
-            stop_group(proc)
+            stop_group(proc, graceful=graceful)
         self.procs.clear()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,15 +33,18 @@ def any_model(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, SIGKILLed afterwards: nothing of it is read again, and
+    a SIGTERM waits for Redis's next timer tick (up to 0.1 s), in hundreds of tests."""
     server = RedisServer(tmp_path / "redis")
     server.start()
     yield server
-    server.stop()
+    server.stop(signal.SIGKILL)
 
 
 @pytest.fixture
 def stack(tmp_path: Path, redis_server: RedisServer, bert_model: Path) -> Iterator[Stack]:
-    """Folders + Redis + model for one test; every process it starts is stopped afterwards."""
+    """Folders + Redis + model for one test; every process it starts is killed afterwards (the
+    test is over: a graceful stop would only cost seconds per worker)."""
     s = make_stack(tmp_path / "stack", redis_server, bert_model)
     yield s
-    s.stop_all()
+    s.stop_all(graceful=False)

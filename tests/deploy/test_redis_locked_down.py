@@ -148,7 +148,7 @@ def locked(tmp_path: Path, bert_model: Path) -> Iterator[Stack]:
     server.start()
     stack = make_stack(tmp_path / "stack", server, bert_model)
     yield stack
-    stack.stop_all()
+    stack.stop_all(graceful=False)
     server.stop()
 
 

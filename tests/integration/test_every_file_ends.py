@@ -234,7 +234,7 @@ def test_redis_sigkilled_while_a_large_file_is_queued(tmp_path: Path, bert_model
         assert producer.wait(timeout=180) == 0, stack.log("producer")
         assert_exactly_once(stack, "r", expected)
     finally:
-        stack.stop_all()
+        stack.stop_all(graceful=False)
         server.stop()
 
 

@@ -136,7 +136,7 @@ def test_cuda_oom_is_retried_in_halves(stack: Stack) -> None:
     ooms = sorted(int(p.name.split("-")[1]) for p in marker.iterdir() if p.name.startswith("oom"))
     assert {16, 8, 4, 2} <= set(ooms)  # batch 16 -> 8 -> 4 -> 2 -> 1
     # Labels are those of an unconstrained run.
-    stack.stop_all()
+    stack.stop_all(graceful=False)
     stack.start_worker("w2")
     shutil.move(stack.output / "o.json", reference)
     write_json(stack.input / "o2.json", expected)

@@ -43,7 +43,7 @@ def run_file(stack: Stack, stem: str, records: list[dict[str, Any]]) -> list[str
 
 def clean_labels(stack: Stack, records: list[dict[str, Any]]) -> list[str]:
     """The labels of an untouched worker (started after the others are stopped)."""
-    stack.stop_all()
+    stack.stop_all(graceful=False)
     stack.start_worker("clean")
     return run_file(stack, "clean", records)
 

@@ -88,7 +88,7 @@ def test_model_change_redoes_outputs(stack: Stack, xlmr_model: object) -> None:
     stack.start_worker("w1")
     assert stack.run_producer("--once").returncode == 0
     first = (stack.output / "v.json").stat().st_mtime_ns
-    stack.stop_all()
+    stack.stop_all(graceful=False)
     stack.start_worker("w2", EMOTIONS_MODEL=str(xlmr_model))
     assert stack.run_producer("--once", EMOTIONS_MODEL=str(xlmr_model)).returncode == 0
     assert (stack.output / "v.json").stat().st_mtime_ns != first

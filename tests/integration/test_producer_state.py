@@ -141,10 +141,12 @@ def test_two_producers_on_one_redis(stack: Stack) -> None:
 
 
 def test_a_small_file_behind_a_large_one_comes_out_first(stack: Stack) -> None:
+    """The big file is five windows long: a small file queued behind it would come out after
+    it; fed fairly, it waits for one window at most (8 chunks of 0.2 s, against 40)."""
     marker = started_marker(stack)
     stack.start_worker("w1", faulty=True, FAULT_STARTED_DIR=str(marker), FAULT_SLOW_SECONDS="0.2")
-    write_json(stack.input / "big.json", comments(8 * 150, "big"))  # 150 chunks, 30 s or more
-    stack.start_producer()
+    write_json(stack.input / "big.json", comments(8 * 40, "big"))  # 40 chunks, 8 s or more
+    stack.start_producer(EMOTIONS_WINDOW="8")
     wait_for(lambda: any(marker.iterdir()), 60, "the big file's first chunk")
     arrived = time.monotonic()
     write_json(stack.input / "small.json", comments(3, "small"))
@@ -152,7 +154,7 @@ def test_a_small_file_behind_a_large_one_comes_out_first(stack: Stack) -> None:
     assert time.monotonic() - arrived < 30
     assert not (stack.output / "big.json").exists()  # the big one was still under way
     wait_for(lambda: (stack.output / "big.json").exists(), 120, "the big file")
-    assert_exactly_once(stack, "big", comments(8 * 150, "big"))
+    assert_exactly_once(stack, "big", comments(8 * 40, "big"))
 
 
 def test_a_new_file_is_not_stuck_behind_thousands_waiting(stack: Stack) -> None:

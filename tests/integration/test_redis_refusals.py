@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -52,7 +53,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = ReconfigurableRedis(tmp_path / "redis")
     server.start()
     yield server
-    server.stop()
+    server.stop(signal.SIGKILL)  # as the shared fixture does: nothing of it is read again
 
 
 def bgsave_status(client: redis.Redis) -> str:

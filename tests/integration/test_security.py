@@ -70,7 +70,7 @@ def test_password_in_url_works_and_is_never_logged(
         assert "redis://:**@127.0.0.1" in logs  # settings were logged, masked
         assert "s3cr3t-Pa55" not in logs
     finally:
-        stack.stop_all()
+        stack.stop_all(graceful=False)
 
 
 def test_names_and_links_cannot_escape_the_folders(stack: Stack, tmp_path: Path) -> None:

@@ -81,5 +81,5 @@ def test_a_workers_log_level_flag_wins_over_the_environment(tmp_path: Path) -> N
         stack.start_worker("results", "-Q", "results", EMOTIONS_LOG_LEVEL="WARNING")
         wait_for(lambda: "worker settings" in stack.log("results"), 10, "the INFO settings line")
     finally:
-        stack.stop_all()
+        stack.stop_all(graceful=False)
         redis.stop()

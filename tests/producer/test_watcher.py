@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from watchdog.observers.api import BaseObserver
 
+from producer import watcher
 from producer.watcher import Candidates, ignored, start_observer
 
 SETTLE = 0.6
@@ -57,6 +58,28 @@ def test_normal_names_are_not_ignored(name: str) -> None:
     assert not ignored(name)
 
 
+class Clock:
+    """The watcher's monotonic clock, moved by hand. On real time, a settle test fails when a
+    loaded machine stalls it between two looks for longer than the test's margin."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The clock of :mod:`producer.watcher` only (the observers' threads keep real time)."""
+    moved = Clock()
+    monkeypatch.setattr(watcher, "time", moved)
+    return moved
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     d = tmp_path / "input"
@@ -79,40 +102,40 @@ def collect(c: Candidates, want: Path, timeout: float = 10.0) -> list[Path]:
 # --- settling -----------------------------------------------------------------------------
 
 
-def test_file_settles_only_after_size_and_mtime_stay_still(folder: Path) -> None:
+def test_file_settles_only_after_size_and_mtime_stay_still(folder: Path, clock: Clock) -> None:
     f = folder / "a.json"
     f.write_text("[1")
     c = Candidates(folder, SETTLE)
     c.scan()
-    t0 = time.monotonic()
+    t0 = clock.monotonic()
     assert c.settled() == []  # first sighting
-    time.sleep(0.4)
+    clock.sleep(0.4)
     with f.open("a") as out:  # still being written
         out.write(", 2")
     assert c.settled() == []  # changed: the clock starts again
-    time.sleep(0.4)  # 0.8 s since first seen, 0.4 s since the change
-    assert time.monotonic() - t0 >= SETTLE
+    clock.sleep(0.4)  # 0.8 s since first seen, 0.4 s since the change
+    assert clock.monotonic() - t0 >= SETTLE
     assert c.settled() == []
-    time.sleep(0.3)  # 0.7 s since the change
+    clock.sleep(0.3)  # 0.7 s since the change
     assert c.settled() == [f.resolve()]
     assert c.settled() == []  # returned once
-    time.sleep(SETTLE + 0.1)
+    clock.sleep(SETTLE + 0.1)
     assert c.settled() == []
 
 
-def test_mtime_change_at_same_size_restarts_the_clock(folder: Path) -> None:
+def test_mtime_change_at_same_size_restarts_the_clock(folder: Path, clock: Clock) -> None:
     f = folder / "a.json"
     f.write_text("[1]")
     c = Candidates(folder, SETTLE)
     c.scan()
     assert c.settled() == []
-    time.sleep(0.4)
+    clock.sleep(0.4)
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # same size, new mtime
     assert c.settled() == []
-    time.sleep(0.4)
+    clock.sleep(0.4)
     assert c.settled() == []
-    time.sleep(0.3)
+    clock.sleep(0.3)
     assert c.settled() == [f.resolve()]
 
 
@@ -125,7 +148,7 @@ def test_zero_settle_time_still_needs_two_looks(folder: Path) -> None:
     assert c.settled() == [f]
 
 
-def test_deleted_before_settling_is_dropped(folder: Path) -> None:
+def test_deleted_before_settling_is_dropped(folder: Path, clock: Clock) -> None:
     f = folder / "a.json"
     f.write_text("[1]")
     st = f.stat()
@@ -138,36 +161,36 @@ def test_deleted_before_settling_is_dropped(folder: Path) -> None:
     # (had it been kept, it would now look settled).
     f.write_text("[1]")
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
-    time.sleep(0.3)
+    clock.sleep(0.3)
     assert c.settled() == []
     assert c.settled() == []
 
 
-def test_scan_nominates_files_already_present(folder: Path) -> None:
+def test_scan_nominates_files_already_present(folder: Path, clock: Clock) -> None:
     for name in ("b.json", "a.csv", "c.jsonl"):
         (folder / name).write_text("[]")
     c = Candidates(folder, 0.1)
     assert c.settled() == []
-    time.sleep(0.15)
+    clock.sleep(0.15)
     assert c.settled() == []  # nothing nominated without a scan or an event
     c.scan()
     assert c.settled() == []
-    time.sleep(0.15)
+    clock.sleep(0.15)
     assert c.settled() == [(folder / n).resolve() for n in ("a.csv", "b.json", "c.jsonl")]
 
 
-def test_scan_twice_does_not_duplicate_or_restart(folder: Path) -> None:
+def test_scan_twice_does_not_duplicate_or_restart(folder: Path, clock: Clock) -> None:
     f = folder / "a.json"
     f.write_text("[]")
     c = Candidates(folder, 0.3)
     c.scan()
     assert c.settled() == []
-    time.sleep(0.35)
+    clock.sleep(0.35)
     c.scan()  # a periodic rescan while the file is pending
     assert c.settled() == [f.resolve()]
 
 
-def test_hidden_and_temporary_files_are_never_returned(folder: Path) -> None:
+def test_hidden_and_temporary_files_are_never_returned(folder: Path, clock: Clock) -> None:
     names = [".x", "x.tmp", "x.part", "x.crdownload", "~x", ".x.json"]
     for name in names:
         (folder / name).write_text("[]")
@@ -177,9 +200,9 @@ def test_hidden_and_temporary_files_are_never_returned(folder: Path) -> None:
     for name in names:
         c.nominate(folder / name)  # as an event would
     got = c.settled()
-    time.sleep(0.1)
+    clock.sleep(0.1)
     got += c.settled()
-    time.sleep(0.1)
+    clock.sleep(0.1)
     got += c.settled()
     assert got == [(folder / "ok.json").resolve()]
 
@@ -190,7 +213,7 @@ def test_scan_of_missing_folder_does_not_raise(tmp_path: Path) -> None:
     assert c.settled() == []
 
 
-def test_subfolder_is_never_a_candidate(folder: Path) -> None:
+def test_subfolder_is_never_a_candidate(folder: Path, clock: Clock) -> None:
     """A folder inside the input folder is not a comment file: taking it would move it (and
     everything in it) to the failed folder."""
     (folder / "archive").mkdir()
@@ -199,7 +222,7 @@ def test_subfolder_is_never_a_candidate(folder: Path) -> None:
     c = Candidates(folder, 0.05)
     c.scan()
     got = c.settled()
-    time.sleep(0.1)
+    clock.sleep(0.1)
     got += c.settled()
     assert got == [(folder / "a.json").resolve()]
 

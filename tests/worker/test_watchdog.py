@@ -15,6 +15,27 @@ class Running:
     name: str
 
 
+class Polls:
+    """What the watchdog sees running, counting its looks: a test waits for the watchdog to
+    have looked (and so checked) instead of sleeping and hoping a loaded machine ran it."""
+
+    def __init__(self, tasks: list[Running]) -> None:
+        self.tasks = tasks
+        self.count = 0
+
+    def __call__(self) -> list[Running]:
+        self.count += 1
+        return list(self.tasks)
+
+    def wait(self, looks: int = 2) -> None:
+        """Until ``looks`` more looks happened: the one before the last was checked in full."""
+        target = self.count + looks
+        deadline = time.monotonic() + 30
+        while self.count < target:
+            assert time.monotonic() < deadline, "the watchdog stopped looking"
+            time.sleep(0.005)
+
+
 class Clock:
     """A monotonic clock the test moves by hand."""
 
@@ -49,10 +70,9 @@ def test_a_wall_clock_step_does_not_kill_a_healthy_worker() -> None:
     started_wall = time.time() - 3600  # what a step of the wall clock makes it look like
     task = Running("x", "emotions.classify_chunk")
     task.time_start = started_wall  # type: ignore[attr-defined]
-    watch(
-        30, running=lambda: [task], exit_process=exits.append, interval=0.02, stop=stop, clock=clock
-    )
-    time.sleep(0.3)
+    polls = Polls([task])
+    watch(30, running=polls, exit_process=exits.append, interval=0.02, stop=stop, clock=clock)
+    polls.wait(5)
     stop.set()
     assert exits == []
 
@@ -61,47 +81,33 @@ def test_the_watchdog_exits_once_with_status_1_past_the_limit() -> None:
     clock = Clock()
     exits: list[int] = []
     stop = threading.Event()
-    running = [Running("x", "emotions.classify_chunk")]
-    watch(
-        30,
-        running=lambda: running,
-        exit_process=exits.append,
-        interval=0.02,
-        stop=stop,
-        clock=clock,
+    polls = Polls([Running("x", "emotions.classify_chunk")])
+    thread = watch(
+        30, running=polls, exit_process=exits.append, interval=0.02, stop=stop, clock=clock
     )
-    time.sleep(0.15)
+    polls.wait()  # the task is seen running at 1000
     clock.now += 29
-    time.sleep(0.15)
+    polls.wait()
     assert exits == []  # within the limit
     clock.now += 2
-    deadline = time.monotonic() + 5
-    while not exits and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.2)
+    thread.join(timeout=30)
+    assert not thread.is_alive()  # the thread ends after asking to exit...
     stop.set()
-    assert exits == [1]  # once: the thread ends after asking to exit
+    assert exits == [1]  # ...once
 
 
 def test_the_watchdog_leaves_a_worker_whose_tasks_finish_in_time() -> None:
     clock = Clock()
     exits: list[int] = []
     stop = threading.Event()
-    running: list[Running] = []
-    watch(
-        20,
-        running=lambda: list(running),
-        exit_process=exits.append,
-        interval=0.01,
-        stop=stop,
-        clock=clock,
-    )
+    polls = Polls([])
+    watch(20, running=polls, exit_process=exits.append, interval=0.01, stop=stop, clock=clock)
     for i in range(10):  # tasks of 15 s each, one after another: 150 s in all
-        running[:] = [Running(str(i), "t")]
-        time.sleep(0.05)
+        polls.tasks[:] = [Running(str(i), "t")]
+        polls.wait()  # seen starting
         clock.now += 15
-        time.sleep(0.05)
-    running.clear()
-    time.sleep(0.1)
+        polls.wait()  # seen at 15 s
+    polls.tasks.clear()
+    polls.wait()
     stop.set()
     assert exits == []
