@@ -131,14 +131,32 @@ CLIENT_OPTIONS: Final[dict[str, Any]] = {"parser_class": RefusalParser}
 
 
 class QoS(kombu_redis.QoS):
-    """kombu's acknowledgement emulation, patient with a refused ``unacked`` write.
+    """kombu's acknowledgement emulation, patient with a refused ``unacked`` write, and able
+    to hand messages back from another thread.
 
     A message is popped from its queue (BRPOP) before it is recorded as unacknowledged; if
     that record is refused, the message exists only in this process. Giving up at once would
     lose it (the producer's supervisor would send the chunk again, one stall period later), so
     the record is retried for up to :data:`REFUSAL_PATIENCE_SECONDS` before the error goes on
     to Celery's reconnect.
+
+    A ``-P threads`` worker hands its messages back (:meth:`restore_unacked`) from a task's
+    thread while the consumer's thread may still record a new delivery: kombu's loop over the
+    live dict of deliveries then fails ("mutated during iteration") and hands back nothing.
     """
+
+    def restore_unacked(self, client: Any = None) -> None:
+        """Push every delivered, unacknowledged message back onto its queue: kombu's, over
+        snapshots of the deliveries, until none is left (a delivery recorded meanwhile is
+        handed back too)."""
+        with self.channel.conn_or_acquire(client) as conn:
+            for _ in range(RESTORE_ROUNDS):
+                tags = list(self._delivered)  # one C call: atomic under the GIL
+                if not tags:
+                    return
+                for tag in tags:
+                    self.restore_by_tag(tag, client=conn)
+                    self._delivered.pop(tag, None)
 
     def append(self, message: Any, delivery_tag: str) -> None:
         deadline = time.monotonic() + REFUSAL_PATIENCE_SECONDS
@@ -158,6 +176,11 @@ class QoS(kombu_redis.QoS):
                 )
                 time.sleep(wait)
                 wait = min(wait * 2, REFUSAL_RETRY_MAX_SECONDS)
+
+
+# Snapshots restore_unacked takes before it gives up on deliveries that keep coming (a
+# consumer still receiving); those left wait out the visibility timeout.
+RESTORE_ROUNDS: Final = 10
 
 
 class Channel(kombu_redis.Channel):

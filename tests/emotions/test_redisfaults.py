@@ -182,3 +182,47 @@ def test_a_failed_publish_batch_is_unavailable_by_its_cause() -> None:
         except BatchPublishError as batch:
             assert unavailable(batch) is expected
     assert not unavailable(BatchPublishError("no cause"))
+
+
+def handed_back(url: str, transport: Any, server: redis.Redis) -> tuple[int, Exception | None]:
+    """Four messages received; the fourth is recorded as delivered only while the first three
+    are being handed back (as a consumer's thread records a delivery while a task's thread
+    hands messages back). How many messages are back in the queue afterwards, and the error."""
+    with Connection(url, transport=transport) as conn:
+        queue = conn.SimpleQueue("handback-test")
+        for i in range(4):
+            queue.put({"chunk": i})
+        received = [queue.get(timeout=5) for _ in range(4)]
+        qos = queue.consumer.channel.qos
+        late = received[-1]
+        del qos._delivered[late.delivery_tag]  # received, not recorded yet
+        original = qos.restore_by_tag
+
+        def restore_while_receiving(tag: str, client: Any = None) -> None:
+            original(tag, client=client)
+            if late.delivery_tag not in qos._delivered:
+                qos.append(late, late.delivery_tag)  # what the consumer's thread does
+
+        qos.restore_by_tag = restore_while_receiving
+        error = None
+        try:
+            qos.restore_unacked()
+        except Exception as e:
+            error = e
+        back = int(server.llen("handback-test"))
+        queue.close()
+    server.delete("handback-test", "unacked", "unacked_index")
+    return back, error
+
+
+def test_messages_are_handed_back_while_another_thread_receives(
+    redis_server: RedisServer, server: redis.Redis
+) -> None:
+    """A -P threads worker hands its messages back from a task's thread while its consumer
+    may record a new delivery. kombu's own transport fails ("mutated during iteration") after
+    the first; the project's hands back every one, the late delivery included."""
+    back, error = handed_back(redis_server.url, kombu_redis.Transport, server)
+    assert isinstance(error, RuntimeError) and "mutated during iteration" in str(error)
+    assert back == 1
+    back, error = handed_back(redis_server.url, Transport, server)
+    assert error is None and back == 4
