@@ -137,7 +137,7 @@ def waiting_for(client: Any, queue: str, job: str) -> int:
     for raw in client.lrange(queue, 0, -1):
         try:
             envelope = orjson.loads(raw)
-            args = orjson.loads(base64.b64decode(envelope["body"]))[0]
+            args = _decode(base64.b64decode(envelope["body"]))[0]
         except (ValueError, KeyError, IndexError, TypeError):
             continue
         count += bool(args) and args[0] == job

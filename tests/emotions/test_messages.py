@@ -23,8 +23,9 @@ def test_waiting_for_counts_only_the_jobs_own_messages(redis_server: RedisServer
         send_chunk(app, "job-a", 1, ["y"], "hub:m@main", "a.json")
         send_chunk(app, "job-b", 0, ["z"], "hub:m@main", "b.json")
         send_assembly(app, "job-a", "a.json")
+        send_chunk(app, "job-a", 2, ["a lone \ud800 surrogate"], "hub:m@main", "a.json")
         client.lpush(INFERENCE_QUEUE, b"not a kombu envelope")
-        assert waiting_for(client, INFERENCE_QUEUE, "job-a") == 2
+        assert waiting_for(client, INFERENCE_QUEUE, "job-a") == 3  # escaped JSON counts too
         assert waiting_for(client, INFERENCE_QUEUE, "job-b") == 1
         assert waiting_for(client, INFERENCE_QUEUE, "job-c") == 0
         assert waiting_for(client, RESULTS_QUEUE, "job-a") == 1
