@@ -165,6 +165,9 @@ TOKENIZER_THREADS_MAX: Final = 8
 DEVICE_FAULT_CHUNKS: Final = 2
 # Exit status of a pool child (or an in-process worker) that stopped for a device fault.
 DEVICE_FAULT_EXIT: Final = 3
+# A worker leaving from a task's thread hands its messages back, waits this long for one its
+# consumer had already taken from the queue, and hands back again (worker.shutdown).
+HAND_BACK_SETTLE_SECONDS: Final = 0.2
 # Self-test at start (worker/selftest.py): labels of the device path must equal the CPU fp32
 # reference wherever the reference's top-2 logit gap exceeds this.
 SELFTEST_GAP: Final = 0.05

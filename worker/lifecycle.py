@@ -197,7 +197,7 @@ def hand_back_unacked() -> None:
     onto its queue now, before the process leaves without Celery's shutdown."""
     consumer = getattr(_worker, "consumer", None)
     if consumer is not None and consumer.task_consumer is not None:
-        shutdown.restore_unacked(consumer)
+        shutdown.hand_back_before_exit(consumer)
 
 
 @worker_shutdown.connect

@@ -42,7 +42,7 @@ from celery.platforms import EX_FAILURE, EX_OK
 from celery.worker import state
 from kombu.common import ignore_errors
 
-from emotions.constants import STOP_POLL_SECONDS
+from emotions.constants import HAND_BACK_SETTLE_SECONDS, STOP_POLL_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,21 @@ def restore_unacked(consumer: Any) -> None:
         log.warning("could not hand tasks back now (%s)", e)
 
 
+def hand_back_before_exit(consumer: Any) -> None:
+    """Stop receiving, then hand back every message this worker holds, for a process about to
+    leave from another thread than the consumer's (a ``-P threads``/``solo`` worker whose GPU
+    broke, or whose task passed the time limit).
+
+    The consumer keeps its prefetch full: each message handed back makes room for another,
+    which it may record as delivered just after the hand back, and which would then wait out
+    the visibility timeout. So it is cancelled first, and the hand back is repeated once after
+    a moment, for a message it had already taken from the queue."""
+    ignore_errors(consumer, consumer.task_consumer.cancel)
+    restore_unacked(consumer)
+    time.sleep(HAND_BACK_SETTLE_SECONDS)
+    restore_unacked(consumer)
+
+
 def exit_handing_back(worker: Any, code: int) -> NoReturn:
     """Hand the chunks this worker holds back to their queue, then leave at once with
     ``code``: for a threads worker whose task passed the hard time limit. Without the hand
@@ -155,7 +170,7 @@ def exit_handing_back(worker: Any, code: int) -> NoReturn:
     if consumer is not None and getattr(consumer, "task_consumer", None) is not None:
         held = len(state.reserved_requests)
         log.warning("exiting: handing %d task(s) back to the queue first", held)
-        restore_unacked(consumer)
+        hand_back_before_exit(consumer)
     exit_now(code)
 
 
