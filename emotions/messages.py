@@ -41,40 +41,35 @@ from emotions.files import display_name
 
 @dataclass(frozen=True, slots=True)
 class Texts:
-    """A chunk's texts, already encoded as a JSON array (by :func:`encode_texts`)."""
+    """A chunk's texts, already encoded as a JSON array (by :func:`encode_json`)."""
 
     json: bytes
     count: int
 
 
-def encode_texts(texts: Sequence[str]) -> bytes:
-    """Texts as a JSON array: orjson's, or Python's ``json`` (escaped) where orjson refuses."""
+def encode_json(value: Any) -> bytes:
+    """JSON by orjson, or by Python's ``json`` (escaped) where orjson refuses (a lone
+    surrogate): the chunk serializer's encoder, and how the check encodes a chunk's texts."""
     try:
-        return orjson.dumps(texts)
-    except TypeError:  # a lone surrogate
-        return json.dumps(list(texts)).encode("ascii")
-
-
-def _encode(body: Any) -> bytes:
-    try:
-        return orjson.dumps(body)
+        return orjson.dumps(value)
     except TypeError:
-        return json.dumps(body).encode("ascii")
+        return json.dumps(value).encode("ascii")
 
 
-def _decode(data: bytes | str) -> Any:
+def decode_json(data: bytes | str) -> Any:
+    """What :func:`encode_json` wrote, either way."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return json.loads(data)  # escaped lone surrogates (see encode_texts)
+        return json.loads(data)  # escaped lone surrogates
 
 
 def register_serializer() -> None:
     """Make the chunk serializer known to kombu (idempotent); every process's app calls it."""
     serialization.register(
         CHUNK_SERIALIZER,
-        _encode,
-        _decode,
+        encode_json,
+        decode_json,
         content_type=CHUNK_CONTENT_TYPE,
         content_encoding="utf-8",
     )
@@ -137,7 +132,7 @@ def waiting_for(client: Any, queue: str, job: str) -> int:
     for raw in client.lrange(queue, 0, -1):
         try:
             envelope = orjson.loads(raw)
-            args = _decode(base64.b64decode(envelope["body"]))[0]
+            args = decode_json(base64.b64decode(envelope["body"]))[0]
         except (ValueError, KeyError, IndexError, TypeError):
             continue
         count += bool(args) and args[0] == job

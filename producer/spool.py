@@ -29,7 +29,7 @@ from typing import BinaryIO
 from emotions.chunking import chunks
 from emotions.errors import TransientError
 from emotions.formats import Format, detect, read_texts
-from emotions.messages import Texts, encode_texts
+from emotions.messages import Texts, encode_json
 
 SPOOL_PREFIX = ".emotions-spool-"
 
@@ -104,7 +104,7 @@ def scan(
         with path.open("rb") as stream:
             texts = read_texts(stream, path.name, fmt, max_comment_chars=max_comment_chars)
             for chunk in chunks(texts, size, max_bytes):
-                encoded = encode_texts(chunk)
+                encoded = encode_json(chunk)
                 try:
                     spool.write(encoded)
                 except OSError as e:

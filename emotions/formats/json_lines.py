@@ -37,22 +37,25 @@ def json_lines_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Itera
     Records before a bad line are yielded before the error is raised: the caller fails the
     whole file, not just that line.
     """
-    where, plain, loads = At(name), maker.plain, orjson.loads
     for number, line in enumerate(stream, start=1):
         if number == 1:
             line = line.removeprefix(BOM)
-        try:
-            value = loads(line)
-        except orjson.JSONDecodeError as e:
-            if not line.strip():
-                continue
-            raise _line_error(name, number, line, e) from e
-        if type(value) is dict and API_KEYS.isdisjoint(value):
-            record = plain(value)
-            if record is not None:
-                yield record
-                continue
-        yield from line_records(line, value, maker, where.numbered("line", number))
+        yield from _line(line, number, name, maker)
+
+
+def _line(line: bytes, number: int, name: str, maker: RecordMaker) -> list[Record]:
+    """The records of line ``number`` (none for a blank one), or its error."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        if not line.strip():
+            return []
+        raise _line_error(name, number, line, e) from e
+    if type(value) is dict and API_KEYS.isdisjoint(value):
+        record = maker.plain(value)
+        if record is not None:
+            return [record]
+    return line_records(line, value, maker, At(name).numbered("line", number))
 
 
 def json_lines_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[str]:
@@ -79,23 +82,7 @@ def json_lines_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterato
                     continue
             yield from list(element_texts(obj, limit))
         except (*DECODE_ERRORS, Undecided):
-            yield from _slow_texts(line, number, name, maker)
-
-
-def _slow_texts(stream_line: bytes, number: int, name: str, maker: RecordMaker) -> list[str]:
-    """The texts of one line by the full path of :func:`json_lines_records`."""
-    try:
-        value = orjson.loads(stream_line)
-    except orjson.JSONDecodeError as e:
-        if not stream_line.strip():
-            return []
-        raise _line_error(name, number, stream_line, e) from e
-    if type(value) is dict and API_KEYS.isdisjoint(value):
-        record = maker.plain(value)
-        if record is not None:
-            return [record.comment]
-    where = At(name).numbered("line", number)
-    return [record.comment for record in line_records(stream_line, value, maker, where)]
+            yield from (record.comment for record in _line(line, number, name, maker))
 
 
 def line_records(line: bytes, value: object, maker: RecordMaker, where: At) -> list[Record]:

@@ -10,7 +10,7 @@ from kombu import serialization
 
 from emotions.celeryconfig import celery_config, make_app
 from emotions.constants import CHUNK_CONTENT_TYPE, INFERENCE_QUEUE, RESULTS_QUEUE
-from emotions.messages import Texts, encode_texts, send_assembly, send_chunk, waiting_for
+from emotions.messages import Texts, encode_json, send_assembly, send_chunk, waiting_for
 from emotions.settings import load_settings
 from harness.stack import RedisServer
 
@@ -57,7 +57,7 @@ def test_texts_encoded_at_the_check_travel_as_plain_json(redis_server: RedisServ
     client = redis_server.client()
     texts = ["plain", "ünïcödé 😂", 'quote " and \\ backslash', "lone \ud800 surrogate"]
     try:
-        send_chunk(app, "job-a", 0, Texts(encode_texts(texts), len(texts)), "m", "a.json")
+        send_chunk(app, "job-a", 0, Texts(encode_json(texts), len(texts)), "m", "a.json")
         send_chunk(app, "job-a", 1, texts, "m", "a.json")
         for raw in client.lrange(INFERENCE_QUEUE, 0, -1):
             envelope = orjson.loads(raw)
