@@ -22,6 +22,15 @@ CLASSIFY_TASK: Final = "emotions.classify_chunk"
 CHUNK_SERIALIZER: Final = "emotions-orjson"
 CHUNK_CONTENT_TYPE: Final = "application/x-emotions-orjson"
 ASSEMBLE_TASK: Final = "emotions.assemble_file"
+# A feed's chunk messages go to Redis in pipelines of at most this many messages or bytes
+# (emotions.publish); their task-sent events follow in kombu batches of as many commands.
+PUBLISH_BATCH_COMMANDS: Final = 256
+PUBLISH_BATCH_BYTES: Final = 8 << 20
+# The producer's check reads JSON Lines about this many bytes of lines at a time: a block of
+# plain comments is decoded and measured without Python per line (emotions.formats.texts).
+TEXT_BLOCK_BYTES: Final = 1 << 20
+# ... and other formats' texts this many records at a time.
+TEXT_BLOCK_RECORDS: Final = 1024
 
 # Redis keys. ``job`` is a content+model digest, ``name`` an input file name, ``folder`` the
 # first hex digits of the SHA-256 of a resolved folder path (producer/folder.py): several

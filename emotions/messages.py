@@ -75,6 +75,20 @@ def register_serializer() -> None:
     )
 
 
+def chunk_call(
+    job: str, index: int, texts: Texts | Sequence[str], model: str, name: str
+) -> tuple[list[Any], str]:
+    """The classify task's arguments for chunk ``index`` of ``job`` (under ``model``, an
+    identity), and how Flower and the logs show them."""
+    shown = display_name(name)
+    if isinstance(texts, Texts):
+        payload: Any = orjson.Fragment(texts.json)
+        count = texts.count
+    else:
+        payload, count = list(texts), len(texts)
+    return [job, index, payload, model, shown], f"({shown!r}, chunk {index}, {count} comments)"
+
+
 def send_chunk(
     app: Celery,
     job: str,
@@ -84,21 +98,16 @@ def send_chunk(
     name: str,
     producer: Any = None,
 ) -> None:
-    """Queue one chunk of comment texts for inference under ``model`` (an identity).
+    """Queue one chunk of comment texts by ``send_task`` (the producer's feed sends its chunks
+    by :mod:`emotions.publish`, which makes the same message for less).
 
-    ``producer``: a kombu producer to publish with (one in a batch sends many chunks in one
-    round trip); None: one from the app's pool."""
-    shown = display_name(name)
-    if isinstance(texts, Texts):
-        payload: Any = orjson.Fragment(texts.json)
-        count = texts.count
-    else:
-        payload, count = list(texts), len(texts)
+    ``producer``: a kombu producer to publish with; None: one from the app's pool."""
+    args, argsrepr = chunk_call(job, index, texts, model, name)
     app.send_task(
         CLASSIFY_TASK,
-        args=[job, index, payload, model, shown],
+        args=args,
         queue=INFERENCE_QUEUE,
-        argsrepr=f"({shown!r}, chunk {index}, {count} comments)",
+        argsrepr=argsrepr,
         serializer=CHUNK_SERIALIZER,
         producer=producer,
         ignore_result=True,  # see send_assembly

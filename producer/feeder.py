@@ -22,27 +22,21 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from celery import Celery
 
 from emotions.errors import InputError
 from emotions.files import display_name
 from emotions.jobs import JobStore
-from emotions.messages import Texts, send_assembly, send_chunk
+from emotions.messages import Texts, send_assembly
 from emotions.modelid import model_identity
+from emotions.publish import ChunkBatch, publishing
 from emotions.settings import Settings
 from producer.spool import Layout, scan
 from producer.submit import Submitted
 
 log = logging.getLogger(__name__)
-
-# Redis commands one pipeline may hold before kombu sends it (two per chunk: the message and
-# its task-sent event); the window bounds a feed anyway.
-BATCH_COMMANDS = 256
 
 
 class Shrunk(InputError):
@@ -103,13 +97,13 @@ class Feeder:
             return 0
         before = {f.sub.job: (f, f.sent, f.fed) for f in queue}
         try:
-            with self._batch() as producer:
+            with publishing(self.app) as batch:
                 while room > 0 and queue:
                     later: list[Follow] = []
                     for f in queue:
                         if room <= 0:
                             break
-                        if self._send_one(f, producer):
+                        if self._send_one(f, batch):
                             room -= 1
                             if f.unsent:
                                 later.append(f)
@@ -126,24 +120,18 @@ class Feeder:
             pipe.execute()
         return sum(count for _, count in fed)
 
-    @contextmanager
-    def _batch(self) -> Iterator[Any]:
-        """A kombu producer whose publishes go out in one pipeline when the block ends."""
-        with self.app.producer_or_acquire() as producer, producer.batch(BATCH_COMMANDS):
-            yield producer
-
     def room(self, follows: list[Follow]) -> int:
         """Chunks the window takes now: its size less those sent and not stored yet."""
         return self.settings.window - sum(f.outstanding for f in follows)
 
-    def _send_one(self, f: Follow, producer: Any) -> bool:
+    def _send_one(self, f: Follow, batch: ChunkBatch) -> bool:
         """Send the job's next chunk; False when the file changed (the job is superseded)."""
         try:
             texts = self._texts(f, f.sent)
         except (InputError, OSError) as e:  # the file changed or vanished before its check
             self.changed(f, e)
             return False
-        self._send_chunk(f.sub, f.sent, texts, producer)
+        batch.send(f.sub.job, f.sent, texts, self.model, f.sub.name)
         f.sent, f.fed = f.sent + 1, next(self._turns)
         return True
 
@@ -178,14 +166,11 @@ class Feeder:
             f.layout = layout
         return f.layout.texts(index)
 
-    def _send_chunk(self, sub: Submitted, index: int, texts: Texts, producer: Any = None) -> None:
-        send_chunk(self.app, sub.job, index, texts, self.model, sub.name, producer)
-
     def resend(self, f: Follow, missing: set[int]) -> None:
         """Send chunks ``missing`` again (lost messages), from the spool."""
-        with self._batch() as producer:
+        with publishing(self.app) as batch:
             for index in sorted(missing):
-                self._send_chunk(f.sub, index, self._texts(f, index), producer)
+                batch.send(f.sub.job, index, self._texts(f, index), self.model, f.sub.name)
 
     def send_assembly(self, f: Follow) -> bool:
         """Queue the assembly of a job whose chunks are all stored, unless one is queued."""

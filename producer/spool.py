@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from emotions.chunking import chunks
+from emotions.chunking import cut
 from emotions.errors import TransientError
 from emotions.formats import Format, detect, read_texts
 from emotions.messages import Texts, encode_json
@@ -102,8 +102,8 @@ def scan(
     offset = 0
     try:
         with path.open("rb") as stream:
-            texts = read_texts(stream, path.name, fmt, max_comment_chars=max_comment_chars)
-            for chunk in chunks(texts, size, max_bytes):
+            blocks = read_texts(stream, path.name, fmt, max_comment_chars=max_comment_chars)
+            for chunk in cut(blocks, size, max_bytes):
                 encoded = encode_json(chunk)
                 try:
                     spool.write(encoded)

@@ -17,9 +17,11 @@ messages name the file and the line, record (counted from 0) or JSON path that i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
+from emotions.constants import TEXT_BLOCK_RECORDS
 from emotions.formats.delimited import csv_records
 from emotions.formats.detect import Format, detect
 from emotions.formats.json_document import document_records, document_texts
@@ -77,13 +79,14 @@ def read_records(
 
 def read_texts(
     stream: BinaryIO, name: str, fmt: Format, *, max_comment_chars: int = 1_000_000
-) -> Iterator[str]:
-    """The comment texts of :func:`read_records`, with its errors, for a caller that needs no
-    ids (the producer's check): JSON Lines and JSON documents by a faster path
-    (:mod:`~emotions.formats.texts`)."""
+) -> Iterator[list[str]]:
+    """The comment texts of :func:`read_records`, in order, in lists (blocks), with its
+    errors, for a caller that needs no ids (the producer's check): JSON Lines and JSON
+    documents by a faster path (:mod:`~emotions.formats.texts`)."""
     maker = RecordMaker(max_comment_chars)
     if fmt is Format.JSON_LINES:
         return json_lines_texts(stream, name, maker)
     if fmt is Format.JSON_DOCUMENT:
         return document_texts(stream, name, maker)
-    return (record.comment for record in _READERS[fmt](stream, name, maker))
+    records = _READERS[fmt](stream, name, maker)
+    return iter(lambda: [record.comment for record in islice(records, TEXT_BLOCK_RECORDS)], [])

@@ -74,15 +74,15 @@ def document_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterato
         yield from islice(value_records(exact_loads(body), maker, At(name)), made, None)
 
 
-def document_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[str]:
-    """The texts of :func:`document_records` (for a check that needs no ids), decoded by
-    msgspec where the document is the ordinary case, else by the full path."""
+def document_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[list[str]]:
+    """The texts of :func:`document_records` (for a check that needs no ids), in one block,
+    decoded by msgspec where the document is the ordinary case, else by the full path."""
     raw = stream.read()
     try:
         texts = texts_of(decode_doc(raw.removeprefix(BOM)), maker.max_comment_chars)
     except (*DECODE_ERRORS, Undecided):
         texts = [r.comment for r in document_records(io.BytesIO(raw), name, maker)]
-    return iter(texts)
+    return iter([texts])
 
 
 def ends_early(error: orjson.JSONDecodeError, length: int) -> bool:

@@ -17,6 +17,7 @@ from typing import BinaryIO
 import orjson
 from msgspec import UNSET
 
+from emotions.constants import TEXT_BLOCK_BYTES
 from emotions.errors import IncompleteInputError, InputError
 from emotions.formats.detect import BOM, STILL_WRITING, not_utf8_error
 from emotions.formats.json_document import API_KEYS, element_records
@@ -28,7 +29,13 @@ from emotions.formats.records import (
     RecordMaker,
     exact_loads,
 )
-from emotions.formats.texts import DECODE_ERRORS, Undecided, decode_obj, element_texts
+from emotions.formats.texts import (
+    DECODE_ERRORS,
+    Undecided,
+    decode_obj,
+    element_texts,
+    plain_texts,
+)
 
 
 def json_lines_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[Record]:
@@ -58,18 +65,31 @@ def _line(line: bytes, number: int, name: str, maker: RecordMaker) -> list[Recor
     return line_records(line, value, maker, At(name).numbered("line", number))
 
 
-def json_lines_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[str]:
-    """The texts of :func:`json_lines_records`, in order, with its errors, for a check that
-    needs no ids: about twice as fast.
+def json_lines_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[list[str]]:
+    """The texts of :func:`json_lines_records`, in order and in blocks, with its errors, for a
+    check that needs no ids: about three times as fast.
 
-    Each line is decoded by msgspec into just the keys that decide it
-    (:mod:`~emotions.formats.texts`); a line it leaves undecided (a number as text, a bad or
-    blank line) takes the full path of :func:`json_lines_records`.
+    Lines are read a block at a time (:data:`TEXT_BLOCK_BYTES`) and decoded by msgspec into
+    just the keys that decide a plain comment (:class:`~emotions.formats.texts.Head`); a block
+    of plain comments within the length limit, nearly every block of a real file, costs no
+    Python per line. Any other block is read line by line as before: a line msgspec leaves
+    undecided (a Data API page, a number as text, a bad or blank line) takes the full path of
+    :func:`json_lines_records`, which gives the same texts or the error.
     """
-    limit, fields = maker.max_comment_chars, TEXT_FIELDS
-    for number, line in enumerate(stream, start=1):
+    limit, number = maker.max_comment_chars, 1
+    while lines := stream.readlines(TEXT_BLOCK_BYTES):
         if number == 1:
-            line = line.removeprefix(BOM)
+            lines[0] = lines[0].removeprefix(BOM)
+        texts = plain_texts(lines, limit)
+        yield texts if texts is not None else _line_texts(lines, number, name, maker)
+        number += len(lines)
+
+
+def _line_texts(lines: list[bytes], number: int, name: str, maker: RecordMaker) -> list[str]:
+    """The texts of ``lines`` (the first is line ``number``), one line at a time."""
+    limit, fields = maker.max_comment_chars, TEXT_FIELDS
+    found: list[str] = []
+    for at, line in enumerate(lines, start=number):
         try:
             obj = decode_obj(line)
             if obj.items is obj.kind is obj.snippet is UNSET:  # a plain comment: inline
@@ -78,11 +98,12 @@ def json_lines_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterato
                     if text is not UNSET:
                         break
                 if type(text) is str and len(text) <= limit:
-                    yield text
+                    found.append(text)
                     continue
-            yield from list(element_texts(obj, limit))
+            found.extend(element_texts(obj, limit))
         except (*DECODE_ERRORS, Undecided):
-            yield from (record.comment for record in _line(line, number, name, maker))
+            found.extend(record.comment for record in _line(line, at, name, maker))
+    return found
 
 
 def line_records(line: bytes, value: object, maker: RecordMaker, where: At) -> list[Record]:

@@ -66,8 +66,20 @@ class Doc(Obj):
     comments: list[str | Obj] | UnsetType = UNSET
 
 
+class Head(msgspec.Struct, gc=False):
+    """What decides that a JSON Lines value is a plain comment whose text is ``text``: the
+    first text field present is ``text`` when ``comment`` is absent, and the value is a Data
+    API resource despite a text field only if its ``kind`` says so (youtube-comment-downloader
+    writes ``text``, and neither of the others)."""
+
+    comment: Any = UNSET
+    text: Any = UNSET
+    kind: Any = UNSET
+
+
 decode_obj = msgspec.json.Decoder(Obj).decode
 decode_doc = msgspec.json.Decoder(list[str | Obj] | Doc).decode
+decode_head = msgspec.json.Decoder(Head).decode
 DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError)
 
 
@@ -167,3 +179,19 @@ def document_texts(document: list[str | Obj] | Doc, limit: int) -> list[str]:
     if _is_item(document):
         return list(item_texts(document, limit))
     return [_checked(_text_field(document), limit)]
+
+
+def plain_texts(lines: list[bytes], limit: int) -> list[str] | None:
+    """The texts of JSON Lines ``lines`` if every one is a plain comment (:class:`Head`) with a
+    string of at most ``limit`` characters as its text; None if any is not (or is not JSON, or
+    is blank): the caller then reads them one by one. Only C-level loops per line."""
+    try:
+        heads = list(map(decode_head, lines))
+    except DECODE_ERRORS:
+        return None
+    texts = [head.text for head in heads if head.comment is UNSET and head.kind is UNSET]
+    if len(texts) != len(heads) or not all(map(str.__instancecheck__, texts)):
+        return None
+    if texts and max(map(len, texts)) > limit:
+        return None
+    return texts

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from emotions.chunking import chunks
+from emotions.chunking import chunks, cut
 from emotions.formats import iter_records
 
 BIG = 1 << 30  # a byte bound that never closes a chunk
@@ -163,3 +163,23 @@ def test_the_cut_is_the_exact_one_for_any_mix_of_scripts() -> None:
         texts = ["".join(rng.choices(alphabet, k=rng.randrange(0, 40))) for _ in range(60)]
         size, max_bytes = rng.randrange(1, 30), rng.randrange(1, 400)
         assert list(chunks(texts, size, max_bytes)) == exact_cut(texts, size, max_bytes)
+
+
+def test_the_cut_is_the_same_wherever_the_blocks_end() -> None:
+    """The check hands cut() its texts in blocks of lines: a chunk that spans blocks, a block
+    that ends just where a chunk closes, empty blocks, and the switch to counting bytes in the
+    middle of a block all give the plain rule's cut."""
+    four = "\N{FACE WITH TEARS OF JOY}"  # one character, four bytes: the quick bound is tight
+    assert list(cut([[four] * 3], 10, 8)) == [[four, four], [four]]
+    assert list(cut([[four], [four, "a"]], 10, 9)) == [[four, four, "a"]]
+    rng = random.Random(11)
+    alphabet = ["a", "é", "هذا", "中", "😂", "\ud800", " "]
+    for _ in range(300):
+        texts = ["".join(rng.choices(alphabet, k=rng.randrange(0, 40))) for _ in range(80)]
+        size, max_bytes = rng.randrange(1, 30), rng.randrange(1, 600)
+        blocks, at = [], 0
+        while at < len(texts):
+            step = rng.choice([0, 1, 2, 7, size, size + 1, 50])
+            blocks.append(texts[at : at + step])
+            at += step
+        assert list(cut(blocks, size, max_bytes)) == exact_cut(texts, size, max_bytes)

@@ -47,9 +47,8 @@ def read(path: Path, **kwargs: Any) -> list[Record]:
 
 def texts(path: Path, max_comment_chars: int = 1_000_000) -> list[str]:
     with path.open("rb") as stream:
-        return list(
-            read_texts(stream, path.name, detect(path), max_comment_chars=max_comment_chars)
-        )
+        blocks = read_texts(stream, path.name, detect(path), max_comment_chars=max_comment_chars)
+        return [text for block in blocks for text in block]
 
 
 def write_json(path: Path, value: Any, indent: int | None = None) -> Path:
