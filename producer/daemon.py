@@ -227,6 +227,15 @@ class Producer:
             log.exception("unexpected error in the producer loop (it goes on): %r", e)
             self.sleep(1)
 
+    def eager(self) -> bool:
+        """Whether the loop should turn again at once: files wait to be taken and the window
+        has room. A turn takes at most :data:`~emotions.constants.FEED_AHEAD_FILES` files
+        before it feeds them; pausing a tick after every such turn capped a folder of small
+        files at about that many files per tick, below what one worker drains."""
+        if self.stopping or self._down_since is not None or not self.ready:
+            return False
+        return self.tracker.feeder.room(list(self.tracker.jobs.values())) > 0
+
     def _down(self, error: Exception) -> None:
         """Say that Redis is down: at once, then every few seconds."""
         now = time.monotonic()

@@ -38,7 +38,8 @@ def run_once(p: Producer, progress: bool, poll: bool = False) -> int:
             if progress:
                 bar.n, bar.total = p.tracker.chunks()
                 bar.refresh()
-            p.sleep(TICK)
+            if not p.eager():
+                p.sleep(TICK)
     finally:
         observer.stop()
         observer.join(timeout=5)
@@ -63,7 +64,8 @@ def run_daemon(p: Producer, poll: bool) -> int:
                 p.candidates.scan()
                 prune(p)
                 next_scan = time.monotonic() + p.settings.rescan_seconds
-            p.sleep(TICK)
+            if not p.eager():
+                p.sleep(TICK)
     finally:
         observer.stop()
         observer.join(timeout=5)

@@ -93,6 +93,34 @@ def test_taking_stops_while_enough_taken_files_wait_to_be_fed(rig: Rig) -> None:
     assert len(p.tracker.jobs) == FEED_AHEAD_FILES + 8 and len(p.ready) == 0
 
 
+def test_the_loop_turns_again_at_once_while_files_wait_and_the_window_has_room(
+    rig: Rig,
+) -> None:
+    """A turn takes FEED_AHEAD_FILES files, then feeds them: with more waiting and room in the
+    window, the loop goes on without its pause; it pauses once the window is full, once
+    nothing waits, and while Redis is down."""
+    p = rig.producer(window=FEED_AHEAD_FILES + 4)
+    count = FEED_AHEAD_FILES + 8
+    paths = [rig.write(comments(1, f"f{i}"), f"f{i:02d}.json") for i in range(count)]
+    for path in paths:
+        p.ready.push(path, ANNOUNCED)
+    assert p.eager()  # nothing fed yet: room, and files wait
+    p.step()
+    assert len(p.tracker.jobs) == FEED_AHEAD_FILES and len(p.ready) == 8
+    assert p.eager()  # fed: 4 chunks of room left, 8 files wait
+    p.step()
+    assert len(p.ready) == 0 and not p.eager()  # nothing waits
+    assert sum(len(rig.sent(job)) for job in p.tracker.jobs) == FEED_AHEAD_FILES + 4
+    p.ready.push(rig.write(comments(1, "late"), "late.json"), ANNOUNCED)
+    assert not p.eager()  # the window is full: a pause lets chunks finish
+    p._down_since = time.monotonic()
+    rig.work()
+    p.tracker.poll()
+    assert not p.eager()  # Redis down: the loop waits, as always
+    p._down_since = None
+    assert p.eager()
+
+
 def test_checking_a_big_file_feeds_the_window_meanwhile(rig: Rig) -> None:
     p = rig.producer(chunk_size=1, window=2)
     p.take([rig.write(comments(6, "a"), "a.json")])
