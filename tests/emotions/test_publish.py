@@ -149,3 +149,19 @@ def test_a_refusal_is_redis_unavailable(app: Any, redis_server: RedisServer) -> 
     finally:
         client.config_set("maxmemory", 0)
         client.close()
+
+
+def test_redis_gone_is_redis_unavailable(redis_server: RedisServer) -> None:
+    """Redis stopped before a feed: the block raises an error the loop waits out, within the
+    producer's connection timeouts, instead of hanging."""
+    app = make_app(load_settings(broker_url=redis_server.url))
+    redis_server.stop()
+    texts = Texts(encode_json(["z"]), 1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception) as caught, publishing(app) as batch:
+            batch.send("job-a", 0, texts, "m", "a.json")
+        assert unavailable(caught.value), repr(caught.value)
+        assert time.monotonic() - started < 30
+    finally:
+        app.close()
