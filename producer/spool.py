@@ -14,7 +14,7 @@ writes nothing unless its SHA-256 is still the job's. A job taken over from an e
 the producer (a resume) has no spool: it is scanned again, and if the file no longer gives the
 job's chunk count, the caller treats it as changed.
 
-The cut is :func:`emotions.chunking.chunks`; the assembly pairs records with each chunk's
+The cut is :func:`emotions.chunking.cut`; the assembly pairs records with each chunk's
 stored labels, in file order, so it never needs to know where chunks begin.
 """
 
