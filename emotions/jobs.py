@@ -272,7 +272,8 @@ class JobStore:
     def store_part_read(
         self, job: str, index: int, indices: Sequence[int], labels: list[str], token: str = ""
     ) -> Stored:
-        """:meth:`store_part`, and with outcome 1 the job's metadata, in one round trip."""
+        """:meth:`store_part`, and with outcome 1 what the assembly would read next (the job's
+        metadata, this chunk's labels), in the same round trip (:class:`Stored`)."""
         keys = [job_key(job), parts_key(job), starts_key(job), assemble_lock_key(job)]
         part = encode_labels(indices)
         args: list[int | bytes | str] = [index, part, self.ttl, orjson.dumps(labels), token or "1"]
