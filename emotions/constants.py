@@ -169,6 +169,11 @@ PIPELINE_MIN_SLICE: Final = 128
 LOOK_AHEAD_CHUNKS: Final = 2
 # Tokenizing one chunk stops scaling beyond this many threads.
 TOKENIZER_THREADS_MAX: Final = 8
+# A forward on the CPU whose work (tokens x hidden size squared x layers, about a twelfth of
+# its multiply-adds) is below this runs on one intra-op thread: a few comments through a small
+# model take microseconds per op, and spreading each op over threads costs more CPU in
+# synchronisation (and spinning threads) than it saves in wall time.
+CPU_SERIAL_FORWARD_WORK: Final = 1 << 24
 # A prefork worker whose GPU faulted on this many different chunks in a row (no chunk finished
 # in between; each fault restarts the pool child) treats its GPU as broken and stops.
 DEVICE_FAULT_CHUNKS: Final = 2

@@ -24,8 +24,8 @@ about one byte per comment in flight instead of the rendered records.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final, NamedTuple
 
 import orjson
 import redis
@@ -87,9 +87,10 @@ return 1
 # (kept in the guard, for BEGIN).
 # Returns -1: job not queued; -3: the labels differ from those stored by an earlier chunk of
 # this job (two models in one file: refused); 0: stored; 1: stored and this caller must
-# assemble the file or queue its assembly. A duplicate of an already stored chunk of a
-# complete job also returns 1 once the guard has expired or been cleared by a heal: that is the
-# lost-assembly case.
+# assemble the file or queue its assembly, returned as the array {1, HGETALL of the job}: the
+# assembly that usually follows at once needs the job's metadata, and reading it here saves
+# it a round trip. A duplicate of an already stored chunk of a complete job also returns 1
+# once the guard has expired or been cleared by a heal: that is the lost-assembly case.
 _STORE = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return -1 end
 local labels = redis.call('HGET', KEYS[1], 'labels')
@@ -102,7 +103,11 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
 if total == redis.call('HLEN', KEYS[2]) then
-  if redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[3]) then return 1 end
+  if redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[3]) then
+    local reply = redis.call('HGETALL', KEYS[1])
+    table.insert(reply, 1, 1)
+    return reply
+  end
 end
 return 0
 """
@@ -186,6 +191,17 @@ def decode_meta(raw: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode("utf-8", "surrogateescape") for k, v in raw.items()}
 
 
+class Stored(NamedTuple):
+    """What storing a chunk's labels gave: the outcome of :meth:`JobStore.store_part`, and,
+    when it is 1 (assemble), what the assembly would otherwise read again: the job's metadata
+    as :meth:`JobStore.meta` gives it, read in the same script, and the chunk just stored
+    (index -> its encoded labels, for :meth:`JobStore.parts`). Both empty otherwise."""
+
+    outcome: int
+    meta: dict[str, str]
+    known: dict[int, bytes]
+
+
 class JobStore:
     """Redis-backed state of every job."""
 
@@ -251,15 +267,22 @@ class JobStore:
     ) -> int:
         """Store one chunk's labels: -3 other labels, -1 job inactive, 0 stored, 1 assemble
         (the assembly guard then holds ``token``)."""
+        return self.store_part_read(job, index, indices, labels, token).outcome
+
+    def store_part_read(
+        self, job: str, index: int, indices: Sequence[int], labels: list[str], token: str = ""
+    ) -> Stored:
+        """:meth:`store_part`, and with outcome 1 what the assembly would read next (the job's
+        metadata, this chunk's labels), in the same round trip (:class:`Stored`)."""
         keys = [job_key(job), parts_key(job), starts_key(job), assemble_lock_key(job)]
-        args: list[int | bytes | str] = [
-            index,
-            encode_labels(indices),
-            self.ttl,
-            orjson.dumps(labels),
-            token or "1",
-        ]
-        return int(self._store(keys=keys, args=args))
+        part = encode_labels(indices)
+        args: list[int | bytes | str] = [index, part, self.ttl, orjson.dumps(labels), token or "1"]
+        reply = self._store(keys=keys, args=args)
+        if not isinstance(reply, list):
+            return Stored(int(reply), {}, {})
+        fields = reply[1:]
+        meta = decode_meta(dict(zip(fields[::2], fields[1::2], strict=True)))
+        return Stored(int(reply[0]), meta, {index: part})
 
     def rename(self, job: str, name: str, path: bytes, output: str) -> None:
         """Point a job at its input's new name, path and output (renamed in flight)."""
@@ -301,11 +324,17 @@ class JobStore:
             pipe.expire(key, self.ttl)
         pipe.execute()
 
-    def parts(self, job: str, total: int) -> Iterator[bytes | None]:
-        """Each chunk's stored labels in chunk order, fetched one at a time (bounded memory)."""
+    def parts(
+        self, job: str, total: int, known: Mapping[int, bytes] | None = None
+    ) -> Iterator[bytes | None]:
+        """Each chunk's stored labels in chunk order, fetched one at a time (bounded memory);
+        those in ``known`` (labels this process has just stored) without a round trip."""
         key = parts_key(job)
         for index in range(total):
-            yield self.r.hget(key, str(index))  # type: ignore[misc]
+            if known and index in known:
+                yield known[index]
+            else:
+                yield self.r.hget(key, str(index))  # type: ignore[misc]
 
     def unbegin(self, job: str, index: int) -> None:
         """Take back one counted start of chunk ``index`` (see :meth:`begin`): the chunk is

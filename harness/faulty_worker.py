@@ -54,14 +54,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 import worker.completion
 import worker.engine
-from emotions.jobs import JobStore
+from emotions.jobs import JobStore, Stored
 from worker.celery import app
 from worker.chunk import ASSEMBLE
 from worker.graphs import capture_all
 from worker.inference import ChunkStats, Engine
 from worker.model import ModelHolder
 
-_store_part = JobStore.store_part
+_store_part = JobStore.store_part_read
 _finish = JobStore.finish
 _assemble_here = worker.completion.assemble
 _submit = Engine.submit
@@ -181,9 +181,9 @@ class CpuGraphs:
         self.shapes.clear()
 
 
-def store_part(self: JobStore, *args: Any, **kwargs: Any) -> int:
+def store_part(self: JobStore, *args: Any, **kwargs: Any) -> Stored:
     outcome = _store_part(self, *args, **kwargs)
-    if (folder := os.environ.get("FAULT_KILL_AFTER_STORE")) and outcome == ASSEMBLE:
+    if (folder := os.environ.get("FAULT_KILL_AFTER_STORE")) and outcome.outcome == ASSEMBLE:
         mark = Path(folder, "killed-after-store")
         if not mark.exists():
             mark.touch()
@@ -220,7 +220,7 @@ def build_engine(*args: Any, **kwargs: Any) -> Engine:
 Engine.logits = logits  # type: ignore[method-assign]
 worker.engine.build_engine = build_engine
 Engine.submit = submit  # type: ignore[method-assign]
-JobStore.store_part = store_part  # type: ignore[method-assign]
+JobStore.store_part_read = store_part  # type: ignore[method-assign]
 JobStore.finish = finish  # type: ignore[method-assign]
 worker.completion.assemble = assemble_here
 Engine._run = run  # type: ignore[method-assign]

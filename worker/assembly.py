@@ -33,7 +33,7 @@ from emotions.errors import InputError
 from emotions.files import write_atomic
 from emotions.formats import Format, Record, detect, read_records
 from emotions.hashing import HashedInput
-from emotions.jobs import JobStore, decode_labels
+from emotions.jobs import JobStore, Stored, decode_labels
 from emotions.output import job_output_path, json_array, render_columns, render_indexed
 from emotions.settings import Settings
 from worker.fastread import Fallback, columns
@@ -62,15 +62,19 @@ class InputChanged(Exception):
     """The input file is no longer the content the labels belong to."""
 
 
-def assemble(store: JobStore, settings: Settings, job: str) -> str:
+def assemble(store: JobStore, settings: Settings, job: str, stored: Stored | None = None) -> str:
     """Write the job's output file once; a short description of what happened.
+
+    ``stored``: what the worker that stored the last chunk read in the same script (the job's
+    metadata, that chunk's labels); what it lacks is read here.
 
     Raises :class:`~emotions.errors.OutputWriteError` when the output cannot be written (the
     caller retries); a changed, cut short or vanished input supersedes the job (the producer
     then takes the file as it is now); missing labels release the assembly guard for the
     supervisor.
     """
-    meta = store.meta(job)
+    meta = stored.meta if stored is not None and stored.meta else store.meta(job)
+    known = stored.known if stored is not None else {}
     if meta.get("state") != QUEUED:
         return f"skipped: job is {meta.get('state', 'expired')}"
     path = Path(meta["path"])
@@ -80,9 +84,9 @@ def assemble(store: JobStore, settings: Settings, job: str) -> str:
         # A replacement between this and the opening of the stream fails the digest check.
         described = Source(path.name, detect(path))
         try:
-            _write(store, settings, job, meta, described, output, fast=True)
+            _write(store, settings, job, meta, known, described, output, fast=True)
         except Fallback:
-            _write(store, settings, job, meta, described, output, fast=False)
+            _write(store, settings, job, meta, known, described, output, fast=False)
     except (InputChanged, InputError, FileNotFoundError) as e:
         # An InputError here is detect's: content it refuses cannot be the job's, which passed.
         reason = "the input file disappeared" if isinstance(e, FileNotFoundError) else str(e)
@@ -118,6 +122,7 @@ def _write(
     settings: Settings,
     job: str,
     meta: dict[str, str],
+    known: dict[int, bytes],
     described: Source,
     output: Path,
     fast: bool,
@@ -127,15 +132,15 @@ def _write(
     Raises :class:`~worker.fastread.Fallback` (nothing written) where the fast path gives up.
     """
     with HashedInput(Path(meta["path"]).open("rb")) as source:
-        pieces = _pieces(store, settings, job, meta, source, described, fast)
+        parts = store.parts(job, int(meta["total"]), known)
+        pieces = _pieces(settings, meta, parts, source, described, fast)
         write_atomic(output, json_array(pieces))
 
 
 def _pieces(
-    store: JobStore,
     settings: Settings,
-    job: str,
     meta: dict[str, str],
+    parts: Iterator[bytes | None],
     source: HashedInput,
     described: Source,
     fast: bool,
@@ -150,7 +155,7 @@ def _pieces(
     labels: list[str] = orjson.loads(meta.get("labels", "[]"))  # none stored: no chunks
     pair = _fast_paired if fast else _paired
     try:
-        yield from pair(source, described, store, job, int(meta["total"]), labels, settings)
+        yield from pair(source, described, parts, labels, settings)
         if fast and source.hexdigest() != meta["digest"]:
             raise Fallback  # content the producer did not check: the readers decide
     except InputChanged as e:
@@ -170,9 +175,7 @@ def _pieces(
 def _fast_paired(
     source: HashedInput,
     described: Source,
-    store: JobStore,
-    job: str,
-    total: int,
+    parts: Iterator[bytes | None],
     labels: list[str],
     settings: Settings,
 ) -> Iterator[bytes]:
@@ -181,7 +184,7 @@ def _fast_paired(
     blocks = columns(source.stream, name, fmt, settings.max_comment_chars)
     ids: list[Any] = []
     texts: list[str] = []
-    for index, part in enumerate(store.parts(job, total)):
+    for index, part in enumerate(parts):
         if part is None:
             raise NotReady(f"the labels of chunk {index} are missing")
         indices = decode_labels(part)
@@ -201,9 +204,7 @@ def _fast_paired(
 def _paired(
     source: HashedInput,
     described: Source,
-    store: JobStore,
-    job: str,
-    total: int,
+    parts: Iterator[bytes | None],
     labels: list[str],
     settings: Settings,
 ) -> Iterator[bytes]:
@@ -211,7 +212,7 @@ def _paired(
     name, fmt = described
     limit = settings.max_comment_chars
     records: Iterator[Record] = read_records(source.stream, name, fmt, max_comment_chars=limit)
-    for index, part in enumerate(store.parts(job, total)):
+    for index, part in enumerate(parts):
         if part is None:
             raise NotReady(f"the labels of chunk {index} are missing")
         indices = decode_labels(part)

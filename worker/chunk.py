@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from emotions.constants import LOST_WORKER_STARTS
 from emotions.errors import ModelMismatchError, PermanentError
-from emotions.jobs import ALREADY, GIVE_UP, GO, REASSEMBLE, SKIP, JobStore
+from emotions.jobs import ALREADY, GIVE_UP, GO, REASSEMBLE, SKIP, JobStore, Stored
 from emotions.redisfaults import unavailable
 from worker.faults import as_device_fault, chunk_finished
 
@@ -66,7 +66,7 @@ def classify(
     max_retries: int,
     ahead: Ahead | None = None,
     token: str = "",
-) -> int:
+) -> Stored:
     """Label ``texts`` and store them as chunk ``index`` of ``job``.
 
     ``ahead`` lists the chunks expected next (:func:`worker.prefetch.next_chunks`): once this
@@ -76,8 +76,10 @@ def classify(
     ``token`` (the message's task id) lets a message that stored the file's last chunk, and
     comes again, learn that it must queue the assembly (:data:`~emotions.jobs.REASSEMBLE`).
 
-    Returns the store's outcome (:data:`ASSEMBLE`: queue the assembly), or the begin outcome
-    when no work was done (:data:`~emotions.jobs.SKIP`, ``ALREADY``, ``GIVE_UP``).
+    Returns the store's outcome (:data:`ASSEMBLE`: assemble the file, with what the store read
+    for it), or the begin outcome when no work was done (:data:`~emotions.jobs.SKIP`,
+    ``ALREADY``, ``GIVE_UP``; a message that comes again after storing the last chunk gets
+    :data:`ASSEMBLE` with nothing read: the assembly reads it all).
     """
     limit = max_starts(max_retries)
     detail = {
@@ -91,7 +93,7 @@ def classify(
         log.warning(
             "file=%s chunk=%d stored before; the file is assembled (or queued) again", name, index
         )
-        return ASSEMBLE
+        return Stored(ASSEMBLE, {}, {})
     if begun != GO:
         why = {
             SKIP: "job ended or expired",
@@ -105,7 +107,7 @@ def classify(
             index,
             why,
         )
-        return begun
+        return Stored(begun, {}, {})
     started = time.perf_counter()
     try:
         pending = engine.submit(texts, ahead=ahead)
@@ -117,12 +119,12 @@ def classify(
         raise fault from e
     chunk_finished()
     try:
-        outcome = store.store_part(job, index, indices.tolist(), engine.labels, token)
+        stored = store.store_part_read(job, index, indices.tolist(), engine.labels, token)
     except Exception as e:
         if unavailable(e):  # handed back by the task: this start was not the chunk's fault
             give_back_start(store, job, index, name)
         raise
-    if outcome == LABELS_DIFFER:
+    if stored.outcome == LABELS_DIFFER:
         raise PermanentError(
             f"chunk {index} was labelled with other labels than the file's earlier chunks: two "
             "workers hold different models; give every worker the same EMOTIONS_MODEL"
@@ -137,6 +139,6 @@ def classify(
         len(texts) / max(seconds, 1e-9),
         pending.stats.tokenized_ahead,
         pending.stats.nonfinite,
-        " (job ended; dropped)" if outcome < 0 else "",
+        " (job ended; dropped)" if stored.outcome < 0 else "",
     )
-    return outcome
+    return stored

@@ -27,7 +27,7 @@ from celery import Celery
 from celery.exceptions import Reject
 
 from emotions.errors import OutputWriteError
-from emotions.jobs import JobStore
+from emotions.jobs import JobStore, Stored
 from emotions.messages import send_assembly
 from emotions.redisfaults import unavailable
 from emotions.settings import Settings
@@ -47,16 +47,20 @@ def complete_file(
     name: str,
     index: int,
     here: bool,
+    stored: Stored | None = None,
 ) -> str:
     """Assemble the file whose last chunk was just stored (``here``), else queue it; what
     happened, in words (the output path, ``superseded: ...``, or :data:`QUEUED`).
+
+    ``stored``: what storing the last chunk read for the assembly (the job's metadata, that
+    chunk's labels), which then reads only the other chunks' labels.
 
     Raises only :class:`~celery.exceptions.Reject` (requeue): the assembly could not be
     queued because Redis is unavailable, so the chunk goes back and comes again.
     """
     if here:
         try:
-            return assemble(store, settings, job)
+            return assemble(store, settings, job, stored)
         except Exception as e:
             _not_here(e, name, index)
     queue_assembly(celery, job, name, index)

@@ -138,6 +138,7 @@ class ModelHolder:
         fp16 with SDPA attention on CUDA (the CPU worker uses the fp32 model itself)."""
         import torch
 
+        from worker.cputhreads import sized_threads, work_per_token
         from worker.device import limit_tokenizer_threads, tokenizer_threads
         from worker.engine import build_engine
         from worker.reference import Reference
@@ -163,7 +164,13 @@ class ModelHolder:
             return reference(**inputs).logits
 
         self.model = model
-        engine = build_engine(self.settings, tokenizer, forward, labels, device, max_length)
+        # The CPU worker's small forwards run on one thread (worker.cputhreads).
+        run = (
+            sized_threads(forward, work_per_token(model.config))
+            if device.type == "cpu"
+            else forward
+        )
+        engine = build_engine(self.settings, tokenizer, run, labels, device, max_length)
         self.reference = Reference(forward_fp32, engine.pad_id)
         engine.relabel = self.reference.indices
         engine.about.update(

@@ -104,7 +104,7 @@ def classify_chunk(
         raise Reject("the worker is stopping", requeue=True)
     try:
         check_model(model, own_model())
-        outcome = classify(
+        stored = classify(
             holder().engine,
             store(),
             job=job,
@@ -129,10 +129,12 @@ def classify_chunk(
         countdown = compute_backoff(self.request.retries, settings.retry_backoff_max)
         retry_or_hand_back(self, e, countdown, settings.max_retries, name, index)
     done = f"{len(texts)} comments"
-    if outcome != ASSEMBLE:
+    if stored.outcome != ASSEMBLE:
         return done
     here = serves_results()
-    file = complete_file(app, store(), settings, job=job, name=name, index=index, here=here)
+    file = complete_file(
+        app, store(), settings, job=job, name=name, index=index, here=here, stored=stored
+    )
     return f"{done}; {file}"
 
 

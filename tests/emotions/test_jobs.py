@@ -406,3 +406,42 @@ def test_a_message_that_stored_the_last_chunk_is_told_to_queue_the_assembly_agai
     assert store.begin(JOB, 0, 5, DETAIL, "task-0") == ALREADY  # did not take the guard
     store.finish(JOB, "out.json")
     assert store.begin(JOB, last, 5, DETAIL, "task-last") == SKIP  # the file is written
+
+
+def test_storing_the_last_chunk_returns_what_the_assembly_reads(store: JobStore) -> None:
+    """The chunk that completes the job gets the job's metadata (as ``meta`` reads it, its
+    label names included) and its own stored labels with the outcome; the others get neither."""
+    for index in range(TOTAL - 1):
+        assert store.begin(JOB, index, 5, DETAIL) == GO
+        assert store.store_part_read(JOB, index, [index], LABELS) == (0, {}, {})
+    assert store.begin(JOB, TOTAL - 1, 5, DETAIL) == GO
+    outcome, meta, known = store.store_part_read(JOB, TOTAL - 1, [2, 0], LABELS, "task-1")
+    assert outcome == 1
+    assert meta == store.meta(JOB)
+    assert meta["state"] == QUEUED and orjson.loads(meta["labels"]) == LABELS
+    assert known == {TOTAL - 1: encode_labels([2, 0])}
+    assert next(store.parts(JOB, TOTAL, {})) == encode_labels([0])
+    assert list(store.parts(JOB, TOTAL, known))[TOTAL - 1] == bytes([2, 0])
+
+
+def test_known_parts_are_not_read_again(store: JobStore, client: redis.Redis) -> None:
+    """``parts`` yields a known chunk's labels as given, without asking Redis; the others it
+    reads (a known chunk absent from Redis would otherwise read as missing)."""
+    run_chunk(store, 0)
+    client.config_resetstat()
+    parts = list(store.parts(JOB, TOTAL, {1: b"\x05"}))
+    assert parts == [encode_labels([0]), b"\x05", None]
+    assert client.info("commandstats")["cmdstat_hget"]["calls"] == 2
+
+
+def test_a_job_ended_before_its_last_chunk_returns_no_metadata(store: JobStore) -> None:
+    for index in range(TOTAL - 1):
+        run_chunk(store, index)
+    store.supersede(JOB)
+    assert store.store_part_read(JOB, TOTAL - 1, [1], LABELS) == (-1, {}, {})
+
+
+def test_labels_of_another_model_return_no_metadata(store: JobStore) -> None:
+    for index in range(TOTAL - 1):
+        run_chunk(store, index)
+    assert store.store_part_read(JOB, TOTAL - 1, [1], ["other"]) == (-3, {}, {})

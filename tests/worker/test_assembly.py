@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import orjson
@@ -128,8 +128,10 @@ def test_a_change_while_the_assembly_reads_is_caught_before_the_rename(
     path.write_bytes(b"".join(line % i for i in range(60_000)))  # several read blocks
 
     class Rewriting(JobStore):
-        def parts(self, job: str, total: int) -> Iterator[bytes | None]:
-            for index, part in enumerate(super().parts(job, total)):
+        def parts(
+            self, job: str, total: int, known: Mapping[int, bytes] | None = None
+        ) -> Iterator[bytes | None]:
+            for index, part in enumerate(super().parts(job, total, known)):
                 if index == 1:  # the first chunk's records are read: change the end
                     with path.open("r+b") as f:
                         f.seek(-20, os.SEEK_END)

@@ -14,7 +14,7 @@ import pytest
 
 from bench.null_worker import NullEngine
 from emotions.constants import QUEUED, starts_key
-from emotions.jobs import GO, JobStore, connect
+from emotions.jobs import GO, JobStore, Stored, connect
 from emotions.redisfaults import RedisRefused
 from harness.stack import RedisServer
 from worker.chunk import classify, max_starts
@@ -27,7 +27,7 @@ class RefusedStores(JobStore):
     """The real job store on a real Redis, except that storing a chunk's labels is refused
     (as at ``maxmemory``): the fault this module is about, injected at its one call."""
 
-    def store_part(self, *args: Any, **kwargs: Any) -> int:
+    def store_part_read(self, *args: Any, **kwargs: Any) -> Stored:
         error = RedisRefused("OOM command not allowed when used memory > 'maxmemory'.")
         error.status_code = "OOM"
         raise error

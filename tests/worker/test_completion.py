@@ -19,6 +19,7 @@ from celery.exceptions import Reject
 
 from emotions.celeryconfig import make_app
 from emotions.constants import ASSEMBLE_TASK, DONE, QUEUED, RESULTS_QUEUE, SUPERSEDED, job_key
+from emotions.formats import iter_records
 from emotions.jobs import JobStore, connect
 from emotions.settings import Settings, load_settings
 from harness.stack import RedisServer
@@ -206,3 +207,47 @@ def test_an_input_gone_since_its_chunks_is_superseded(
     shutil.move(source, source.with_name("elsewhere.jsonl"))
     assert complete(app, store, settings) == "superseded: the input file disappeared"
     assert store.meta(JOB)["state"] == SUPERSEDED
+
+
+def reads_of_one_assembly(
+    app: Celery, store: JobStore, settings: Settings, source: Path, server: RedisServer, give: bool
+) -> tuple[dict[str, int], bytes]:
+    """Store the one chunk of ``source``, then complete the file with what that store read
+    (``give``) or without; the Redis commands the completion ran, and the output."""
+    queue(store, source, JOB, store_parts=False)
+    labels = [label_of(r.comment) for r in iter_records(source)]
+    stored = store.store_part_read(JOB, 0, labels, LABELS, "task-1")
+    assert stored.outcome == 1
+    admin = server.client()
+    admin.config_resetstat()
+    written = complete_file(
+        app,
+        store,
+        settings,
+        job=JOB,
+        name="clip.jsonl",
+        index=0,
+        here=True,
+        stored=stored if give else None,
+    )
+    stats = admin.info("commandstats")
+    admin.close()
+    assert written == str(output_of(settings, source))
+    assert store.meta(JOB)["state"] == DONE
+    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}, Path(
+        written
+    ).read_bytes()
+
+
+def test_what_storing_the_last_chunk_read_is_not_read_again(
+    app: Celery, store: JobStore, settings: Settings, source: Path, redis_server: RedisServer
+) -> None:
+    """The job's metadata and the last chunk's labels come with the store: a one-chunk file's
+    assembly then only ends the job (whose script reads one field), and writes the same file."""
+    without, expected = reads_of_one_assembly(app, store, settings, source, redis_server, False)
+    store.r.delete(job_key(JOB))
+    output_of(settings, source).unlink()
+    given, output = reads_of_one_assembly(app, store, settings, source, redis_server, True)
+    assert (without["hgetall"], without["hget"]) == (1, 2)  # metadata, the chunk, the end's
+    assert "hgetall" not in given and given["hget"] == 1  # the end's own
+    assert output == expected
