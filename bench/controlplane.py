@@ -8,8 +8,9 @@ once), so the rate is bounded by the control plane only.
 
 For a large file of each real format (:mod:`bench.inputs`) it reports the CPU seconds per
 comment of each process, read from ``/proc`` (the producer's from ``wait4``, less its start-up
-measured on an empty folder; the workers' and Redis's less their idle rate), and the
-sustained end-to-end rate (comments over the producer's wall time, start to last output).
+measured on a folder of one one-comment file; the workers' and Redis's less their idle rate),
+and the sustained end-to-end rate (comments over the producer's wall time, start to last
+output).
 CPU time, not wall time, is the figure that matters: the machine may be shared.
 
 The small-files mode writes thousands of 3-comment files (one file per video is the common
@@ -26,10 +27,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,9 @@ import orjson
 from bench.cpu import Meter, run_measured
 from bench.e2e import CACHE
 from bench.inputs import FORMATS, downloader_jsonl
+from emotions.constants import INFERENCE_QUEUE
 from emotions.formats import iter_records
+from harness.procs import descendants
 from harness.stack import RedisServer, Stack
 
 NULL_WORKER = [sys.executable, "-m", "bench.null_worker"]
@@ -108,6 +113,9 @@ def _idle(meters: Sequence[Meter], seconds: float) -> None:
         meter.idle_rate = (meter.total() - cpu) / wall
 
 
+ALONE_WINDOW = 1_000_000  # --producer-alone: every chunk of the file sent at once
+ALONE_SETTLED_SECONDS = 0.5  # ... once the chunk queue has not grown for this long
+STARTUP_SEED = 1_000_000  # start-up runs' one-comment files (apart from the measured ones)
 PROFILE_ENV = "BENCH_PROFILE_DIR"  # set: each measured producer runs under cProfile, saved here
 
 
@@ -125,12 +133,59 @@ def _producer(stack: Stack, folder: Path, log: str, timeout: float) -> tuple[flo
     return run_measured(cmd, stack.env(), stack.root / "logs" / f"{log}.log", watch, timeout)
 
 
+def _producer_alone(stack: Stack, folder: Path, log: str, timeout: float) -> tuple[float, float]:
+    """:func:`_producer` with every worker stopped (``SIGSTOP``) until the producer has sent all
+    its chunks (the window lifted, so it sends them at once): its CPU without the workers
+    competing for the same two cores. On this machine two busy processes slow each other by
+    up to half, so the producer's figure beside them swings with what they do; alone, it is
+    its own cost. The workers resume once the chunk queue stops growing, and the run ends
+    as usual (its outputs are checked)."""
+    cmd = producer_cmd(folder, log)
+    watch = [*stack.procs, *([stack.redis.proc] if stack.redis.proc else [])]
+    env = stack.env(EMOTIONS_WINDOW=str(ALONE_WINDOW))
+    paused = [pid for p in stack.procs for pid in (p.pid, *descendants(p.pid))]
+    client = stack.redis.client()
+    with ThreadPoolExecutor(1) as pool:
+        for pid in paused:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            run = pool.submit(
+                run_measured, cmd, env, stack.root / "logs" / f"{log}.log", watch, timeout
+            )
+            queued, since = -1, time.monotonic()
+            while not run.done():
+                now, length = time.monotonic(), int(client.llen(INFERENCE_QUEUE))
+                if length != queued:
+                    queued, since = length, now
+                elif length and now - since > ALONE_SETTLED_SECONDS:
+                    break  # every chunk sent
+                time.sleep(0.05)
+        finally:
+            for pid in paused:
+                os.kill(pid, signal.SIGCONT)
+            client.close()
+        return run.result()
+
+
+def startup_folder(stack: Stack, name: str) -> Path:
+    """A new folder holding one file of one comment (new content each time, so it is always
+    processed): what a start-up run checks."""
+    folder = stack.root / name
+    folder.mkdir()
+    downloader_jsonl(folder / f"{name}.jsonl", 1, STARTUP_SEED + len(list(stack.root.iterdir())))
+    return folder
+
+
 def startup_cpu(stack: Stack, runs: int = 3) -> float:
-    """The producer's CPU on an empty folder (imports, connecting, the scan): the least of
-    ``runs``, subtracted from every measured run."""
-    folder = stack.root / "input-empty"
-    folder.mkdir(exist_ok=True)
-    return min(_producer(stack, folder, "producer-empty", 120)[0] for _ in range(runs))
+    """The producer's CPU on a folder of one one-comment file: the least of ``runs``,
+    subtracted from every measured run.
+
+    Not an empty folder: a first file costs a producer about 0.15-0.2 CPU s of one-time work
+    an empty run never does (OpenSSL's first SHA-256, msgspec's decoders, kombu's channel
+    and the event dispatcher on the first send, the first job's scripts), which read as up
+    to 2 us per comment on a 100,000-comment file. One comment's own cost is negligible."""
+    folders = [startup_folder(stack, f"input-startup{run}") for run in range(runs)]
+    return min(_producer(stack, f, f"producer-startup{i}", 120)[0] for i, f in enumerate(folders))
 
 
 def _check(output: Path, source: Path) -> None:
@@ -149,12 +204,14 @@ def measure_formats(
     seed: int,
     split: bool = False,
     repeat: int = 1,
+    alone: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Per format: CPU microseconds per comment of each process, and the end-to-end rate
     (``split``: broker and result backend on two Redis servers, measured apart). With
     ``repeat`` > 1 each format runs that many times (a file of other comments each time) and
     each figure is its best run's: the least CPU, the highest rate (on a shared machine, the
-    other runs measured someone else's load as well)."""
+    other runs measured someone else's load as well). ``alone``: the producer measured by
+    :func:`_producer_alone`."""
     found: dict[str, dict[str, float]] = {}
     with _stack("controlplane-", model, split) as (stack, server, backend):
         meters, startup = control_plane(stack, server, workers, backend)
@@ -169,7 +226,8 @@ def measure_formats(
                 count = writer(source, n, seed + run)
                 for meter in meters.values():
                     meter.start()
-                cpu, wall = _producer(stack, folder, f"producer-{label}", 3600)
+                measure = _producer_alone if alone else _producer
+                cpu, wall = measure(stack, folder, f"producer-{label}", 3600)
                 spent = {key: meter.stop() for key, meter in meters.items()}
                 _check(stack.output / f"{label}.json", source)
                 runs.append(
@@ -246,7 +304,7 @@ def report(found: dict[str, dict[str, float]], small: dict[str, Any] | None, wor
             )
     if found:
         startup = next(iter(found.values()))["startup"]
-        lines.append(f"producer start-up (empty folder): {startup:.2f} CPU s")
+        lines.append(f"producer start-up (a one-comment file): {startup:.2f} CPU s")
     if small:
         lines.append(
             f"small files: {small['files']:,} files of 3 comments, {small['files_per_s']:.1f} "
@@ -295,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         "one's CPU measured apart",
     )
     p.add_argument(
+        "--producer-alone",
+        action="store_true",
+        help="stop the workers until the producer has sent every chunk (the window lifted): "
+        "its CPU without them competing for the cores (the rate is then not the system's)",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         help="run each producer under cProfile, saving <format>.pstats here (its CPU figures "
@@ -314,7 +378,14 @@ def main(argv: list[str] | None = None) -> int:
         print(fleet_report(fleet))
         return 0
     found = measure_formats(
-        model, args.comments, args.workers, args.formats, args.seed, args.split_redis, args.repeat
+        model,
+        args.comments,
+        args.workers,
+        args.formats,
+        args.seed,
+        args.split_redis,
+        args.repeat,
+        args.producer_alone,
     )
     small = measure_small_files(model, args.small_files, args.seed) if args.small_files else None
     print(report(found, small, args.workers))

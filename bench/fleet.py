@@ -23,6 +23,7 @@ from bench.controlplane import (
     _stack,
     control_plane,
     producer_cmd,
+    startup_folder,
 )
 from bench.cpu import run_measured_together
 from bench.inputs import downloader_jsonl
@@ -60,7 +61,7 @@ def measure_fleet(
 
         # The start-up (imports, connecting) of producers started together costs each more
         # CPU than a lone one's (they share the cores and caches): subtract that, measured
-        # the same way on empty folders, or it reads as a cost per comment.
+        # the same way (a one-comment file each), or it reads as a cost per comment.
         together = _startup_together(stack, producers, timeout)
 
         made = [_fill(stack, f"fleet{i}", n, seed + 1 + i) for i in range(producers)]
@@ -92,20 +93,18 @@ def measure_fleet(
 
 
 def _startup_together(stack: Stack, producers: int, timeout: float, runs: int = 2) -> float:
-    """The CPU of one of ``producers`` producers started at once on empty folders: the least
-    over ``runs`` of their mean."""
-    folders = []
-    for i in range(producers):
-        folder = stack.root / f"input-empty{i}"
-        folder.mkdir(exist_ok=True)
-        folders.append(folder)
+    """The CPU of one of ``producers`` producers started at once, each on a folder of one
+    one-comment file (as :func:`~bench.controlplane.startup_cpu`): the least over ``runs`` of
+    their mean."""
     assert stack.redis.proc is not None
     watch = [*stack.procs, stack.redis.proc]
     best = float("inf")
-    for _ in range(runs):
+    for run in range(runs):
+        folders = [startup_folder(stack, f"input-together{run}-{i}") for i in range(producers)]
+        logs = [stack.root / "logs" / f"producer-together{i}.log" for i in range(producers)]
         cmds = [
-            (producer_cmd(f, f"producer-empty{i}"), stack.root / "logs" / f"producer-empty{i}.log")
-            for i, f in enumerate(folders)
+            (producer_cmd(f, f"producer-together{i}"), log)
+            for i, (f, log) in enumerate(zip(folders, logs, strict=True))
         ]
         measured = run_measured_together(cmds, stack.env(), watch, timeout)
         best = min(best, sum(cpu for cpu, _ in measured) / producers)

@@ -42,9 +42,12 @@ def output_name(input_name: str) -> str:
     return shorten(stem, NAME_BYTES - len(OUTPUT_SUFFIX)) + OUTPUT_SUFFIX
 
 
-def alternative_name(input_name: str) -> str:
-    """The output name used when the normal one belongs to another input."""
-    digest = hashlib.sha256(input_name.encode("utf-8", "surrogateescape")).hexdigest()
+def alternative_name(input_name: str, owner: str | None = None) -> str:
+    """The output name used when the normal one belongs to another input: the stem and a hash
+    of the input name, or of ``owner`` (who claims it: its folder and name), which differs
+    between folders where the name alone does not."""
+    key = input_name if owner is None else owner
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
     tail = f"~{digest[:NAME_HASH_CHARS]}{OUTPUT_SUFFIX}"
     stem = output_name(input_name).removesuffix(OUTPUT_SUFFIX)
     return shorten(stem, NAME_BYTES - len(tail)) + tail

@@ -176,9 +176,12 @@ class Ledger:
 
     def claim_output(self, name: str) -> str:
         """The output file name of input ``name``: ``<stem>.json`` unless another input owns
-        it, then ``<stem>~<hash>.json``. A claim stays while its input or output exists."""
+        it, then ``<stem>~<hash of the name>.json``, then, if an input of that name in another
+        folder owns that too (several producers, one output folder), ``<stem>~<hash of this
+        folder and the name>.json``. A claim stays while its input or output exists."""
         owner = self.owner(name)
-        for candidate in (output_name(name), alternative_name(name)):
+        candidates = (output_name(name), alternative_name(name), alternative_name(name, owner))
+        for candidate in candidates:
             pipe = self.r.pipeline(transaction=False)  # one round trip: claim, then read
             pipe.hsetnx(self.outputs, candidate, owner)
             pipe.hget(self.outputs, candidate)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import redis
 
 from emotions.constants import DONE, FAILED, QUEUED
+from emotions.output import alternative_name
 from producer.ledger import Entry, Ledger
 from tests.producer.rig import Rig
 
@@ -79,6 +81,27 @@ def test_a_third_input_with_the_same_stem_gets_its_own_name(rig: Rig) -> None:
     names = [rig.ledger.claim_output(n) for n in ("a.json", "a.csv", "a.jsonl", "a")]
     assert len(set(names)) == 4
     assert all(n.endswith(".json") for n in names)
+
+
+def test_one_name_in_three_folders_gets_three_outputs_in_a_shared_output_folder(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """Several producers, one per folder, write into one output folder: a file name found in
+    every folder (comments.json of each video's folder) gets an output of its own in each,
+    and keeps it after a restart."""
+    ledgers = [rig.ledger]
+    for i in (1, 2, 3):
+        folder = tmp_path / f"more-input{i}"
+        folder.mkdir()
+        ledgers.append(Ledger(redis.Redis.from_url(rig.url), folder, rig.output))
+    names = [ledger.claim_output("comments.json") for ledger in ledgers]
+    assert len(set(names)) == 4 and names[:2] == [
+        "comments.json",
+        alternative_name("comments.json"),
+    ]
+    assert [ledger.claim_output("comments.json") for ledger in reversed(ledgers)] == names[::-1]
+    for ledger in ledgers[1:]:
+        ledger.r.close()
 
 
 def test_a_non_utf8_input_name_claims_a_utf8_output(rig: Rig) -> None:
