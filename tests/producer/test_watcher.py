@@ -337,3 +337,27 @@ def test_observer_ignores_file_moved_out_of_folder(
     sentinel.write_text("[]")
     got = collect(c, sentinel)
     assert got == [sentinel]
+
+
+def test_reading_the_folders_files_wakes_no_handler(
+    observe: Callable[[bool], Candidates], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """inotify reports every open and close of a file it watches; the producer's own check
+    and the assembly read each file several times, and the rules use none of those events,
+    so the kernel is asked not to send them. Writing still arrives."""
+    f = folder / "read.json"
+    f.write_text("[]")
+    seen: list[str] = []
+    original = Candidates.dispatch
+    monkeypatch.setattr(
+        Candidates, "dispatch", lambda self, e: (seen.append(type(e).__name__), original(self, e))
+    )
+    c = observe(False)
+    for _ in range(5):
+        f.read_bytes()
+    time.sleep(0.5)
+    assert seen == []
+    with f.open("a") as out:
+        out.write(" ")
+    assert collect(c, f) == [f]
+    assert "FileModifiedEvent" in seen and "FileClosedEvent" in seen
