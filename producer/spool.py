@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from emotions.chunking import cut
+from emotions.constants import INPUT_READ_BYTES
 from emotions.errors import TransientError
 from emotions.formats import Format, detect, read_texts
 from emotions.messages import Texts, encode_json
@@ -101,7 +102,7 @@ def scan(
     pieces: list[Piece] = []
     offset = 0
     try:
-        with path.open("rb") as stream:
+        with path.open("rb", buffering=INPUT_READ_BYTES) as stream:
             blocks = read_texts(stream, path.name, fmt, max_comment_chars=max_comment_chars)
             for chunk in cut(blocks, size, max_bytes):
                 encoded = encode_json(chunk)

@@ -30,7 +30,7 @@ from emotions.formats.records import (
     kind_of,
     list_names,
 )
-from emotions.formats.texts import DECODE_ERRORS, Undecided, decode_doc
+from emotions.formats.texts import DECODE_ERRORS, Undecided, decode_doc, plain_document_texts
 from emotions.formats.texts import document_texts as texts_of
 
 BLANKS: Final = " \t\r\n"  # JSON's whitespace
@@ -76,10 +76,15 @@ def document_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterato
 
 def document_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[list[str]]:
     """The texts of :func:`document_records` (for a check that needs no ids), in one block,
-    decoded by msgspec where the document is the ordinary case, else by the full path."""
+    decoded by msgspec into the fewest fields where the document is one of the common cases,
+    into the general structs where it is another ordinary case, else by the full path."""
     raw = stream.read()
+    body, limit = raw.removeprefix(BOM), maker.max_comment_chars
+    texts = plain_document_texts(body, limit)
+    if texts is not None:
+        return iter([texts])
     try:
-        texts = texts_of(decode_doc(raw.removeprefix(BOM)), maker.max_comment_chars)
+        texts = texts_of(decode_doc(body), limit)
     except (*DECODE_ERRORS, Undecided):
         texts = [r.comment for r in document_records(io.BytesIO(raw), name, maker)]
     return iter([texts])

@@ -21,6 +21,7 @@ from emotions.constants import TEXT_BLOCK_BYTES
 from emotions.errors import IncompleteInputError, InputError
 from emotions.formats.detect import BOM, STILL_WRITING, not_utf8_error
 from emotions.formats.json_document import API_KEYS, element_records
+from emotions.formats.pages import texts_of_pages
 from emotions.formats.records import (
     TEXT_FIELDS,
     At,
@@ -72,15 +73,23 @@ def json_lines_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterato
     Lines are read a block at a time (:data:`TEXT_BLOCK_BYTES`) and decoded by msgspec into
     just the keys that decide a plain comment (:class:`~emotions.formats.texts.Head`); a block
     of plain comments within the length limit, nearly every block of a real file, costs no
-    Python per line. Any other block is read line by line as before: a line msgspec leaves
+    Python per line. A block of Data API pages is decoded into typed structs instead
+    (:mod:`~emotions.formats.pages`), whichever of the two read the previous block tried first.
+    Any other block is read line by line as before: a line msgspec leaves
     undecided (a Data API page, a number as text, a bad or blank line) takes the full path of
     :func:`json_lines_records`, which gives the same texts or the error.
     """
     limit, number = maker.max_comment_chars, 1
+    readers = [plain_texts, texts_of_pages]
     while lines := stream.readlines(TEXT_BLOCK_BYTES):
         if number == 1:
             lines[0] = lines[0].removeprefix(BOM)
-        texts = plain_texts(lines, limit)
+        for reader in readers:
+            texts = reader(lines, limit)
+            if texts is not None:
+                if reader is not readers[0]:  # the file's blocks are likely all alike
+                    readers.reverse()
+                break
         yield texts if texts is not None else _line_texts(lines, number, name, maker)
         number += len(lines)
 

@@ -24,11 +24,13 @@ their error.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from operator import attrgetter
 from typing import Any, Final
 
 import msgspec
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET, Raw, UnsetType
 
+from emotions.formats.pages import Thread, thread_texts
 from emotions.formats.records import TEXT_FIELDS
 from emotions.formats.youtube_api import COMMENT_KIND, SNIPPET_TEXT_FIELDS, THREAD_KIND
 
@@ -39,7 +41,7 @@ class Undecided(Exception):
     """Not the ordinary case: read it by the full path."""
 
 
-class Snippet(msgspec.Struct):
+class Snippet(msgspec.Struct, gc=False):
     """A Data API snippet: a comment's texts, or a thread's top-level comment."""
 
     textOriginal: Any = UNSET
@@ -47,7 +49,7 @@ class Snippet(msgspec.Struct):
     topLevelComment: Obj | UnsetType = UNSET
 
 
-class Obj(msgspec.Struct):
+class Obj(msgspec.Struct, gc=False):
     """A comment object, a Data API resource or page: the keys that decide which, and the
     texts (TEXT_FIELDS, in their order; a test keeps them in step)."""
 
@@ -84,9 +86,27 @@ class Head(msgspec.Struct, gc=False):
     kind: Any = UNSET
 
 
+class PlainDoc(msgspec.Struct, gc=False):
+    """A whole JSON document that is an object, decoded for the two common cases: a list of
+    plain comments under ``comments``, or one Data API page's threads under ``items``; and
+    the text fields, which must be absent (else the object is a comment)."""
+
+    comments: list[Head] | UnsetType = UNSET
+    items: list[Thread] | UnsetType = UNSET
+    comment: Raw | UnsetType = UNSET
+    text: Raw | UnsetType = UNSET
+    textOriginal: Raw | UnsetType = UNSET
+    textDisplay: Raw | UnsetType = UNSET
+    content: Raw | UnsetType = UNSET
+
+
 decode_obj = msgspec.json.Decoder(Obj).decode
 decode_doc = msgspec.json.Decoder(list[str | Obj] | Doc).decode
 decode_head = msgspec.json.Decoder(Head).decode
+decode_plain_doc = msgspec.json.Decoder(list[Head] | PlainDoc).decode
+_KIND: Final = attrgetter("kind")
+_COMMENT: Final = attrgetter("comment")
+_TEXT: Final = attrgetter("text")
 DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError)
 
 
@@ -189,16 +209,47 @@ def document_texts(document: list[str | Obj] | Doc, limit: int) -> list[str]:
 
 
 def plain_texts(lines: list[bytes], limit: int) -> list[str] | None:
-    """The texts of JSON Lines ``lines`` if every one is a plain comment (:class:`Head`) with a
-    string of at most ``limit`` characters as its text; None if any is not (or is not JSON, or
-    is blank): the caller then reads them one by one. Only C-level loops per line."""
+    """The texts of JSON Lines ``lines`` if every one is a plain comment (see
+    :func:`head_texts`); None if any is not (or is not JSON, or is blank): the caller then
+    reads them one by one."""
     try:
         heads = list(map(decode_head, lines))
     except DECODE_ERRORS:
         return None
-    texts = [head.text for head in heads if head.comment is UNSET and head.kind is UNSET]
-    if len(texts) != len(heads) or not all(map(str.__instancecheck__, texts)):
+    return head_texts(heads, limit)
+
+
+def head_texts(heads: list[Head], limit: int) -> list[str] | None:
+    """The texts of plain comments, if every one has no ``kind`` and its text under the same
+    field, ``comment`` (the first text field) or else ``text``, a string of at most ``limit``
+    characters; None if any is not. Only C-level loops per comment."""
+    if list(map(_KIND, heads)).count(UNSET) != len(heads):
         return None
+    texts = list(map(_COMMENT, heads))
+    if texts.count(UNSET) == len(texts):
+        texts = list(map(_TEXT, heads))
+    if not all(map(str.__instancecheck__, texts)):
+        return None  # a text missing or of another type (or comment and text mixed)
     if texts and max(map(len, texts)) > limit:
         return None
     return texts
+
+
+def plain_document_texts(raw: bytes, limit: int) -> list[str] | None:
+    """The texts of a whole JSON document that is one of the common cases: an array of plain
+    comments, the downloader's ``{"comments": [...]}`` of them (see :func:`head_texts`), or
+    one Data API page (:func:`~emotions.formats.pages.thread_texts`); None otherwise."""
+    try:
+        document = decode_plain_doc(raw)
+    except DECODE_ERRORS:
+        return None
+    if isinstance(document, list):
+        return head_texts(document, limit)
+    if any(getattr(document, field) is not UNSET for field in TEXT_FIELDS):
+        return None  # the object is a comment, not a collection
+    if document.comments is not UNSET:
+        return head_texts(document.comments, limit)
+    if document.items is not UNSET:
+        texts = thread_texts(document.items)
+        return texts if not texts or max(map(len, texts)) <= limit else None
+    return None

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import orjson
 import pytest
@@ -14,18 +16,19 @@ import pytest
 from bench.inputs import FORMATS
 from emotions.errors import IncompleteInputError, InputError, InputTooLargeError, PermanentError
 from emotions.formats import Record, iter_records, read_texts
+from emotions.formats.delimited import _plain_blocks
 from emotions.formats.detect import HEAD_BYTES, Format, detect
 from emotions.formats.json_document import API_KEYS
+from emotions.formats.pages import Page, Thread, texts_of_pages
 from emotions.formats.records import TEXT_FIELDS
 from emotions.formats.texts import (
     Obj,
+    PlainDoc,
     Snippet,
-    decode_doc,
-    decode_obj,
-    document_texts,
-    element_texts,
+    plain_document_texts,
+    plain_texts,
 )
-from emotions.formats.youtube_api import SNIPPET_TEXT_FIELDS
+from emotions.formats.youtube_api import SNIPPET_TEXT_FIELDS, THREAD_KIND
 
 ARABIC = "هذا الفيديو رائع جدا"
 EMOJI = "😂😂🔥 best part 3:14 👍🏽"
@@ -674,11 +677,14 @@ def test_nothing_is_read_until_iterated(tmp_path: Path) -> None:
 
 
 def test_the_texts_path_decides_by_the_same_keys() -> None:
-    """emotions.formats.texts decodes only the keys that decide a value: the text fields, in
-    their order, and the Data API keys of the full path."""
+    """emotions.formats.texts and .pages decode only the keys that decide a value: the text
+    fields, in their order, the Data API keys of the full path, and the thread's kind."""
     assert Obj.__struct_fields__[: len(TEXT_FIELDS)] == TEXT_FIELDS
     assert set(Obj.__struct_fields__) >= API_KEYS
     assert Snippet.__struct_fields__[:2] == SNIPPET_TEXT_FIELDS
+    assert set(PlainDoc.__struct_fields__) >= set(TEXT_FIELDS)
+    assert set(Page.__struct_fields__) >= set(TEXT_FIELDS)
+    assert get_args(get_type_hints(Thread)["kind"]) == (THREAD_KIND,)
 
 
 def test_json_lines_texts_match_the_records_on_every_kind_of_line(tmp_path: Path) -> None:
@@ -752,20 +758,165 @@ def test_what_the_texts_path_lets_through_the_records_refuse(tmp_path: Path, lin
         list(iter_records(path))
 
 
-@pytest.mark.parametrize("name", sorted(n for n in FORMATS if not n.endswith("csv")))
+@pytest.mark.parametrize("name", sorted(FORMATS))
 def test_the_fast_path_decides_the_tools_own_files_by_itself(tmp_path: Path, name: str) -> None:
     """Files as the tools write them (bench.inputs: the downloader's eleven fields, Data API
-    pages with their snippet fields; CSV has no such path) are the ordinary case: decided by
-    msgspec alone, with
-    the records' texts, never handed to the full path."""
+    pages with their snippet fields, the downloader's CSV with quoted fields) are the common
+    case: decided by the fewest-fields path alone, with the records' texts, never handed to
+    another path."""
     suffix, writer = FORMATS[name]
     path = tmp_path / f"{name}{suffix}"
     writer(path, 300, 3)
     expected = [r.comment for r in iter_records(path)]
-    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
-    fmt = detect(path)
+    raw = path.read_bytes()
+    fmt, body = detect(path), raw.removeprefix(b"\xef\xbb\xbf")
     if fmt is Format.JSON_DOCUMENT:
-        got = document_texts(decode_doc(raw), 1_000_000)
+        got = plain_document_texts(body, 1_000_000)
+    elif fmt is Format.CSV:
+        blocks = list(_plain_blocks(io.BytesIO(raw), 1_000_000))
+        got = None if None in blocks else [t for block in blocks for t in block or []]
     else:
-        got = [t for line in raw.splitlines() for t in element_texts(decode_obj(line), 1_000_000)]
+        lines = body.splitlines(keepends=True)
+        got = plain_texts(lines, 1_000_000) or texts_of_pages(lines, 1_000_000)
     assert got == expected
+
+
+def _page_line(**change: Any) -> dict[str, Any]:
+    page = threads_page(
+        [
+            api_thread(api_comment("T1", "top"), [api_comment("T1.1", "r1")]),
+            api_thread(api_comment("T2", "two"), []),
+        ]
+    )
+    page.update(change)
+    return page
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        pytest.param({"text": "the page is a comment"}, id="page-with-text-field"),
+        pytest.param({"items": []}, id="no-items"),
+        pytest.param({"items": [api_comment("c1", "comments.list")]}, id="comment-items"),
+        pytest.param({"items": ["a bare string item"]}, id="string-item"),
+        pytest.param(
+            {
+                "items": [
+                    api_thread(api_comment("T3", "x"), [api_comment("r", "y", original=False)])
+                ]
+            },
+            id="reply-without-textOriginal",
+        ),
+        pytest.param(
+            {"items": [{**api_thread(api_comment("T4", "x"), []), "replies": "3"}]},
+            id="replies-a-count",
+        ),
+        pytest.param(
+            {"items": [{**api_thread(api_comment("T5", "x"), []), "replies": {"comments": None}}]},
+            id="replies-null",
+        ),
+        pytest.param(
+            {"items": [{**api_thread(api_comment("T6", "x"), []), "kind": "youtube#other"}]},
+            id="thread-of-another-kind",
+        ),
+        pytest.param(
+            {"items": [api_thread({**api_comment("T7", "x"), "id": 7}, [])]}, id="integer-id"
+        ),
+        pytest.param(
+            {"items": [api_thread({"kind": "youtube#comment", "id": "T8"}, [])]},
+            id="no-snippet",
+        ),
+    ],
+)
+def test_pages_the_typed_path_does_not_take_read_as_the_records(
+    tmp_path: Path, odd: dict[str, Any]
+) -> None:
+    """Each odd page between ordinary ones, in JSON Lines (after a block the typed path read)
+    and as a whole document: the same texts as the records, or the same error."""
+    plain = [_page_line() for _ in range(3)]
+    for path, pages in (
+        (tmp_path / "odd.jsonl", [*plain, _page_line(**odd), *plain]),
+        (tmp_path / "odd.json", _page_line(**odd)),
+    ):
+        if path.suffix == ".jsonl":
+            write_jsonl(path, pages)
+        else:
+            write_json(path, pages)
+        with contextlib.suppress(InputError):
+            read(path)  # asserts the texts path gives the same texts or the same error
+
+
+def test_pages_with_a_reply_over_the_limit_give_the_records_error(tmp_path: Path) -> None:
+    long = _page_line(items=[api_thread(api_comment("T", "x"), [api_comment("R", "y" * 50)])])
+    path = write_jsonl(tmp_path / "long.jsonl", [_page_line(), long])
+    with pytest.raises(InputTooLargeError):
+        read(path, max_comment_chars=10)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param([{"comment": "c", "text": "t"}, {"text": "only text"}], id="fields-mixed"),
+        pytest.param([{"comment": None}], id="null-comment"),
+        pytest.param([{"text": "t", "kind": "youtube#comment", "snippet": {}}], id="kind"),
+        pytest.param(["a string", {"text": "t"}], id="string-element"),
+        pytest.param({"comments": [{"text": "t"}], "text": "doc text"}, id="doc-is-a-comment"),
+        pytest.param({"comments": [{"text": "t"}], "items": [1]}, id="comments-and-items"),
+        pytest.param({"items": [{"text": "plain item"}]}, id="plain-items"),
+        pytest.param({"other": 1}, id="unknown-shape"),
+    ],
+)
+def test_documents_the_fewest_fields_path_does_not_take_read_as_the_records(
+    tmp_path: Path, content: Any
+) -> None:
+    path = write_json(tmp_path / "doc.json", content)
+    with contextlib.suppress(InputError):
+        read(path)  # asserts the texts path gives the same texts or the same error
+
+
+@pytest.mark.parametrize(
+    ("odd", "error"),
+    [
+        pytest.param(b"\r\n", None, id="blank-line"),
+        pytest.param(b"x9,short\r\n", InputError, id="short-row"),
+        pytest.param(b"x9,long,0,extra\r\n", InputError, id="long-row"),
+        pytest.param(b"x9,long,0,,\r\n", None, id="empty-extra-cells"),
+        pytest.param(b'x9,"a ""quoted"" text, with comma",0\r\n', None, id="quoted"),
+        pytest.param(b"x9," + b"y" * 50 + b",0\r\n", InputTooLargeError, id="over-the-limit"),
+        pytest.param(b"x9,caf\xe9,0\r\n", InputError, id="not-utf8"),
+        pytest.param(b'x9,"x"y,0\r\n', InputError, id="malformed"),
+        pytest.param(b'x9,"never closed,0\r\n', IncompleteInputError, id="open-quote-at-end"),
+        pytest.param(b"x9,unfinished", IncompleteInputError, id="unfinished-last-row"),
+    ],
+)
+def test_csv_rows_after_a_block_read_by_the_columns_path(
+    tmp_path: Path, odd: bytes, error: type[Exception] | None
+) -> None:
+    """An odd row after more than a block of plain rows (the first block already handed on):
+    the stream is read again by the records' path, which gives the remaining texts once, or
+    its error."""
+    rows = [b"c%d,text %d,0\r\n" % (i, i) for i in range(1500)]
+    after = rows[:10] if odd.endswith(b"\n") else []
+    path = tmp_path / "odd.csv"
+    path.write_bytes(b"\xef\xbb\xbfcid,text,votes\r\n" + b"".join([*rows, odd, *after]))
+    if error is not None:
+        with pytest.raises(error):
+            read(path, max_comment_chars=40)  # the same error on both paths
+        return
+    records = read(path, max_comment_chars=40)  # the same texts on both paths
+    assert len(records) == 1500 + (odd.strip() != b"") + len(after)
+
+
+def test_csv_texts_from_a_stream_that_cannot_seek(tmp_path: Path) -> None:
+    class Pipe(io.BytesIO):
+        def seekable(self) -> bool:
+            return False
+
+    data = b"cid,text\n" + b"a,one\n" * 3 + b"b,short,row,x\n"
+    path = tmp_path / "p.csv"
+    path.write_bytes(data)
+    with pytest.raises(InputError) as expected:
+        list(iter_records(path))
+    with pytest.raises(InputError) as got:
+        [t for block in read_texts(Pipe(data), "p.csv", Format.CSV) for t in block]
+    assert str(got.value) == str(expected.value)
