@@ -7,16 +7,17 @@ kombu wraps the publish in a retry guard, binds and declares the queue again, an
 message's envelope with Python's ``json`` (130 us for the base64 of 40 KB); then the
 ``task-sent`` event goes through the same path.
 
-:class:`ChunkBatch` makes the very same message from the same parts, by the libraries' own
-builders: Celery's protocol-2 message (``app.amqp.create_task_message``, the call ``send_task``
-makes), kombu's serializer registry, the Redis channel's ``prepare_message`` and its envelope
-(base64 body, delivery tag and info), and the Redis list kombu would push it onto. Only the
-envelope's final encoding is orjson's instead of ``json`` (both write plain JSON; kombu decodes
-it with its ``loads`` as always), and the ``LPUSH`` goes into this batch's own pipeline. The
-``task-sent`` event is published by Celery's own event dispatcher, through the kombu batch of
-the same producer. A test reads a message and an event made each way from a real Redis and
-requires them equal but for the task id and delivery tag, so a Celery or kombu upgrade that
-changes their shape fails there, not in a worker.
+:class:`ChunkBatch` (from a :class:`Publisher`, made once per process) makes the very same
+message from the same parts, by the libraries' own builders: Celery's protocol-2 message
+(``app.amqp.create_task_message``, the call ``send_task`` makes), kombu's serializer registry,
+the Redis channel's ``prepare_message`` and its envelope (base64 body, delivery tag and info),
+and the Redis list kombu would push it onto. Only the envelope's final encoding is orjson's
+instead of ``json`` (both write plain JSON; kombu decodes it with its ``loads`` as always), and
+the ``LPUSH`` goes into this batch's own pipeline. The ``task-sent`` event is published by
+Celery's own event dispatcher, through the kombu batch of the same producer. A test reads a
+message and an event made each way from a real Redis and requires them equal but for the task
+id and delivery tag, so a Celery or kombu upgrade that changes their shape fails there, not in
+a worker.
 
 Left out, as nothing in this system uses them for chunk messages: Celery's
 ``before_task_publish``/``after_task_publish`` signals and routing by ``task_routes``. A
@@ -26,7 +27,7 @@ transport other than Redis takes ``send_task``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import orjson
@@ -46,8 +47,37 @@ from emotions.constants import (
 from emotions.messages import Texts, chunk_call, send_chunk
 
 
+class Publisher:
+    """What every chunk message of one app shares, made once per process: building Celery's
+    event dispatcher alone makes a kombu connection object, about 0.1 ms, which a producer
+    feeding a small file per turn would otherwise pay per file."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.sent_events = bool(app.conf.task_send_sent_event)
+        self.events = app.events.Dispatcher(enabled=False)
+        queue = app.amqp.queues[INFERENCE_QUEUE]
+        self.delivery_mode = maybe_delivery_mode(
+            queue.exchange.delivery_mode or app.conf.task_default_delivery_mode
+        )
+
+    @contextmanager
+    def batch(self) -> Iterator[ChunkBatch]:
+        """A :class:`ChunkBatch` on a producer of the app's pool; everything is sent when the
+        block ends without an error, and nothing more after one."""
+        with self.app.producer_or_acquire() as producer, producer.batch(PUBLISH_BATCH_COMMANDS):
+            channel = producer.channel
+            if not isinstance(channel, RedisChannel):
+                yield ChunkBatch(self, producer, None)
+                return
+            with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+                batch = ChunkBatch(self, producer, pipe)
+                yield batch
+                batch.flush()
+
+
 class ChunkBatch:
-    """Chunk messages sent within one ``with publishing(app)`` block.
+    """Chunk messages sent within one ``with publisher.batch()`` block.
 
     Messages go to Redis when the block ends (the events after them), or earlier once
     :data:`PUBLISH_BATCH_COMMANDS` or :data:`PUBLISH_BATCH_BYTES` are buffered; an error
@@ -56,26 +86,21 @@ class ChunkBatch:
     it finds stored.
     """
 
-    def __init__(self, app: Celery, producer: Any, pipe: Any | None) -> None:
-        self.app = app
+    def __init__(self, publisher: Publisher, producer: Any, pipe: Any | None) -> None:
+        self.app = publisher.app
+        self._publisher = publisher
         self._producer = producer
         self._pipe = pipe  # None: not a Redis channel; each message goes by send_task
         self._buffered = 0
         self._bytes = 0
-        conf = app.conf
-        self._reply_to = app.thread_oid
-        self._sent_events = bool(conf.task_send_sent_event)
-        self._events = app.events.Dispatcher(enabled=False)
-        queue = app.amqp.queues[INFERENCE_QUEUE]
-        self._delivery_mode = maybe_delivery_mode(
-            queue.exchange.delivery_mode or conf.task_default_delivery_mode
-        )
+        self._reply_to = self.app.thread_oid
 
     def send(self, job: str, index: int, texts: Texts, model: str, name: str) -> None:
         """Queue chunk ``index`` of ``job`` (its texts as encoded by the check)."""
         if self._pipe is None:
             send_chunk(self.app, job, index, texts, model, name, self._producer)
             return
+        publisher = self._publisher
         args, argsrepr = chunk_call(job, index, texts, model, name)
         message = self.app.amqp.create_task_message(
             uuid(),
@@ -83,7 +108,7 @@ class ChunkBatch:
             args,
             None,
             reply_to=self._reply_to,
-            create_sent_event=self._sent_events,
+            create_sent_event=publisher.sent_events,
             argsrepr=argsrepr,
             ignore_result=True,
         )
@@ -94,7 +119,7 @@ class ChunkBatch:
         properties = {
             **message.properties,
             "argsrepr": argsrepr,
-            "delivery_mode": self._delivery_mode,
+            "delivery_mode": publisher.delivery_mode,
         }
         channel: RedisChannel = self._producer.channel
         envelope = channel.prepare_message(
@@ -110,7 +135,7 @@ class ChunkBatch:
             message.sent_event.update(
                 queue=INFERENCE_QUEUE, exchange="", routing_key=INFERENCE_QUEUE
             )
-            self._events.publish("task-sent", message.sent_event, self._producer, retry=False)
+            publisher.events.publish("task-sent", message.sent_event, self._producer, retry=False)
         if self._buffered >= PUBLISH_BATCH_COMMANDS or self._bytes >= PUBLISH_BATCH_BYTES:
             self.flush()
 
@@ -121,16 +146,6 @@ class ChunkBatch:
             self._pipe.execute()
 
 
-@contextmanager
-def publishing(app: Celery) -> Iterator[ChunkBatch]:
-    """A :class:`ChunkBatch` on a producer of ``app``'s pool; everything is sent when the block
-    ends without an error, and nothing more after one."""
-    with app.producer_or_acquire() as producer, producer.batch(PUBLISH_BATCH_COMMANDS):
-        channel = producer.channel
-        if not isinstance(channel, RedisChannel):
-            yield ChunkBatch(app, producer, None)
-            return
-        with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-            batch = ChunkBatch(app, producer, pipe)
-            yield batch
-            batch.flush()
+def publishing(app: Celery) -> AbstractContextManager[ChunkBatch]:
+    """One :meth:`Publisher.batch` of ``app``, for a caller that publishes once."""
+    return Publisher(app).batch()

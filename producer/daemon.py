@@ -234,7 +234,7 @@ class Producer:
         files at about that many files per tick, below what one worker drains."""
         if self.stopping or self._down_since is not None or not self.ready:
             return False
-        return self.tracker.feeder.room(list(self.tracker.jobs.values())) > 0
+        return self.tracker.room() > 0
 
     def _down(self, error: Exception) -> None:
         """Say that Redis is down: at once, then every few seconds."""

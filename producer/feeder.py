@@ -31,7 +31,7 @@ from emotions.files import display_name
 from emotions.jobs import JobStore
 from emotions.messages import Texts, send_assembly
 from emotions.modelid import model_identity
-from emotions.publish import ChunkBatch, publishing
+from emotions.publish import ChunkBatch, Publisher
 from emotions.settings import Settings
 from producer.spool import Layout, scan
 from producer.submit import Submitted
@@ -86,6 +86,7 @@ class Feeder:
         self.app = app
         self.store = store
         self.model = model_identity(settings.model)
+        self.publisher = Publisher(app)
         self._turns = itertools.count(1)
 
     def feed(self, follows: list[Follow]) -> int:
@@ -97,7 +98,7 @@ class Feeder:
             return 0
         before = {f.sub.job: (f, f.sent, f.fed) for f in queue}
         try:
-            with publishing(self.app) as batch:
+            with self.publisher.batch() as batch:
                 while room > 0 and queue:
                     later: list[Follow] = []
                     for f in queue:
@@ -168,7 +169,7 @@ class Feeder:
 
     def resend(self, f: Follow, missing: set[int]) -> None:
         """Send chunks ``missing`` again (lost messages), from the spool."""
-        with publishing(self.app) as batch:
+        with self.publisher.batch() as batch:
             for index in sorted(missing):
                 batch.send(f.sub.job, index, self._texts(f, index), self.model, f.sub.name)
 

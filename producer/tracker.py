@@ -120,8 +120,11 @@ class Tracker:
     def starved(self) -> bool:
         """True when chunks wait to be sent and the window looks full as of the last poll
         (a poll may show that some of it finished)."""
-        follows = list(self.jobs.values())
-        return self.feeder.room(follows) <= 0 and any(f.unsent for f in follows)
+        return self.room() <= 0 and any(f.unsent for f in self.jobs.values())
+
+    def room(self) -> int:
+        """Chunks the window takes now, as of the last poll."""
+        return self.feeder.room(list(self.jobs.values()))
 
     def poll(self) -> None:
         """Read the followed jobs in flight: settle those that ended, heal those that stall.
