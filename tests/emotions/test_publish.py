@@ -6,6 +6,7 @@ being unavailable."""
 from __future__ import annotations
 
 import base64
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -165,3 +166,31 @@ def test_redis_gone_is_redis_unavailable(redis_server: RedisServer) -> None:
         assert time.monotonic() - started < 30
     finally:
         app.close()
+
+
+def test_redis_stalled_is_redis_unavailable(app: Any, redis_server: RedisServer) -> None:
+    """Redis stopped (SIGSTOP) with the producer's connection open, so nothing closes it: the
+    block raises an error the loop waits out within the producer's socket timeout, instead of
+    hanging on a reply that never comes; and the next block, once Redis runs again, is sent."""
+    texts = Texts(encode_json(["w"]), 1)
+    with publishing(app) as batch:
+        batch.send("job-a", 0, texts, "m", "a.json")  # the pool's connection is open now
+    assert redis_server.proc is not None
+    redis_server.proc.send_signal(signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception) as caught, publishing(app) as batch:
+            batch.send("job-a", 1, texts, "m", "a.json")
+        assert unavailable(caught.value), repr(caught.value)
+        assert time.monotonic() - started < 30
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    with publishing(app) as batch:
+        batch.send("job-a", 2, texts, "m", "a.json")
+    client = redis_server.client()
+    indexes = {
+        orjson.loads(base64.b64decode(orjson.loads(raw)["body"]))[0][1]
+        for raw in client.lrange(INFERENCE_QUEUE, 0, -1)
+    }
+    assert {0, 2} <= indexes
+    client.close()
