@@ -1,7 +1,8 @@
 """worker.fastread against the format readers: on every input the readers accept, the fast path
 gives exactly their records (ids of the same type and value, texts, order, positional ids) or
-gives up (``Fallback``); on an input they refuse it gives up, except for the two things msgspec
-does not check in fields it skips, which the assembly's digest check covers (test_assembly).
+gives up (``FallbackToReaders``); on an input they refuse it gives up, except for what msgspec
+does not check in fields it skips and what the CSV path does not decode, which the assembly's
+digest check covers (test_assembly).
 The benchmark's files, the formats of real collections, take the fast path all the way."""
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import orjson
 import pytest
 
 from bench.inputs import FORMATS
-from emotions.errors import InputError
+from emotions.errors import FallbackToReaders, InputError
 from emotions.formats import ID_FIELDS, TEXT_FIELDS, detect, iter_records
 from emotions.formats.json_document import API_KEYS
 from emotions.formats.youtube_api import SNIPPET_TEXT_FIELDS, THREAD_KIND
 from tests.producer.test_formats import api_comment, api_thread, downloader_comment, threads_page
 from worker import fastread
 from worker.columns import ApiText, Line, Thread
-from worker.fastread import Fallback, columns
+from worker.fastread import columns
 
 LIMIT = 1_000_000
 BIG = 123456789012345678901234567890  # beyond 64 bits: orjson reads it inexactly
@@ -220,7 +221,7 @@ def test_the_fast_path_gives_the_readers_records_or_gives_up(tmp_path: Path, nam
     path.write_bytes(ACCEPTED[name])
     expected = read_by_readers(path)
     if name in GIVES_UP:
-        with pytest.raises(Fallback):
+        with pytest.raises(FallbackToReaders):
             read_fast(path)
     else:
         assert read_fast(path) == expected
@@ -232,7 +233,7 @@ def test_what_the_readers_refuse_the_fast_path_gives_up_on(tmp_path: Path, name:
     path.write_bytes(REFUSED[name])
     with pytest.raises(InputError):
         read_by_readers(path)
-    with pytest.raises(Fallback):
+    with pytest.raises(FallbackToReaders):
         read_fast(path)
 
 
@@ -277,7 +278,7 @@ def test_a_byte_order_mark_starting_a_later_block_is_refused_not_stripped(
     with pytest.raises(InputError):
         read_by_readers(path)
     monkeypatch.setattr(fastread, "_lines_by_reader", refuse)
-    with pytest.raises(Fallback):
+    with pytest.raises(FallbackToReaders):
         read_fast(path)
 
 
