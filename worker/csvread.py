@@ -48,7 +48,10 @@ def csv_columns(stream: BinaryIO, limit: int) -> Iterator[Columns]:
         block = pending + more
         if not block:
             return
-        found = cells(block, layout, final=not more)
+        try:
+            found = cells(block, layout, final=not more)
+        except UnicodeDecodeError as e:  # in an id or a text: the reader refuses the file
+            raise FallbackToReaders from e
         if found is None:
             rows = functools.partial(_body_rows, layout)
             yield from _by_reader(_Prefixed(block, stream), "utf-8", rows, limit, position)
