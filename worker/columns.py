@@ -23,7 +23,7 @@ import functools
 from collections.abc import Sequence
 from itertools import chain, compress, repeat
 from operator import attrgetter, is_not
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, NamedTuple
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, UnsetType
@@ -32,6 +32,17 @@ from emotions.formats import ID_FIELDS, TEXT_FIELDS
 from emotions.formats.json_document import API_KEYS
 
 Columns = tuple[list[Any], list[str]]  # (ids, texts) of consecutive records
+
+
+class Layout(NamedTuple):
+    """What a CSV header said: the delimiter, the row width, the text and id columns."""
+
+    delimiter: str
+    width: int
+    text: int
+    id: int | None
+
+
 Value = bytes | Raw  # the bytes of one JSON value: a line, or an array element
 
 # No JSON value decodes as this (no integer is both >= 1 and <= 0): a field of this type must be

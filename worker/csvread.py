@@ -1,6 +1,7 @@
 """The assembly's fast reading of CSV: a file's records as blocks of columns (ids, texts).
 
-A megabyte of rows at a time is taken apart from its bytes (:mod:`worker.fastcsv`). From the
+A megabyte of rows at a time is taken apart from its bytes (:mod:`worker.fastcsv`, where
+numpy is installed: the ``worker`` extra and the base install both bring it). From the
 first block that cannot be vouched for that way (a quoted field holding a line break at the
 block's end, old Mac line ends, blank lines...), the rest of the file is read with the very
 ``csv.reader`` the format reader uses, a block of rows at a time, from the start of that block
@@ -25,8 +26,12 @@ from emotions.errors import FallbackToReaders
 from emotions.formats import ID_FIELDS, TEXT_FIELDS
 from emotions.formats.delimited import _allow_long_fields, find_column, sniff_delimiter
 from emotions.formats.detect import BOM
-from worker.columns import Columns
-from worker.fastcsv import Layout, cells
+from worker.columns import Columns, Layout
+
+try:
+    from worker import fastcsv
+except ImportError:  # no numpy (an image without it): csv.reader reads every row
+    fastcsv = None  # type: ignore[assignment]
 
 RowReader = Callable[[Iterator[str], int, int], Iterator[Columns]]
 
@@ -49,7 +54,7 @@ def csv_columns(stream: BinaryIO, limit: int) -> Iterator[Columns]:
         if not block:
             return
         try:
-            found = cells(block, layout, final=not more)
+            found = None if fastcsv is None else fastcsv.cells(block, layout, final=not more)
         except UnicodeDecodeError as e:  # in an id or a text: the reader refuses the file
             raise FallbackToReaders from e
         if found is None:

@@ -28,21 +28,14 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from worker.columns import Layout
+
 _QUOTE: Final = ord('"')
 _LF: Final = ord("\n")
 _CR: Final = ord("\r")
 _NUL: Final = b"\0"
 Positions = npt.NDArray[np.intp]
 Span = tuple[Positions, Positions]  # where the fields of a column start and stop, row by row
-
-
-class Layout(NamedTuple):
-    """What the header said: the delimiter, the row width, the text and id columns."""
-
-    delimiter: str
-    width: int
-    text: int
-    id: int | None
 
 
 class Cells(NamedTuple):

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from worker.fastcsv import Cells, Layout, cells
+from worker.columns import Layout
+from worker.fastcsv import Cells, cells
 
 # Characters a field may hold: the ones that matter to CSV, and text of every UTF-8 width.
 ALPHABET = ["a", "b", " ", ",", ";", "\t", '"', '""', "\n", "\r", "\r\n", "é", "€", "😂", "x"]

@@ -390,3 +390,18 @@ def test_csv_read_by_the_module_from_a_later_block_keeps_positions(
     assert read_fast(path) == read_by_readers(path)
     assert len(calls) == 1
     assert 150 < calls[0] <= 200
+
+
+def test_without_numpy_csv_is_read_by_the_csv_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An install without numpy (worker.fastcsv cannot be imported) reads the same records."""
+    monkeypatch.setattr(csvread, "fastcsv", None)
+    calls = csv_module_calls(monkeypatch)
+    for name in CSV_READ:
+        path = tmp_path / name
+        path.write_bytes(ACCEPTED[name])
+        calls.clear()
+        expected = read_by_readers(path)
+        assert read_fast(path) == expected, name
+        assert bool(calls) == bool(expected), name  # every row by the csv module
