@@ -5,15 +5,15 @@ per-record objects cost most of that. Here JSON Lines are read in blocks of line
 decoded with msgspec into the few fields the readers look at (:mod:`worker.columns`); a JSON
 document is split into its elements' bytes in one pass and read the same way, a block of
 elements at a time; CSV is taken apart from its bytes, a block of rows at a time
-(:mod:`worker.csvread`). Each block is taken apart in whole-column passes when it is the common,
-uniform case.
+(:mod:`worker.csvread`). Each block is taken apart in whole-column passes when it is the
+common, uniform case.
 
 A JSON Lines block that is not is handed to the reader itself (``read_records`` on the block's
 own lines, numbered from the block's first record), so it gives the reader's records exactly.
-Anything else this path does not recognise raises
-:class:`~emotions.errors.FallbackToReaders`, and so does anything the
-reader would refuse: the caller then assembles the file the plain way, through the readers from
-its first byte, which gives the readers' own errors with the file's own line numbers.
+Anything else this path does not recognise raises :class:`~emotions.errors.FallbackToReaders`,
+and so does anything the reader would refuse: the caller then assembles the file the plain
+way, through the readers from its first byte, which gives the readers' own errors with the
+file's own line numbers.
 
 msgspec skips the fields it is not asked for without building them, and so does not refuse a
 few things orjson refuses there (bytes that are not UTF-8, a number beyond a double). That can
