@@ -59,3 +59,9 @@ class DeviceFaultError(EmotionsError):
 class FolderLockedError(ConfigurationError):
     """Another producer already watches this input folder (two would re-submit each other's
     files): the message names it and says when a crashed one's lock expires."""
+
+
+class FallbackToReaders(Exception):
+    """The assembly's fast reading path cannot vouch for an input (a shape it does not know,
+    anything the readers would refuse): the file is assembled again through the readers, whose
+    verdict and wording then stand. Never leaves the assembly."""

@@ -29,14 +29,14 @@ from typing import Any, NamedTuple
 import orjson
 
 from emotions.constants import QUEUED
-from emotions.errors import InputError
+from emotions.errors import FallbackToReaders, InputError
 from emotions.files import write_atomic
 from emotions.formats import Format, Record, detect, read_records
 from emotions.hashing import HashedInput
 from emotions.jobs import JobStore, Stored, decode_labels
 from emotions.output import job_output_path, json_array, render_columns, render_indexed
 from emotions.settings import Settings
-from worker.fastread import Fallback, columns
+from worker.fastread import columns
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def assemble(store: JobStore, settings: Settings, job: str, stored: Stored | Non
         described = Source(path.name, detect(path))
         try:
             _write(store, settings, job, meta, known, described, output, fast=True)
-        except Fallback:
+        except FallbackToReaders:
             _write(store, settings, job, meta, known, described, output, fast=False)
     except (InputChanged, InputError, FileNotFoundError) as e:
         # An InputError here is detect's: content it refuses cannot be the job's, which passed.
@@ -129,7 +129,8 @@ def _write(
 ) -> None:
     """Read the input once (through :mod:`worker.fastread` if ``fast``) and write the output.
 
-    Raises :class:`~worker.fastread.Fallback` (nothing written) where the fast path gives up.
+    Raises :class:`~emotions.errors.FallbackToReaders` (nothing written) where the fast path
+    gives up.
     """
     with HashedInput(Path(meta["path"]).open("rb")) as source:
         parts = store.parts(job, int(meta["total"]), known)
@@ -149,18 +150,18 @@ def _pieces(
 
     Raises :class:`InputChanged` (before the caller renames anything into place) when the
     bytes read are not the job's, whatever the parser made of them: other records, an error,
-    or the end of a file still being written. The fast path raises :class:`Fallback` instead,
-    so that the readers give the verdict.
+    or the end of a file still being written. The fast path raises
+    :class:`~emotions.errors.FallbackToReaders` instead, so that the readers give the verdict.
     """
     labels: list[str] = orjson.loads(meta.get("labels", "[]"))  # none stored: no chunks
     pair = _fast_paired if fast else _paired
     try:
         yield from pair(source, described, parts, labels, settings)
         if fast and source.hexdigest() != meta["digest"]:
-            raise Fallback  # content the producer did not check: the readers decide
+            raise FallbackToReaders  # content the producer did not check: the readers decide
     except InputChanged as e:
         if fast:
-            raise Fallback from e
+            raise FallbackToReaders from e
         raise
     except InputError as e:  # IncompleteInputError included: content that is not the job's
         if source.hexdigest() != meta["digest"]:

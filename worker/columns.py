@@ -23,7 +23,7 @@ import functools
 from collections.abc import Sequence
 from itertools import chain, compress, repeat
 from operator import attrgetter, is_not
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, NamedTuple
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, UnsetType
@@ -32,6 +32,17 @@ from emotions.formats import ID_FIELDS, TEXT_FIELDS
 from emotions.formats.json_document import API_KEYS
 
 Columns = tuple[list[Any], list[str]]  # (ids, texts) of consecutive records
+
+
+class Layout(NamedTuple):
+    """What a CSV header said: the delimiter, the row width, the text and id columns."""
+
+    delimiter: str
+    width: int
+    text: int
+    id: int | None
+
+
 Value = bytes | Raw  # the bytes of one JSON value: a line, or an array element
 
 # No JSON value decodes as this (no integer is both >= 1 and <= 0): a field of this type must be
@@ -115,8 +126,8 @@ def comments(values: Sequence[Value], position: int, limit: int) -> Columns | No
     JSON, or not shaped like the first.
     """
     first = LINE_DECODER.decode(values[0])
-    if first.items is not UNSET:
-        return api_pages(list(map(LINE_DECODER.decode, values)), limit)
+    if first.items is not UNSET:  # a Data API page is ~100 KB: the first is not decoded twice
+        return api_pages([first, *map(LINE_DECODER.decode, values[1:])], limit)
     text_field = next((f for f in TEXT_FIELDS if getattr(first, f) is not UNSET), None)
     if text_field is None:
         return None
@@ -165,31 +176,23 @@ def api_pages(values: list[Line], limit: int) -> Columns | None:
     if UNSET in pages:
         return None
     threads: list[Thread] = list(chain.from_iterable(pages))
-    top = _api_comments(list(map(attrgetter("snippet.topLevelComment"), threads)), limit)
-    if top is None:
-        return None
+    ordered: list[ApiComment] = list(map(attrgetter("snippet.topLevelComment"), threads))
     replies = list(map(attrgetter("replies"), threads))
-    if replies.count(None) == len(replies):
-        return top
-    holders = list(compress(range(len(threads)), map(is_not, replies, repeat(None))))
-    groups = [replies[k].comments or [] for k in holders]
-    reply = _api_comments([comment for group in groups for comment in group], limit)
-    if reply is None:
-        return None
-    return _interleave(top, holders, list(map(len, groups)), reply)
+    if replies.count(None) != len(replies):
+        ordered = _with_replies(ordered, replies)
+    return _api_comments(ordered, limit)
 
 
-def _interleave(top: Columns, holders: list[int], counts: list[int], reply: Columns) -> Columns:
-    """Top-level comments with each holder's ``count`` replies right after it."""
-    ids: list[Any] = []
-    texts: list[str] = []
-    done = taken = 0
-    for k, count in zip(holders, counts, strict=True):
-        ids += top[0][done : k + 1]
-        texts += top[1][done : k + 1]
-        ids += reply[0][taken : taken + count]
-        texts += reply[1][taken : taken + count]
-        done, taken = k + 1, taken + count
-    ids += top[0][done:]
-    texts += top[1][done:]
-    return ids, texts
+def _with_replies(tops: list[ApiComment], replies: list[Replies | None]) -> list[ApiComment]:
+    """Each thread's top-level comment followed by its replies: one Python step per thread
+    that has replies, slices of the others."""
+    ordered: list[ApiComment] = []
+    done = 0
+    for k in compress(range(len(replies)), map(is_not, replies, repeat(None))):
+        group = replies[k].comments  # type: ignore[union-attr]  # not None: compressed out
+        if group:
+            ordered += tops[done : k + 1]
+            ordered += group
+            done = k + 1
+    ordered += tops[done:]
+    return ordered

@@ -4,14 +4,16 @@ The assembly re-reads every input it writes, and the format readers' full parse 
 per-record objects cost most of that. Here JSON Lines are read in blocks of lines, each
 decoded with msgspec into the few fields the readers look at (:mod:`worker.columns`); a JSON
 document is split into its elements' bytes in one pass and read the same way, a block of
-elements at a time; CSV is read with the very ``csv.reader`` the reader uses, in blocks of rows.
-Each block is taken apart in whole-column passes when it is the common, uniform case.
+elements at a time; CSV is taken apart from its bytes, a block of rows at a time
+(:mod:`worker.csvread`). Each block is taken apart in whole-column passes when it is the
+common, uniform case.
 
 A JSON Lines block that is not is handed to the reader itself (``read_records`` on the block's
 own lines, numbered from the block's first record), so it gives the reader's records exactly.
-Anything else this path does not recognise raises :class:`Fallback`, and so does anything the
-reader would refuse: the caller then assembles the file the plain way, through the readers from
-its first byte, which gives the readers' own errors with the file's own line numbers.
+Anything else this path does not recognise raises :class:`~emotions.errors.FallbackToReaders`,
+and so does anything the reader would refuse: the caller then assembles the file the plain
+way, through the readers from its first byte, which gives the readers' own errors with the
+file's own line numbers.
 
 msgspec skips the fields it is not asked for without building them, and so does not refuse a
 few things orjson refuses there (bytes that are not UTF-8, a number beyond a double). That can
@@ -22,36 +24,29 @@ the readers, whose verdict (and wording) then stands.
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator
-from itertools import chain, islice
-from operator import itemgetter
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import msgspec
 from msgspec import UNSET, Raw
 
 from emotions.constants import ASSEMBLY_BLOCK, ASSEMBLY_BLOCK_BYTES
-from emotions.errors import InputError
-from emotions.formats import TEXT_FIELDS, Format, RecordMaker, read_records
-from emotions.formats.delimited import _allow_long_fields, find_column, sniff_delimiter
+from emotions.errors import FallbackToReaders, InputError
+from emotions.formats import Format, RecordMaker, read_records
 from emotions.formats.detect import BOM
-from emotions.formats.records import ID_FIELDS
 from worker.columns import LINE_DECODER, Columns, Head, api_pages, comments, no_text
-
-
-class Fallback(Exception):
-    """This path cannot vouch for the input: assemble it through the readers instead."""
+from worker.csvread import csv_columns
 
 
 def columns(stream: BinaryIO, name: str, fmt: Format, limit: int) -> Iterator[Columns]:
     """The records of ``stream`` (format ``fmt``, ``limit`` characters per comment at most), in
-    file order, as blocks of columns. Raises :class:`Fallback`, never an ``InputError``."""
+    file order, as blocks of columns. Raises :class:`~emotions.errors.FallbackToReaders`, never
+    an ``InputError``."""
     if fmt is Format.JSON_LINES:
         return _json_lines(stream, name, limit)
     if fmt is Format.CSV:
-        return _csv(stream, name, limit)
+        return csv_columns(stream, limit)
     return _document(stream, limit)
 
 
@@ -64,7 +59,7 @@ def _json_lines(stream: BinaryIO, name: str, limit: int) -> Iterator[Columns]:
         if number == 0:
             parsed = [lines[0].removeprefix(BOM), *lines[1:]]
         elif lines[0].startswith(BOM):
-            raise Fallback  # only the file's first line may start with one; read as the reader
+            raise FallbackToReaders  # only the file's first line may start with one (the reader's)
         else:
             parsed = lines
         try:
@@ -85,7 +80,7 @@ def _lines_by_reader(lines: list[bytes], name: str, position: int, limit: int) -
     try:
         records = list(read_records(stream, name, Format.JSON_LINES, maker=maker))
     except InputError as e:
-        raise Fallback from e
+        raise FallbackToReaders from e
     return [r[0] for r in records], [r[1] for r in records]
 
 
@@ -104,7 +99,7 @@ def _document(stream: BinaryIO, limit: int) -> Iterator[Columns]:
         else:
             page = api_pages([LINE_DECODER.decode(body)], limit)
             if page is None:
-                raise Fallback
+                raise FallbackToReaders
             yield page
             return
         del raw, body, document
@@ -112,50 +107,8 @@ def _document(stream: BinaryIO, limit: int) -> Iterator[Columns]:
         for start in range(0, len(elements), ASSEMBLY_BLOCK):
             block = comments(elements[start : start + ASSEMBLY_BLOCK], position, limit)
             if block is None:
-                raise Fallback
+                raise FallbackToReaders
             position += len(block[0])
             yield block
     except msgspec.MsgspecError as e:
-        raise Fallback from e
-
-
-def _csv(stream: BinaryIO, name: str, limit: int) -> Iterator[Columns]:
-    _allow_long_fields(limit)
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    text._CHUNK_SIZE = ASSEMBLY_BLOCK_BYTES  # type: ignore[attr-defined]  # 8 KB: a raw read each
-    try:
-        yield from _rows(text, limit)
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise Fallback from e
-    finally:
-        text.detach()  # the caller owns the stream (and hashes the rest of it)
-
-
-def _rows(text: io.TextIOWrapper, limit: int) -> Iterator[Columns]:
-    """Blocks of rows that all have the header's width and texts within the limit; anything
-    else (blank lines, short or long rows, a header without a text column) falls back."""
-    first = next(text, "")
-    if not first.strip():
-        raise Fallback  # empty, or blank lines before the header
-    delimiter = sniff_delimiter(first)
-    reader = csv.reader(chain([first], text), delimiter=delimiter, strict=True)
-    columns = [column.strip() for column in next(reader, [])]
-    text_index = find_column(columns, TEXT_FIELDS)
-    id_index = find_column(columns, ID_FIELDS)
-    if text_index is None:
-        raise Fallback
-    width, position = len(columns), 0
-    for rows in iter(lambda: list(islice(reader, ASSEMBLY_BLOCK)), []):
-        if set(map(len, rows)) != {width}:
-            raise Fallback
-        texts = list(map(itemgetter(text_index), rows))
-        if max(map(len, texts)) > limit:
-            raise Fallback
-        if id_index is None:
-            ids: list[Any] = list(map(str, range(position, position + len(rows))))
-        else:
-            ids = list(map(itemgetter(id_index), rows))
-            if not all(map(str.strip, ids)):  # a blank id cell: that record's position
-                ids = [c if c.strip() else str(position + k) for k, c in enumerate(ids)]
-        position += len(rows)
-        yield ids, texts
+        raise FallbackToReaders from e

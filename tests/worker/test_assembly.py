@@ -237,19 +237,32 @@ def test_inputs_the_fast_path_leaves_to_the_readers_are_written_exactly(
     assert json.loads(output_of(settings, path).read_bytes()) == expected  # exact big ints
 
 
-def test_content_only_msgspec_would_read_is_judged_by_the_readers(
-    tmp_path: Path, store: JobStore, settings: Settings
+SKIPPED_FIELD = {  # a line of each format with a field the fast path does not decode: "@a"
+    "c.jsonl": b'{"cid": "%d", "text": "the same text", "author": "@a"}\n',
+    "c.csv": b"%d,the same text: long enough for the bad byte to lie past the head,@a\n",
+}
+VERDICT = {  # the readers' words (the CSV reader names a line only where it can seek back)
+    "c.jsonl": "line 3000: not UTF-8",
+    "c.csv": "c.csv: not UTF-8",
+}
+
+
+@pytest.mark.parametrize("name", list(SKIPPED_FIELD))
+def test_content_only_the_fast_path_would_read_is_judged_by_the_readers(
+    tmp_path: Path, store: JobStore, settings: Settings, name: str
 ) -> None:
-    """A byte that is not UTF-8 in a field msgspec skips (the fast path reads past it, as
-    test_fastread pins): the digest is not the job's, so the readers judge the file again, and
-    their verdict, in their words, supersedes the job."""
-    path = tmp_path / "c.jsonl"
-    lines = [b'{"cid": "%d", "text": "the same text", "author": "@a"}\n' % i for i in range(3000)]
+    """A byte that is not UTF-8 in a field msgspec skips or a CSV column not decoded (the fast
+    path reads past it, as test_fastread pins): the digest is not the job's, so the readers
+    judge the file again, and their verdict, in their words, supersedes the job."""
+    path = tmp_path / name
+    lines = [SKIPPED_FIELD[name] % i for i in range(3000)]
+    if name.endswith(".csv"):
+        lines.insert(0, b"cid,text,author\n")
     path.write_bytes(b"".join(lines))
     queue(store, path)
     lines[-1] = lines[-1].replace(b"@a", b"@\xff")  # past the head that detect() checks
     path.write_bytes(b"".join(lines))
     outcome = assemble(store, settings, "job")
     assert outcome.startswith("superseded: the input file changed while it was processed (")
-    assert "line 3000: not UTF-8" in outcome
+    assert VERDICT[name] in outcome
     assert not output_of(settings, path).exists()

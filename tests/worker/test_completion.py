@@ -248,6 +248,7 @@ def test_what_storing_the_last_chunk_read_is_not_read_again(
     store.r.delete(job_key(JOB))
     output_of(settings, source).unlink()
     given, output = reads_of_one_assembly(app, store, settings, source, redis_server, True)
-    assert (without["hgetall"], without["hget"]) == (1, 2)  # metadata, the chunk, the end's
-    assert "hgetall" not in given and given["hget"] == 1  # the end's own
+    # metadata, the chunk's labels, the end's own read
+    assert (without["hgetall"], without["hmget"], without["hget"]) == (1, 1, 1)
+    assert "hgetall" not in given and "hmget" not in given and given["hget"] == 1
     assert output == expected

@@ -1,7 +1,8 @@
 """worker.fastread against the format readers: on every input the readers accept, the fast path
 gives exactly their records (ids of the same type and value, texts, order, positional ids) or
-gives up (``Fallback``); on an input they refuse it gives up, except for the two things msgspec
-does not check in fields it skips, which the assembly's digest check covers (test_assembly).
+gives up (``FallbackToReaders``); on an input they refuse it gives up, except for what msgspec
+does not check in fields it skips and what the CSV path does not decode, which the assembly's
+digest check covers (test_assembly).
 The benchmark's files, the formats of real collections, take the fast path all the way."""
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import orjson
 import pytest
 
 from bench.inputs import FORMATS
-from emotions.errors import InputError
+from emotions.errors import FallbackToReaders, InputError
 from emotions.formats import ID_FIELDS, TEXT_FIELDS, detect, iter_records
 from emotions.formats.json_document import API_KEYS
 from emotions.formats.youtube_api import SNIPPET_TEXT_FIELDS, THREAD_KIND
 from tests.producer.test_formats import api_comment, api_thread, downloader_comment, threads_page
-from worker import fastread
+from worker import csvread, fastread
 from worker.columns import ApiText, Line, Thread
-from worker.fastread import Fallback, columns
+from worker.fastread import columns
 
 LIMIT = 1_000_000
 BIG = 123456789012345678901234567890  # beyond 64 bits: orjson reads it inexactly
@@ -157,16 +158,23 @@ REFUSED: dict[str, bytes] = {
     "no_text_column.csv": b"id,title\na,x\n",
     "long_row.csv": b"id,comment\na,x,extra\n",
     "too_long.csv": b"id,comment\na," + b"x" * (LIMIT + 1) + b"\n",
+    "text_after_closing_quote.csv": b'id,comment\na,"x"y\n',
+    "not_utf8_in_a_text.csv": b"id,comment\n"
+    + b"".join(b"%d,%s\n" % (i, b"x" * 90) for i in range(800))
+    + b"n,\xff\n",
 }
 
-# Refused by orjson in a field msgspec skips: the fast path reads them, and only the digest
-# check keeps their records from ever being written (tests/worker/test_assembly.py).
-# (past the head that detect() checks for UTF-8).
+# Refused by orjson in a field msgspec skips, or by the CSV reader in a column the fast path
+# does not decode: the fast path reads them, and only the digest check keeps their records from
+# ever being written (tests/worker/test_assembly.py). (Past the head that detect() checks.)
 HEAD = jsonl(*many(2000, lambda i: {"cid": f"c{i}", "text": "the same text"}))
 SKIPPED_FIELD_GAPS = {
     "not_utf8_in_a_skipped_field.jsonl": HEAD + b'{"cid": "a", "text": "x", "author": "\xff"}\n',
     "infinite_number_in_a_skipped_field.jsonl": HEAD
     + b'{"cid": "a", "text": "x", "votes": 1e999}\n',
+    "not_utf8_in_a_skipped_column.csv": b"cid,text,author\n"
+    + b"".join(b"c%d,the same text,@a\n" % i for i in range(3000))
+    + b"a,x,@\xff\n",
 }
 
 
@@ -196,6 +204,18 @@ ACCEPTED |= {
     "line_separator_in_a_field.csv": 'id,comment\na,"one\u2028two"\nb,x\u0085\n'.encode(),
     "big_csv_many_blocks.csv": b"\xef\xbb\xbfcid,text\r\n"
     + b"".join(f"c{i},{'é' * (i % 50)} 😂 é\r\n".encode() for i in range(9000)),
+    "quoted_everywhere.csv": b'"id","comment"\r\n"a","x, y"\r\n"b",""\r\n"""c""","z"\r\n',
+    "text_before_id.csv": b'comment;x;id\n"a; b";1;2\n;3;\n',
+    "columns_apart.csv": b"id\ta\tb\ttext\tc\n1\t\t\tone\t\n2\tq\tr\t\ts\n",
+    "mixed_line_ends.csv": b'id,comment\r\na,x\nb,"y\r\n"\r\nc,z\n',
+    "cr_in_quotes.csv": b'id,comment\na,"x\ry"\nb,"\r"\n',
+    "empty_last_field_unterminated.csv": b"id,comment\na,x\nb,",
+    "quoted_last_field_unterminated.csv": b'id,comment\na,"x\n"',
+    "quote_inside_an_unquoted_field.csv": b'id,comment\na,say "hi"\nb,x\n',
+    "lone_cr_ends_a_row.csv": b"id,comment\na,x\rb,y\n",
+    "nul_past_the_head.csv": b"id,comment\n"
+    + b"".join(b"%d,%s\n" % (i, b"x" * 90) for i in range(800))
+    + b"n,nul \x00 inside\n",
 }
 
 # Accepted inputs whose shape the fast path leaves to the readers (the whole file): so that
@@ -220,7 +240,7 @@ def test_the_fast_path_gives_the_readers_records_or_gives_up(tmp_path: Path, nam
     path.write_bytes(ACCEPTED[name])
     expected = read_by_readers(path)
     if name in GIVES_UP:
-        with pytest.raises(Fallback):
+        with pytest.raises(FallbackToReaders):
             read_fast(path)
     else:
         assert read_fast(path) == expected
@@ -232,7 +252,7 @@ def test_what_the_readers_refuse_the_fast_path_gives_up_on(tmp_path: Path, name:
     path.write_bytes(REFUSED[name])
     with pytest.raises(InputError):
         read_by_readers(path)
-    with pytest.raises(Fallback):
+    with pytest.raises(FallbackToReaders):
         read_fast(path)
 
 
@@ -277,7 +297,7 @@ def test_a_byte_order_mark_starting_a_later_block_is_refused_not_stripped(
     with pytest.raises(InputError):
         read_by_readers(path)
     monkeypatch.setattr(fastread, "_lines_by_reader", refuse)
-    with pytest.raises(Fallback):
+    with pytest.raises(FallbackToReaders):
         read_fast(path)
 
 
@@ -293,6 +313,7 @@ def test_the_benchmark_formats_never_need_the_readers(
     path = tmp_path / f"{name}{suffix}"
     writer(path, 3000, 1)
     monkeypatch.setattr(fastread, "_lines_by_reader", refuse)
+    monkeypatch.setattr(csvread, "_by_reader", refuse)
     assert read_fast(path) == read_by_readers(path)
 
 
@@ -302,3 +323,85 @@ def test_the_api_structs_follow_the_readers_field_names() -> None:
     assert SNIPPET_TEXT_FIELDS[0] in ApiText.__struct_fields__
     assert typing.get_args(typing.get_type_hints(Thread)["kind"]) == (THREAD_KIND,)
     assert set(ID_FIELDS) | set(TEXT_FIELDS) | API_KEYS <= set(Line.__struct_fields__)
+
+
+# Accepted CSV that the bytes path (worker.fastcsv) leaves to csv.reader, from the block where
+# it cannot vouch for the rows on: every other accepted CSV is read without csv.reader.
+CSV_BY_READER = {
+    "old_mac_line_ends.csv",  # no line feed ends the header
+    "quote_inside_an_unquoted_field.csv",
+    "lone_cr_ends_a_row.csv",
+    "nul_past_the_head.csv",
+}
+CSV_READ = [n for n in ACCEPTED if n.endswith(".csv") and n not in GIVES_UP]
+
+
+def csv_module_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The record positions from which csv.reader takes over, as they happen."""
+    calls: list[int] = []
+    by_reader = csvread._by_reader
+
+    def counted(*args: Any) -> Any:
+        calls.append(args[-1])
+        return by_reader(*args)
+
+    monkeypatch.setattr(csvread, "_by_reader", counted)
+    return calls
+
+
+@pytest.mark.parametrize("name", CSV_READ)
+def test_csv_is_read_from_its_bytes_unless_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(ACCEPTED[name])
+    calls = csv_module_calls(monkeypatch)
+    assert read_fast(path) == read_by_readers(path)
+    assert bool(calls) == (name in CSV_BY_READER)
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 4096])
+def test_csv_blocks_of_any_size_give_the_same_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """Blocks end anywhere: inside a quoted line break, a character, a CRLF, the header."""
+    monkeypatch.setattr(csvread, "ASSEMBLY_CSV_BYTES", block)
+    for name in CSV_READ:
+        path = tmp_path / name
+        path.write_bytes(ACCEPTED[name])
+        assert read_fast(path) == read_by_readers(path), name
+    for name in [n for n in REFUSED if n.endswith(".csv")]:
+        path = tmp_path / name
+        path.write_bytes(REFUSED[name])
+        with pytest.raises(FallbackToReaders):
+            read_fast(path)
+
+
+def test_csv_read_by_the_module_from_a_later_block_keeps_positions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The csv module takes over at the start of the block it is handed, numbering the
+    records from there (positional ids) and reading the rest of the file."""
+    monkeypatch.setattr(csvread, "ASSEMBLY_CSV_BYTES", 256)
+    rows = b"".join(b",row %d\n" % i for i in range(200))
+    path = tmp_path / "late.csv"
+    path.write_bytes(b"id,comment\n" + rows + b',say "hi"\n' + rows)
+    calls = csv_module_calls(monkeypatch)
+    assert read_fast(path) == read_by_readers(path)
+    assert len(calls) == 1
+    assert 150 < calls[0] <= 200
+
+
+def test_without_numpy_csv_is_read_by_the_csv_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An install without numpy (worker.fastcsv cannot be imported) reads the same records."""
+    monkeypatch.setattr(csvread, "fastcsv", None)
+    calls = csv_module_calls(monkeypatch)
+    for name in CSV_READ:
+        path = tmp_path / name
+        path.write_bytes(ACCEPTED[name])
+        calls.clear()
+        expected = read_by_readers(path)
+        assert read_fast(path) == expected, name
+        assert bool(calls) == bool(expected), name  # every row by the csv module
