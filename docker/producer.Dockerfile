@@ -20,6 +20,7 @@ RUN useradd --create-home --uid 10001 app \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY emotions ./emotions
 COPY worker ./worker
 COPY producer ./producer
 # The base package and Flower only: the [worker] extra (torch, transformers) stays out.

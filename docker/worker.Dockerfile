@@ -44,6 +44,7 @@ RUN pip install "torch==${TORCH_VERSION}" ${TORCH_INDEX_URL:+--index-url "$TORCH
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY emotions ./emotions
 COPY worker ./worker
 COPY producer ./producer
 RUN pip install ".[worker]"

@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -293,8 +294,13 @@ def test_worker_image_default_command_is_the_procfile_worker() -> None:
 
 
 def test_images_copy_what_the_package_needs_and_nothing_else() -> None:
-    readme = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["readme"]
-    packages = {"worker", "producer"}
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    readme = pyproject["project"]["readme"]
+    # Every package the install takes (setuptools' find), the shared one included: an image
+    # without emotions/ installs a package that cannot import.
+    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.removesuffix("*") for pattern in include}
+    assert "emotions" in packages
     for name in ("worker.Dockerfile", "producer.Dockerfile"):
         copies = [
             line.split()[1:-1] for line in dockerfile_instructions(name) if line.startswith("COPY ")
@@ -311,6 +317,45 @@ def test_images_copy_what_the_package_needs_and_nothing_else() -> None:
         ]
         assert ignore[0] == "*", name  # everything out by default ...
         assert {f"!{src}" for src in sources} <= set(ignore), name  # ... but what is copied
+
+
+IMPORTS = """
+import os, sys, producer.cli, worker
+root = os.environ["IMAGE_ROOT"]
+ours = [m.__file__ for n, m in list(sys.modules.items())
+        if n.split(".")[0] in ("emotions", "worker", "producer") and getattr(m, "__file__", None)]
+outside = [f for f in ours if not f.startswith(root)]
+print(len(ours), outside)
+sys.exit(1 if outside or not ours else 0)
+"""
+
+
+@pytest.mark.parametrize("name", ["producer.Dockerfile", "worker.Dockerfile"])
+def test_the_images_files_alone_import_the_processes(tmp_path: Path, name: str) -> None:
+    """What an image copies, laid out as its COPY lines do, is enough for its processes to
+    import every module of ours from there (the producer, and ``celery -A worker``): none is
+    found in this checkout instead."""
+    for line in dockerfile_instructions(name):
+        if line.startswith("COPY "):
+            *sources, dest = line.split()[1:]
+            for src in sources:
+                target = tmp_path / (dest.removeprefix("./") if len(sources) == 1 else src)
+                if (ROOT / src).is_dir():
+                    shutil.copytree(
+                        ROOT / src, target, ignore=shutil.ignore_patterns("__pycache__")
+                    )
+                else:
+                    shutil.copy(ROOT / src, tmp_path / src)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"IMAGE_ROOT": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-c", IMPORTS],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 # --- run-local.sh ------------------------------------------------------------------------------
