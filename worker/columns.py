@@ -23,13 +23,14 @@ import functools
 from collections.abc import Sequence
 from itertools import chain, compress, repeat
 from operator import attrgetter, is_not
-from typing import Annotated, Any, Final, Literal, NamedTuple
+from typing import Annotated, Any, Final, NamedTuple
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, UnsetType
 
 from emotions.formats import ID_FIELDS, TEXT_FIELDS
 from emotions.formats.json_document import API_KEYS
+from emotions.formats.pages import ApiComment, Replies, TextFields, Thread
 
 Columns = tuple[list[Any], list[str]]  # (ids, texts) of consecutive records
 
@@ -51,36 +52,6 @@ _ABSENT: Final = Annotated[int, Meta(ge=1, le=0)]
 _ID: Final = str | Annotated[int, Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
 
 
-class ApiText(msgspec.Struct, gc=False):
-    """A ``youtube#comment`` snippet holding ``textOriginal`` (the first text field) as a
-    string; any other snippet fails to decode, and the readers take the block."""
-
-    textOriginal: str
-
-
-class ApiComment(msgspec.Struct, gc=False):
-    """A ``youtube#comment`` with a string id (an integer or a missing one: the readers')."""
-
-    id: str
-    snippet: ApiText
-
-
-class ThreadSnippet(msgspec.Struct, gc=False):
-    topLevelComment: ApiComment
-
-
-class Replies(msgspec.Struct, gc=False):
-    comments: list[ApiComment] | None = None
-
-
-class Thread(msgspec.Struct, gc=False):
-    """A ``youtube#commentThread``: its top-level comment and replies."""
-
-    kind: Literal["youtube#commentThread"]
-    snippet: ThreadSnippet
-    replies: Replies | None = None
-
-
 class Line(msgspec.Struct, gc=False):
     """A comment object, or a Data API page (``items``): the fields the readers look at."""
 
@@ -98,16 +69,11 @@ class Line(msgspec.Struct, gc=False):
     items: list[Thread] | UnsetType = UNSET
 
 
-class Head(msgspec.Struct, gc=False):
+class Head(TextFields):
     """A whole JSON document that is an object, as far as telling its shape needs: its
     ``comments`` (each element's bytes) and whether it has a text field."""
 
     comments: list[Raw] | UnsetType = UNSET
-    comment: Raw | UnsetType = UNSET
-    text: Raw | UnsetType = UNSET
-    textOriginal: Raw | UnsetType = UNSET
-    textDisplay: Raw | UnsetType = UNSET
-    content: Raw | UnsetType = UNSET
 
 
 LINE_DECODER: Final = msgspec.json.Decoder(Line)

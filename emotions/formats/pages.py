@@ -58,16 +58,27 @@ class Thread(msgspec.Struct, gc=False):
     replies: Replies | None = None
 
 
-class Page(msgspec.Struct, gc=False):
-    """A ``commentThreads.list`` page: its threads, and the text fields that would make the
-    object a comment rather than a page (all must be absent; see :func:`texts_of_pages`)."""
+class TextFields(msgspec.Struct, gc=False):
+    """The text fields (``TEXT_FIELDS``; a test keeps them in step), undecoded: an object with
+    any of them is a comment, not a page or a collection of comments."""
 
-    items: list[Thread]
     comment: Raw | UnsetType = UNSET
     text: Raw | UnsetType = UNSET
     textOriginal: Raw | UnsetType = UNSET
     textDisplay: Raw | UnsetType = UNSET
     content: Raw | UnsetType = UNSET
+
+    def has_text(self) -> bool:
+        return not (
+            self.comment is self.text is self.textOriginal is self.textDisplay is self.content
+        )
+
+
+class Page(TextFields, kw_only=True):
+    """A ``commentThreads.list`` page: its threads (and no text field, see
+    :func:`texts_of_pages`)."""
+
+    items: list[Thread]
 
 
 decode_page: Final = msgspec.json.Decoder(Page).decode
@@ -103,14 +114,7 @@ def texts_of_pages(lines: list[bytes], limit: int) -> list[str] | None:
         pages = list(map(decode_page, lines))
     except msgspec.MsgspecError:
         return None
-    if any(
-        page.comment is not UNSET
-        or page.text is not UNSET
-        or page.textOriginal is not UNSET
-        or page.textDisplay is not UNSET
-        or page.content is not UNSET
-        for page in pages
-    ):
+    if any(map(TextFields.has_text, pages)):
         return None
     texts = thread_texts(list(chain.from_iterable(map(attrgetter("items"), pages))))
     if texts and max(map(len, texts)) > limit:

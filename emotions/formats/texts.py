@@ -28,9 +28,9 @@ from operator import attrgetter
 from typing import Any, Final
 
 import msgspec
-from msgspec import UNSET, Raw, UnsetType
+from msgspec import UNSET, UnsetType
 
-from emotions.formats.pages import Thread, thread_texts
+from emotions.formats.pages import TextFields, Thread, thread_texts
 from emotions.formats.records import TEXT_FIELDS
 from emotions.formats.youtube_api import COMMENT_KIND, SNIPPET_TEXT_FIELDS, THREAD_KIND
 
@@ -86,18 +86,13 @@ class Head(msgspec.Struct, gc=False):
     kind: Any = UNSET
 
 
-class PlainDoc(msgspec.Struct, gc=False):
+class PlainDoc(TextFields):
     """A whole JSON document that is an object, decoded for the two common cases: a list of
     plain comments under ``comments``, or one Data API page's threads under ``items``; and
     the text fields, which must be absent (else the object is a comment)."""
 
     comments: list[Head] | UnsetType = UNSET
     items: list[Thread] | UnsetType = UNSET
-    comment: Raw | UnsetType = UNSET
-    text: Raw | UnsetType = UNSET
-    textOriginal: Raw | UnsetType = UNSET
-    textDisplay: Raw | UnsetType = UNSET
-    content: Raw | UnsetType = UNSET
 
 
 decode_obj = msgspec.json.Decoder(Obj).decode
@@ -245,7 +240,7 @@ def plain_document_texts(raw: bytes, limit: int) -> list[str] | None:
         return None
     if isinstance(document, list):
         return head_texts(document, limit)
-    if any(getattr(document, field) is not UNSET for field in TEXT_FIELDS):
+    if document.has_text():
         return None  # the object is a comment, not a collection
     if document.comments is not UNSET:
         return head_texts(document.comments, limit)

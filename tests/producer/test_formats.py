@@ -19,7 +19,7 @@ from emotions.formats import Record, iter_records, read_texts
 from emotions.formats.delimited import _plain_blocks
 from emotions.formats.detect import HEAD_BYTES, Format, detect
 from emotions.formats.json_document import API_KEYS
-from emotions.formats.pages import Page, Thread, texts_of_pages
+from emotions.formats.pages import Page, TextFields, Thread, texts_of_pages
 from emotions.formats.records import TEXT_FIELDS
 from emotions.formats.texts import (
     Obj,
@@ -682,8 +682,8 @@ def test_the_texts_path_decides_by_the_same_keys() -> None:
     assert Obj.__struct_fields__[: len(TEXT_FIELDS)] == TEXT_FIELDS
     assert set(Obj.__struct_fields__) >= API_KEYS
     assert Snippet.__struct_fields__[:2] == SNIPPET_TEXT_FIELDS
-    assert set(PlainDoc.__struct_fields__) >= set(TEXT_FIELDS)
-    assert set(Page.__struct_fields__) >= set(TEXT_FIELDS)
+    assert TextFields.__struct_fields__ == TEXT_FIELDS
+    assert issubclass(PlainDoc, TextFields) and issubclass(Page, TextFields)
     assert get_args(get_type_hints(Thread)["kind"]) == (THREAD_KIND,)
 
 

@@ -20,10 +20,11 @@ from bench.inputs import FORMATS
 from emotions.errors import FallbackToReaders, InputError
 from emotions.formats import ID_FIELDS, TEXT_FIELDS, detect, iter_records
 from emotions.formats.json_document import API_KEYS
+from emotions.formats.pages import ApiText, Thread
 from emotions.formats.youtube_api import SNIPPET_TEXT_FIELDS, THREAD_KIND
 from tests.producer.test_formats import api_comment, api_thread, downloader_comment, threads_page
 from worker import csvread, fastread
-from worker.columns import ApiText, Line, Thread
+from worker.columns import Line
 from worker.fastread import columns
 
 LIMIT = 1_000_000
