@@ -115,9 +115,10 @@ ASSEMBLY_BLOCK: Final = 512
 # Chunks whose stored labels the assembly fetches in one round trip (HMGET): a few hundred
 # round trips fewer on a large file, at most this many chunks' labels held at once.
 PARTS_PER_FETCH: Final = 64
-# Bytes of CSV the assembly takes apart as one block (worker.fastcsv): a few thousand rows, so
-# that each of the block's numpy passes costs little per row.
-ASSEMBLY_CSV_BYTES: Final = 1 << 20
+# Bytes of CSV taken apart as one block, by the producer's check and the assembly
+# (emotions.formats.fastcsv): a few thousand rows, so each of the block's numpy passes costs
+# little per row.
+CSV_BLOCK_BYTES: Final = 1 << 20
 # Bytes of JSON Lines the assembly reads as one block: a few hundred downloader lines, or one
 # or two Data API pages (about 100 KB each).
 ASSEMBLY_BLOCK_BYTES: Final = 128 * 1024

@@ -23,7 +23,7 @@ import functools
 from collections.abc import Sequence
 from itertools import chain, compress, repeat
 from operator import attrgetter, is_not
-from typing import Annotated, Any, Final, NamedTuple
+from typing import Annotated, Any, Final
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, UnsetType
@@ -31,18 +31,7 @@ from msgspec import UNSET, Meta, Raw, UnsetType
 from emotions.formats import ID_FIELDS, TEXT_FIELDS
 from emotions.formats.json_document import API_KEYS
 from emotions.formats.pages import ApiComment, Replies, TextFields, Thread
-
-Columns = tuple[list[Any], list[str]]  # (ids, texts) of consecutive records
-
-
-class Layout(NamedTuple):
-    """What a CSV header said: the delimiter, the row width, the text and id columns."""
-
-    delimiter: str
-    width: int
-    text: int
-    id: int | None
-
+from emotions.formats.records import Columns
 
 Value = bytes | Raw  # the bytes of one JSON value: a line, or an array element
 

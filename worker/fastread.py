@@ -5,7 +5,7 @@ per-record objects cost most of that. Here JSON Lines are read in blocks of line
 decoded with msgspec into the few fields the readers look at (:mod:`worker.columns`); a JSON
 document is split into its elements' bytes in one pass and read the same way, a block of
 elements at a time; CSV is taken apart from its bytes, a block of rows at a time
-(:mod:`worker.csvread`). Each block is taken apart in whole-column passes when it is the
+(:mod:`emotions.formats.csvread`). Each block is taken apart in whole-column passes when it is the
 common, uniform case.
 
 A JSON Lines block that is not is handed to the reader itself (``read_records`` on the block's
@@ -34,9 +34,9 @@ from msgspec import UNSET, Raw
 from emotions.constants import ASSEMBLY_BLOCK, ASSEMBLY_BLOCK_BYTES
 from emotions.errors import FallbackToReaders, InputError
 from emotions.formats import Format, RecordMaker, read_records
+from emotions.formats.csvread import csv_columns
 from emotions.formats.detect import BOM
 from worker.columns import LINE_DECODER, Columns, Head, api_pages, comments, no_text
-from worker.csvread import csv_columns
 
 
 def columns(stream: BinaryIO, name: str, fmt: Format, limit: int) -> Iterator[Columns]:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from emotions.constants import TEXT_BLOCK_RECORDS
-from emotions.formats.delimited import csv_records, csv_texts
+from emotions.formats.csvread import csv_texts
+from emotions.formats.delimited import csv_records
 from emotions.formats.detect import Format, detect
 from emotions.formats.json_document import document_records, document_texts
 from emotions.formats.json_lines import json_lines_records, json_lines_texts
@@ -82,9 +83,9 @@ def read_texts(
 ) -> Iterator[list[str]]:
     """The comment texts of :func:`read_records`, in order, in lists (blocks), with its
     errors, for a caller that needs no ids (the producer's check): JSON Lines and JSON
-    documents by a faster path (:mod:`~emotions.formats.texts`), CSV by whole-column passes
-    (a seekable ``stream`` is then read again from its start should a row need the full
-    path)."""
+    documents by a faster path (:mod:`~emotions.formats.texts`), CSV from its bytes
+    (:mod:`~emotions.formats.csvread`: a seekable ``stream`` is read again from its start
+    should a row need the full path)."""
     maker = RecordMaker(max_comment_chars)
     if fmt is Format.JSON_LINES:
         return json_lines_texts(stream, name, maker)

@@ -17,10 +17,8 @@ import io
 import itertools
 import re
 from collections.abc import Iterable, Iterator
-from operator import itemgetter
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, NamedTuple
 
-from emotions.constants import TEXT_BLOCK_RECORDS
 from emotions.errors import IncompleteInputError, InputError, InputTooLargeError
 from emotions.formats.detect import STILL_WRITING, not_utf8_error
 from emotions.formats.records import (
@@ -58,6 +56,15 @@ class _Lines:
         line = next(self._lines)
         self.unterminated = not line.endswith(_LINE_BREAKS)
         return line
+
+
+class Layout(NamedTuple):
+    """What a CSV header said: the delimiter, the row width, the text and id columns."""
+
+    delimiter: str
+    width: int
+    text: int
+    id: int | None
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -113,62 +120,6 @@ def csv_records(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[Rec
         yield from _rows(name, text, maker)
     except UnicodeDecodeError as e:
         raise _first_bad_line(stream, name) from e
-    finally:
-        text.detach()
-
-
-def csv_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[list[str]]:
-    """The texts of :func:`csv_records`, in order and in blocks, with its errors, for a check
-    that needs no ids: about half the cost.
-
-    Rows are taken from the ``csv`` module a block at a time (:data:`TEXT_BLOCK_RECORDS`) and
-    the text column is cut out by C-level passes, with no record made and no Python step per
-    row, while every row of a block has the header's width and a text within the limit: the
-    rows of a well-formed file. At the first block that does not (a blank line, a short or
-    long row, a long text, a malformed row or bytes that are not UTF-8), or a header without a
-    text column, the stream is read again from its start by :func:`csv_records`, which gives
-    the texts not yet yielded, or the error: this path never words an error itself. A stream
-    that cannot seek is read by :func:`csv_records` from the start.
-    """
-    made = 0
-    if stream.seekable():
-        for texts in _plain_blocks(stream, maker.max_comment_chars):
-            if texts is None:
-                break
-            made += len(texts)
-            yield texts
-        else:
-            return
-        stream.seek(0)
-    records = itertools.islice(csv_records(stream, name, maker), made, None)
-    yield from iter(lambda: [r.comment for r in itertools.islice(records, TEXT_BLOCK_RECORDS)], [])
-
-
-def _plain_blocks(stream: BinaryIO, limit: int) -> Iterator[list[str] | None]:
-    """The texts of ``stream``'s rows a block at a time while every row is plain (see
-    :func:`csv_texts`), to the end of the data; ``None`` last if a block (or the header) is
-    not, and the full path must read the stream."""
-    _allow_long_fields(limit)
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    try:
-        first = _first_line(text)[1]
-        reader = csv.reader(
-            itertools.chain([first], text), delimiter=sniff_delimiter(first), strict=True
-        )
-        columns = [column.strip() for column in next(reader, [])]
-        index = find_column(columns, TEXT_FIELDS)
-        if index is None:
-            yield None
-            return
-        width, column = {len(columns)}, itemgetter(index)
-        while rows := list(itertools.islice(reader, TEXT_BLOCK_RECORDS)):
-            texts = list(map(column, rows)) if set(map(len, rows)) == width else None
-            if texts is None or max(map(len, texts)) > limit:
-                yield None
-                return
-            yield texts
-    except (csv.Error, UnicodeDecodeError):
-        yield None
     finally:
         text.detach()
 

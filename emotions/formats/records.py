@@ -15,6 +15,8 @@ from emotions.errors import InputError, InputTooLargeError
 
 ID_FIELDS: Final = ("id", "comment_id", "commentId", "cid")
 TEXT_FIELDS: Final = ("comment", "text", "textOriginal", "textDisplay", "content")
+# Consecutive records as two columns, (ids, texts): what the fast reading paths give.
+Columns = tuple[list[Any], list[str]]
 LIMIT_SETTING: Final = "EMOTIONS_MAX_COMMENT_CHARS"
 
 _KINDS: Final = (

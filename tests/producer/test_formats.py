@@ -15,8 +15,8 @@ import pytest
 
 from bench.inputs import FORMATS
 from emotions.errors import IncompleteInputError, InputError, InputTooLargeError, PermanentError
-from emotions.formats import Record, iter_records, read_texts
-from emotions.formats.delimited import _plain_blocks
+from emotions.formats import Record, csvread, iter_records, read_texts
+from emotions.formats.csvread import csv_columns
 from emotions.formats.detect import HEAD_BYTES, Format, detect
 from emotions.formats.json_document import API_KEYS
 from emotions.formats.pages import Page, TextFields, Thread, texts_of_pages
@@ -759,11 +759,14 @@ def test_what_the_texts_path_lets_through_the_records_refuse(tmp_path: Path, lin
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
-def test_the_fast_path_decides_the_tools_own_files_by_itself(tmp_path: Path, name: str) -> None:
+def test_the_fast_path_decides_the_tools_own_files_by_itself(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Files as the tools write them (bench.inputs: the downloader's eleven fields, Data API
     pages with their snippet fields, the downloader's CSV with quoted fields) are the common
     case: decided by the fewest-fields path alone, with the records' texts, never handed to
     another path."""
+    monkeypatch.setattr(csvread, "_by_reader", None)  # CSV: never csv.reader
     suffix, writer = FORMATS[name]
     path = tmp_path / f"{name}{suffix}"
     writer(path, 300, 3)
@@ -773,8 +776,7 @@ def test_the_fast_path_decides_the_tools_own_files_by_itself(tmp_path: Path, nam
     if fmt is Format.JSON_DOCUMENT:
         got = plain_document_texts(body, 1_000_000)
     elif fmt is Format.CSV:
-        blocks = list(_plain_blocks(io.BytesIO(raw), 1_000_000))
-        got = None if None in blocks else [t for block in blocks for t in block or []]
+        got = [t for _, texts in csv_columns(io.BytesIO(raw), 1_000_000) for t in texts]
     else:
         lines = body.splitlines(keepends=True)
         got = plain_texts(lines, 1_000_000) or texts_of_pages(lines, 1_000_000)
@@ -920,3 +922,19 @@ def test_csv_texts_from_a_stream_that_cannot_seek(tmp_path: Path) -> None:
     with pytest.raises(InputError) as got:
         [t for block in read_texts(Pipe(data), "p.csv", Format.CSV) for t in block]
     assert str(got.value) == str(expected.value)
+
+
+def test_what_the_csv_texts_path_lets_through_the_records_refuse(tmp_path: Path) -> None:
+    """A byte that is not UTF-8 in a column the check does not decode (documented in
+    emotions.formats.fastcsv): the file passes the check, as the assembly reads it too; the
+    full reader refuses it, with its error. In the text column it is refused by both."""
+    path = tmp_path / "odd.csv"
+    good = b"a,fine,x\r\n"
+    count = HEAD_BYTES // len(good) + 1  # past the head that detect() checks as UTF-8
+    path.write_bytes(b"cid,text,author\r\n" + good * count + b"b,also fine,caf\xe9\r\n")
+    assert texts(path) == ["fine"] * count + ["also fine"]
+    with pytest.raises(InputError, match=f"line {count + 2}: not UTF-8"):
+        list(iter_records(path))
+    path.write_bytes(b"cid,text,author\r\n" + good * count + b"b,caf\xe9,x\r\n")
+    with pytest.raises(InputError, match=f"line {count + 2}: not UTF-8"):
+        read(path)

@@ -1,6 +1,6 @@
-"""worker.fastcsv against the csv module: on any block of bytes, ``cells`` gives exactly the
-columns ``csv.reader`` (strict, newline="" as the reader opens files) reads from it, or
-``None``. On what ``csv.writer`` writes it never gives up; on that text broken at random
+"""emotions.formats.fastcsv against the csv module: on any block of bytes, ``cells`` gives
+exactly the columns ``csv.reader`` (strict, newline="" as the reader opens files) reads from
+it, or ``None``. On what ``csv.writer`` writes it never gives up; on that text broken at random
 places it gives up wherever the csv module reads anything but rows of the header's width."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from worker.columns import Layout
-from worker.fastcsv import Cells, cells
+from emotions.formats.delimited import Layout
+from emotions.formats.fastcsv import Cells, cells
 
 # Characters a field may hold: the ones that matter to CSV, and text of every UTF-8 width.
 ALPHABET = ["a", "b", " ", ",", ";", "\t", '"', '""', "\n", "\r", "\r\n", "é", "€", "😂", "x"]

@@ -18,12 +18,12 @@ import pytest
 
 from bench.inputs import FORMATS
 from emotions.errors import FallbackToReaders, InputError
-from emotions.formats import ID_FIELDS, TEXT_FIELDS, detect, iter_records
+from emotions.formats import ID_FIELDS, TEXT_FIELDS, csvread, detect, iter_records
 from emotions.formats.json_document import API_KEYS
 from emotions.formats.pages import ApiText, Thread
 from emotions.formats.youtube_api import SNIPPET_TEXT_FIELDS, THREAD_KIND
 from tests.producer.test_formats import api_comment, api_thread, downloader_comment, threads_page
-from worker import csvread, fastread
+from worker import fastread
 from worker.columns import Line
 from worker.fastread import columns
 
@@ -326,8 +326,9 @@ def test_the_api_structs_follow_the_readers_field_names() -> None:
     assert set(ID_FIELDS) | set(TEXT_FIELDS) | API_KEYS <= set(Line.__struct_fields__)
 
 
-# Accepted CSV that the bytes path (worker.fastcsv) leaves to csv.reader, from the block where
-# it cannot vouch for the rows on: every other accepted CSV is read without csv.reader.
+# Accepted CSV that the bytes path (emotions.formats.fastcsv) leaves to csv.reader, from the
+# block where it cannot vouch for the rows on: every other accepted CSV is read without
+# csv.reader.
 CSV_BY_READER = {
     "old_mac_line_ends.csv",  # no line feed ends the header
     "quote_inside_an_unquoted_field.csv",
@@ -366,7 +367,7 @@ def test_csv_blocks_of_any_size_give_the_same_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
 ) -> None:
     """Blocks end anywhere: inside a quoted line break, a character, a CRLF, the header."""
-    monkeypatch.setattr(csvread, "ASSEMBLY_CSV_BYTES", block)
+    monkeypatch.setattr(csvread, "CSV_BLOCK_BYTES", block)
     for name in CSV_READ:
         path = tmp_path / name
         path.write_bytes(ACCEPTED[name])
@@ -383,7 +384,7 @@ def test_csv_read_by_the_module_from_a_later_block_keeps_positions(
 ) -> None:
     """The csv module takes over at the start of the block it is handed, numbering the
     records from there (positional ids) and reading the rest of the file."""
-    monkeypatch.setattr(csvread, "ASSEMBLY_CSV_BYTES", 256)
+    monkeypatch.setattr(csvread, "CSV_BLOCK_BYTES", 256)
     rows = b"".join(b",row %d\n" % i for i in range(200))
     path = tmp_path / "late.csv"
     path.write_bytes(b"id,comment\n" + rows + b',say "hi"\n' + rows)
@@ -396,7 +397,8 @@ def test_csv_read_by_the_module_from_a_later_block_keeps_positions(
 def test_without_numpy_csv_is_read_by_the_csv_module(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An install without numpy (worker.fastcsv cannot be imported) reads the same records."""
+    """An install without numpy (emotions.formats.fastcsv cannot be imported) reads the same
+    records."""
     monkeypatch.setattr(csvread, "fastcsv", None)
     calls = csv_module_calls(monkeypatch)
     for name in CSV_READ:

@@ -28,7 +28,7 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from worker.columns import Layout
+from emotions.formats.delimited import Layout
 
 _QUOTE: Final = ord('"')
 _LF: Final = ord("\n")

@@ -1,7 +1,8 @@
-"""The assembly's fast reading of CSV: a file's records as blocks of columns (ids, texts).
+"""The fast reading of CSV: a file's records as blocks of columns (ids, texts), for the
+assembly, and its texts alone, for the producer's check.
 
-A megabyte of rows at a time is taken apart from its bytes (:mod:`worker.fastcsv`, where
-numpy is installed: the ``worker`` extra and the base install both bring it). From the
+A megabyte of rows at a time is taken apart from its bytes (:mod:`~emotions.formats.fastcsv`,
+where numpy is installed: the base install brings it). From the
 first block that cannot be vouched for that way (a quoted field holding a line break at the
 block's end, old Mac line ends, blank lines...), the rest of the file is read with the very
 ``csv.reader`` the format reader uses, a block of rows at a time, from the start of that block
@@ -15,32 +16,74 @@ from __future__ import annotations
 
 import csv
 import functools
+import importlib
 import io
 from collections.abc import Callable, Iterator
 from itertools import chain, islice
 from operator import itemgetter
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
-from emotions.constants import ASSEMBLY_BLOCK, ASSEMBLY_CSV_BYTES
+from emotions.constants import ASSEMBLY_BLOCK, CSV_BLOCK_BYTES, TEXT_BLOCK_RECORDS
 from emotions.errors import FallbackToReaders
-from emotions.formats import ID_FIELDS, TEXT_FIELDS
-from emotions.formats.delimited import _allow_long_fields, find_column, sniff_delimiter
+from emotions.formats.delimited import (
+    Layout,
+    _allow_long_fields,
+    csv_records,
+    find_column,
+    sniff_delimiter,
+)
 from emotions.formats.detect import BOM
-from worker.columns import Columns, Layout
+from emotions.formats.records import ID_FIELDS, TEXT_FIELDS, Columns, RecordMaker
 
-try:
-    from worker import fastcsv
-except ImportError:  # no numpy (an image without it): csv.reader reads every row
-    fastcsv = None  # type: ignore[assignment]
+_LAZY: Final = object()
+# emotions.formats.fastcsv once a CSV is first read (numpy's import, about 50 ms, is paid only
+# by a process that reads CSV), or None without numpy: csv.reader then reads every row.
+fastcsv: Any = _LAZY
+
+
+def _bytes_path() -> Any:
+    """The bytes path's module, imported on first use, or None where numpy is missing."""
+    global fastcsv
+    if fastcsv is _LAZY:
+        try:
+            fastcsv = importlib.import_module("emotions.formats.fastcsv")
+        except ImportError:
+            fastcsv = None
+    return fastcsv
 
 RowReader = Callable[[Iterator[str], int, int], Iterator[Columns]]
+
+
+def csv_texts(stream: BinaryIO, name: str, maker: RecordMaker) -> Iterator[list[str]]:
+    """The texts of :func:`~emotions.formats.delimited.csv_records`, in order and in blocks,
+    with its errors, for a check that needs no ids: :func:`csv_columns` without the ids, at
+    about half the cost of the records.
+
+    Where :func:`csv_columns` gives up (anything the reader would refuse or read otherwise
+    than plain rows), a seekable stream is read again from its start by ``csv_records``, which
+    gives the texts not yet yielded, or the error: this path never words an error itself. A
+    stream that cannot seek is read by ``csv_records`` from the start. Like the assembly, the
+    check then takes a file with bytes that are not UTF-8 in a column it does not decode (see
+    :mod:`~emotions.formats.fastcsv`).
+    """
+    made = 0
+    if stream.seekable():
+        try:
+            for _, texts in csv_columns(stream, maker.max_comment_chars):
+                made += len(texts)
+                yield texts
+            return
+        except FallbackToReaders:
+            stream.seek(0)
+    records = islice(csv_records(stream, name, maker), made, None)
+    yield from iter(lambda: [r.comment for r in islice(records, TEXT_BLOCK_RECORDS)], [])
 
 
 def csv_columns(stream: BinaryIO, limit: int) -> Iterator[Columns]:
     """The records of a CSV ``stream`` (``limit`` characters per comment at most), in file
     order, as blocks of columns. The caller owns the stream and reads (hashes) what is left."""
     _allow_long_fields(limit)
-    data = stream.read(ASSEMBLY_CSV_BYTES)
+    data = stream.read(CSV_BLOCK_BYTES)
     body = data.removeprefix(BOM)
     try:
         layout, header = _header(body)
@@ -49,12 +92,13 @@ def csv_columns(stream: BinaryIO, limit: int) -> Iterator[Columns]:
         return
     pending, position = body[header:], 0
     while True:
-        more = stream.read(ASSEMBLY_CSV_BYTES)
+        more = stream.read(CSV_BLOCK_BYTES)
         block = pending + more
         if not block:
             return
         try:
-            found = None if fastcsv is None else fastcsv.cells(block, layout, final=not more)
+            cells = _bytes_path()
+            found = None if cells is None else cells.cells(block, layout, final=not more)
         except UnicodeDecodeError as e:  # in an id or a text: the reader refuses the file
             raise FallbackToReaders from e
         if found is None:
