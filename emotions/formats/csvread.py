@@ -51,6 +51,7 @@ def _bytes_path() -> Any:
             fastcsv = None
     return fastcsv
 
+
 RowReader = Callable[[Iterator[str], int, int], Iterator[Columns]]
 
 
