@@ -1,4 +1,5 @@
-"""CSV rows taken apart from their bytes, a block at a time, for the assembly's fast path.
+"""CSV rows taken apart from their bytes, a block at a time, for the fast paths of the
+producer's check and the assembly.
 
 Python's ``csv`` module (behind a text layer that decodes every byte) builds every field of
 every row through a per-character state machine; the assembly needs two columns, ids and texts.
@@ -17,8 +18,10 @@ reads it with the ``csv`` module. Rows, delimiters and quotes found this way are
 the ``csv`` module's (``strict``, the default dialect with the sniffed delimiter).
 
 Only the two needed columns are decoded. A byte sequence that is not UTF-8 in another field is
-not noticed here (the ``csv`` module would refuse it); as with the JSON fields msgspec skips,
-the assembly's digest check keeps such content from ever being written.
+not noticed here (the ``csv`` module would refuse it). As with the JSON fields msgspec skips, a
+file holding one from the start is checked and assembled (its ids and texts are valid); one
+that appears after the file was queued makes the digest differ from the job's, and the readers
+judge the file.
 """
 
 from __future__ import annotations
