@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from itertools import chain, compress, repeat
-from operator import attrgetter, is_not
+from itertools import chain
+from operator import attrgetter
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -30,7 +30,14 @@ from msgspec import UNSET, Meta, Raw, UnsetType
 
 from emotions.formats import ID_FIELDS, TEXT_FIELDS
 from emotions.formats.json_document import API_KEYS
-from emotions.formats.pages import ApiComment, Replies, TextFields, Thread
+from emotions.formats.pages import (
+    ApiComment,
+    TextFields,
+    Thread,
+    comment_texts,
+    thread_comments,
+    within_limit,
+)
 from emotions.formats.records import Columns
 
 Value = bytes | Raw  # the bytes of one JSON value: a line, or an array element
@@ -114,10 +121,8 @@ def _shape(text_field: str, id_field: str | None, limit: int) -> msgspec.json.De
 def _api_comments(comments: list[ApiComment], limit: int) -> Columns | None:
     """The records of ``youtube#comment`` resources (their types checked as they were decoded),
     if every text is within the limit."""
-    if not comments:
-        return [], []
-    texts = list(map(attrgetter("snippet.textOriginal"), comments))
-    if max(map(len, texts)) > limit:
+    texts = comment_texts(comments)
+    if not within_limit(texts, limit):
         return None
     return list(map(attrgetter("id"), comments)), texts
 
@@ -130,24 +135,4 @@ def api_pages(values: list[Line], limit: int) -> Columns | None:
     pages = list(map(attrgetter("items"), values))
     if UNSET in pages:
         return None
-    threads: list[Thread] = list(chain.from_iterable(pages))
-    ordered: list[ApiComment] = list(map(attrgetter("snippet.topLevelComment"), threads))
-    replies = list(map(attrgetter("replies"), threads))
-    if replies.count(None) != len(replies):
-        ordered = _with_replies(ordered, replies)
-    return _api_comments(ordered, limit)
-
-
-def _with_replies(tops: list[ApiComment], replies: list[Replies | None]) -> list[ApiComment]:
-    """Each thread's top-level comment followed by its replies: one Python step per thread
-    that has replies, slices of the others."""
-    ordered: list[ApiComment] = []
-    done = 0
-    for k in compress(range(len(replies)), map(is_not, replies, repeat(None))):
-        group = replies[k].comments  # type: ignore[union-attr]  # not None: compressed out
-        if group:
-            ordered += tops[done : k + 1]
-            ordered += group
-            done = k + 1
-    ordered += tops[done:]
-    return ordered
+    return _api_comments(thread_comments(list(chain.from_iterable(pages))), limit)

@@ -82,29 +82,33 @@ class Page(TextFields, kw_only=True):
 
 
 decode_page: Final = msgspec.json.Decoder(Page).decode
-_TOP_TEXT: Final = attrgetter("snippet.topLevelComment.snippet.textOriginal")
-_REPLY_TEXT: Final = attrgetter("snippet.textOriginal")
+_TEXT: Final = attrgetter("snippet.textOriginal")
 
 
-def thread_texts(threads: list[Thread]) -> list[str]:
-    """Each thread's top-level comment's text then its replies', in order: the text column
-    taken by C-level passes, with a Python step only per thread that has replies."""
-    texts: list[str] = list(map(_TOP_TEXT, threads))
-    holders = [
-        (k, thread.replies.comments)
-        for k, thread in enumerate(threads)
-        if thread.replies is not None and thread.replies.comments
-    ]
-    if not holders:
-        return texts
-    merged: list[str] = []
+def thread_comments(threads: list[Thread]) -> list[ApiComment]:
+    """Each thread's top-level comment followed by its replies, in order: slices of the
+    top-level comments, with a Python step only per thread that has replies."""
+    tops: list[ApiComment] = list(map(attrgetter("snippet.topLevelComment"), threads))
+    ordered: list[ApiComment] = []
     done = 0
-    for k, replies in holders:
-        merged += texts[done : k + 1]
-        merged += map(_REPLY_TEXT, replies)
-        done = k + 1
-    merged += texts[done:]
-    return merged
+    for k, thread in enumerate(threads):
+        if thread.replies is not None and thread.replies.comments:
+            ordered += tops[done : k + 1]
+            ordered += thread.replies.comments
+            done = k + 1
+    if not done:
+        return tops
+    ordered += tops[done:]
+    return ordered
+
+
+def comment_texts(comments: list[ApiComment]) -> list[str]:
+    return list(map(_TEXT, comments))
+
+
+def within_limit(texts: list[str], limit: int) -> bool:
+    """Whether no text is longer than ``limit`` characters (one C-level pass)."""
+    return not texts or max(map(len, texts)) <= limit
 
 
 def texts_of_pages(lines: list[bytes], limit: int) -> list[str] | None:
@@ -116,7 +120,6 @@ def texts_of_pages(lines: list[bytes], limit: int) -> list[str] | None:
         return None
     if any(map(TextFields.has_text, pages)):
         return None
-    texts = thread_texts(list(chain.from_iterable(map(attrgetter("items"), pages))))
-    if texts and max(map(len, texts)) > limit:
-        return None
-    return texts
+    threads = list(chain.from_iterable(map(attrgetter("items"), pages)))
+    texts = comment_texts(thread_comments(threads))
+    return texts if within_limit(texts, limit) else None

@@ -30,7 +30,13 @@ from typing import Any, Final
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from emotions.formats.pages import TextFields, Thread, thread_texts
+from emotions.formats.pages import (
+    TextFields,
+    Thread,
+    comment_texts,
+    thread_comments,
+    within_limit,
+)
 from emotions.formats.records import TEXT_FIELDS
 from emotions.formats.youtube_api import COMMENT_KIND, SNIPPET_TEXT_FIELDS, THREAD_KIND
 
@@ -225,15 +231,13 @@ def head_texts(heads: list[Head], limit: int) -> list[str] | None:
         texts = list(map(_TEXT, heads))
     if not all(map(str.__instancecheck__, texts)):
         return None  # a text missing or of another type (or comment and text mixed)
-    if texts and max(map(len, texts)) > limit:
-        return None
-    return texts
+    return texts if within_limit(texts, limit) else None
 
 
 def plain_document_texts(raw: bytes, limit: int) -> list[str] | None:
     """The texts of a whole JSON document that is one of the common cases: an array of plain
     comments, the downloader's ``{"comments": [...]}`` of them (see :func:`head_texts`), or
-    one Data API page (:func:`~emotions.formats.pages.thread_texts`); None otherwise."""
+    one Data API page (:func:`~emotions.formats.pages.thread_comments`); None otherwise."""
     try:
         document = decode_plain_doc(raw)
     except DECODE_ERRORS:
@@ -245,6 +249,6 @@ def plain_document_texts(raw: bytes, limit: int) -> list[str] | None:
     if document.comments is not UNSET:
         return head_texts(document.comments, limit)
     if document.items is not UNSET:
-        texts = thread_texts(document.items)
-        return texts if not texts or max(map(len, texts)) <= limit else None
+        texts = comment_texts(thread_comments(document.items))
+        return texts if within_limit(texts, limit) else None
     return None
