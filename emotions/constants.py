@@ -49,6 +49,11 @@ PRODUCER_LOCK_REFRESH: Final = 10.0
 # many taken files still have chunks to send: the rest wait in its ready queue, where a new
 # file goes before files found by rescans, instead of behind a backlog of jobs in Redis.
 FEED_AHEAD_FILES: Final = 32
+# A producer whose window is full waits for the workers' notes that chunks were stored, and
+# refills once a REFILL_SHARE-th of the window has finished (at least one chunk): the workers
+# are never left with less than three quarters of the window, and one refill sends many
+# chunks instead of one per note.
+REFILL_SHARE: Final = 4
 # A missing output of unchanged content (deleted, moved away downstream) is made again this
 # many times, then left missing until the input changes (not redone at every rescan).
 OUTPUT_REDOS: Final = 1
@@ -72,6 +77,12 @@ def outputs_key(output_folder: str) -> str:
 def producer_lock_key(folder: str) -> str:
     """The running producer of an input folder (``SET NX`` with a TTL)."""
     return f"{KEY_PREFIX}:producer:{folder}"
+
+
+def stored_channel(folder: str) -> str:
+    """Pub/sub channel on which a worker says that it stored a chunk of one of an input
+    folder's jobs (the job record's ``notify`` field names it; producer/doorbell.py)."""
+    return f"{KEY_PREFIX}:stored:{folder}"
 
 
 def job_key(job: str) -> str:

@@ -92,6 +92,9 @@ return 1
 # assembly that usually follows at once needs the job's metadata, and reading it here saves
 # it a round trip. A duplicate of an already stored chunk of a complete job also returns 1
 # once the guard has expired or been cleared by a heal: that is the lost-assembly case.
+# A job whose record names a ``notify`` channel gets the chunk's index published there once
+# stored: the note that wakes its producer to refill its window (a hint, never relied on:
+# the producer's polls stay the truth). A channel is not a key, so the script declares none.
 _STORE = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return -1 end
 local labels = redis.call('HGET', KEYS[1], 'labels')
@@ -102,6 +105,8 @@ elseif labels ~= ARGV[4] then
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+local notify = redis.call('HGET', KEYS[1], 'notify')
+if notify then redis.call('PUBLISH', notify, ARGV[1]) end
 local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
 if total == redis.call('HLEN', KEYS[2]) then
   if redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[3]) then
@@ -134,7 +139,7 @@ _END = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'detail', ARGV[2], 'finished', ARGV[3])
 redis.call('HDEL', KEYS[1], 'labels', 'path', 'digest', 'output', 'chunk_size', 'chunk_bytes',
-  'sent')
+  'sent', 'notify')
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
@@ -221,7 +226,8 @@ class JobStore:
         again), ``output`` (the absolute output path: the results worker writes exactly
         there, whatever its own output folder), ``digest`` (SHA-256 of the content), ``model``
         (canonical model identity), ``chunk_size``, ``chunk_bytes``, ``total`` (chunk count),
-        ``records``.
+        ``records``, and ``notify``: the channel on which a worker publishes each chunk's index
+        once stored (optional: without it nothing is published).
         """
         self.creating(job, **fields).execute()
 

@@ -28,13 +28,14 @@ from pathlib import Path
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
-from emotions.constants import FEED_AHEAD_FILES, QUEUED
+from emotions.constants import FEED_AHEAD_FILES, QUEUED, REFILL_SHARE, stored_channel
 from emotions.files import display_name
 from emotions.jobs import JobStore, connect
 from emotions.messages import waiting_for
 from emotions.redisfaults import UNAVAILABLE, unavailable
 from emotions.settings import Settings
 from producer.completion import Incomplete, truncated_report
+from producer.doorbell import Doorbell
 from producer.failed import FailedFolder
 from producer.feeder import Feeder
 from producer.folder import FolderLock, adopt_legacy
@@ -52,6 +53,9 @@ DOWN_WARN_SECONDS = 5.0  # while Redis is down, say so this often
 # Taking a file reads it whole once; with a large backlog, feeding the workers must not wait
 # until every file has been read, so each turn of the loop takes files for at most this long.
 TAKE_SECONDS = 1.0
+# While a big file is checked, the workers' notes are read at most this often (reading costs a
+# system call; the check calls back after every chunk).
+LISTEN_BETWEEN_SECONDS = 0.05
 # Redis restarting or refusing writes (emotions.redisfaults): from our own client, or from
 # kombu when publishing a chunk.
 BROKER_DOWN = UNAVAILABLE
@@ -71,6 +75,7 @@ class Producer:
         self.store = JobStore(client, settings.result_ttl)
         self.ledger = Ledger(client, settings.input_dir, settings.output_dir)
         self.lock = FolderLock(client, settings.input_dir)
+        self.doorbell = Doorbell(client, stored_channel(self.ledger.folder))
         self.failed = FailedFolder(settings, self.ledger)
         self.submitter = Submitter(settings, self.store, self.ledger, self.failed)
         feeder = Feeder(settings, app, self.store)
@@ -100,6 +105,8 @@ class Producer:
         self._down_warned = 0.0
         self._spool_warned = -DOWN_WARN_SECONDS
         self._next_poll = 0.0
+        self._next_listen = 0.0
+        self._refill = max(1, settings.window // REFILL_SHARE)
 
     def start(self) -> None:
         """Take the folder's lock (waiting while Redis is down), adopt an earlier version's
@@ -122,6 +129,7 @@ class Producer:
     def stop(self) -> None:
         """Close the files being fed; let the next producer of this folder start at once."""
         self.tracker.close()
+        self.doorbell.close()
         try:
             self.lock.release()
         except BROKER_DOWN as e:  # it expires by itself
@@ -167,15 +175,19 @@ class Producer:
                 self._fail_unexpected(path, e)
 
     def _between(self) -> None:
-        """Called while a big file is checked: keep the folder's lock, poll and feed when due,
-        so the window does not drain during the check (not re-entered)."""
-        if self._between_busy or time.monotonic() < self._next_poll:
+        """Called while a big file is checked: keep the folder's lock, poll and feed when due
+        or when the workers' notes say a share of the window finished, so the window does not
+        drain during the check (not re-entered)."""
+        if self._between_busy:
+            return
+        now = time.monotonic()
+        if now < self._next_poll and not self._rung_between(now):
             return
         self._between_busy = True
         try:
             if not self.lock.refresh():  # a check may outlast the lock's TTL
                 self.stopping = self.lost_lock = True
-            self.tracker.poll()
+            self._poll()
             self.tracker.feed()
             self._next_poll = time.monotonic() + POLL_SECONDS
         except Exception as e:  # not the checked file's fault: the loop's next turn retries
@@ -184,6 +196,20 @@ class Producer:
             log.exception("unexpected error feeding during a check (it goes on): %r", e)
         finally:
             self._between_busy = False
+
+    def _rung_between(self, now: float) -> bool:
+        """Whether enough notes came to refill, read from the socket at most every
+        :data:`LISTEN_BETWEEN_SECONDS`."""
+        if now < self._next_listen:
+            return False
+        self._next_listen = now + LISTEN_BETWEEN_SECONDS
+        self.doorbell.listen(0.0)
+        return self.doorbell.rung >= self._refill
+
+    def _poll(self) -> None:
+        """Read the followed jobs' progress; the notes counted so far announced part of it."""
+        self.doorbell.take()
+        self.tracker.poll()
 
     def _fail_unexpected(self, path: Path, error: Exception) -> None:
         try:
@@ -211,10 +237,10 @@ class Producer:
             self.take()
             if time.monotonic() >= self._next_poll:
                 self.store.r.ping()  # says "Redis is down" even with nothing in flight
-                self.tracker.poll()
+                self._poll()
                 self._next_poll = time.monotonic() + POLL_SECONDS
             elif self.tracker.starved():
-                self.tracker.poll()  # the window looks full: learn which chunks finished
+                self._poll()  # the window looks full: learn which chunks finished
             self.tracker.feed()  # every turn: files just taken are sent now, not next second
             self._up()
         except Exception as e:
@@ -235,6 +261,37 @@ class Producer:
         if self.stopping or self._down_since is not None or not self.ready:
             return False
         return self.tracker.room() > 0
+
+    def wait(self) -> str:
+        """Wait before the next turn of the loop: a tick, or, while the window is full, until
+        a :data:`~emotions.constants.REFILL_SHARE`-th of it (at least one chunk) finished.
+
+        With the window full a turn can send nothing, so the workers' notes
+        (:mod:`producer.doorbell`) end the wait, or the poll falling due. A wait that hears
+        no note within a tick ends then, as every wait did before there were notes (workers
+        that send none, a listener lost with Redis, a worker stalled): the turn's poll finds
+        what a note would have said. Waits are at most a tick long between looks at
+        ``stopping``. Returns why it ended: ``"refill"``, ``"poll"``, ``"tick"`` or
+        ``"stop"``.
+        """
+        start = time.monotonic()
+        quiet, due = start + TICK, max(start + TICK, self._next_poll)
+        if self._down_since is not None or not self.tracker.starved():
+            self.sleep(TICK)
+            return "stop" if self.stopping else "tick"
+        while not self.stopping:
+            now = time.monotonic()
+            if self.doorbell.rung >= self._refill:
+                return "refill"
+            if now >= due:
+                return "poll"
+            until = due if self.doorbell.rung else quiet
+            if now >= until:
+                return "tick"
+            if not self.doorbell.listen(min(TICK, until - now)):
+                self.sleep(quiet - time.monotonic())  # no notes to wait for: a tick, as before
+                return "stop" if self.stopping else "tick"
+        return "stop"
 
     def _down(self, error: Exception) -> None:
         """Say that Redis is down: at once, then every few seconds."""

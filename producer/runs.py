@@ -1,7 +1,8 @@
 """The two ways to run a producer: the daemon, and ``--once``.
 
 Both hold the input folder's lock (taken by :meth:`~producer.daemon.Producer.start`) until
-they return, and turn the loop (:meth:`~producer.daemon.Producer.step`) every tick.
+they return, and turn the loop (:meth:`~producer.daemon.Producer.step`) after each wait
+(:meth:`~producer.daemon.Producer.wait`: a tick, or until a full window has room again).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 
 from tqdm import tqdm
 
-from producer.daemon import BROKER_DOWN, TICK, Producer
+from producer.daemon import BROKER_DOWN, Producer
 from producer.watcher import start_observer
 
 log = logging.getLogger("producer")
@@ -39,7 +40,7 @@ def run_once(p: Producer, progress: bool, poll: bool = False) -> int:
                 bar.n, bar.total = p.tracker.chunks()
                 bar.refresh()
             if not p.eager():
-                p.sleep(TICK)
+                p.wait()
     finally:
         observer.stop()
         observer.join(timeout=5)
@@ -65,7 +66,7 @@ def run_daemon(p: Producer, poll: bool) -> int:
                 prune(p)
                 next_scan = time.monotonic() + p.settings.rescan_seconds
             if not p.eager():
-                p.sleep(TICK)
+                p.wait()
     finally:
         observer.stop()
         observer.join(timeout=5)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from emotions.constants import DONE, FAILED, QUEUED
+from emotions.constants import DONE, FAILED, QUEUED, stored_channel
 from emotions.errors import (
     IncompleteInputError,
     InputError,
@@ -248,6 +248,7 @@ class Submitter:
             chunk_bytes=settings.chunk_bytes,
             total=total,
             records=records,
+            notify=stored_channel(self.ledger.folder),
         )
         entry = Entry(job, digest, self.model, QUEUED, size, mtime, records, output=output)
         first_seen = started

@@ -1,0 +1,94 @@
+"""The workers' notes that chunks were stored: what wakes a producer whose window is full.
+
+Without them, a producer whose window is full learns which chunks finished only by polling,
+once per turn of its loop (0.2 s): it then sends at most a window per turn (64 chunks per
+0.2 s is about 160,000 comments/s, some six big GPUs, whatever its CPU allows), and each turn
+spent waiting costs CPU although nothing can be sent.
+
+So each job's record names its folder's channel (``notify``), and the worker's store script
+publishes a chunk's index there once its labels are stored (:mod:`emotions.jobs`). The
+producer listens on that channel: a full window waits on the socket, and refills as soon as
+enough of it finished (:data:`~emotions.constants.REFILL_SHARE`).
+
+A note is a hint, never the truth. Pub/sub keeps nothing for a listener that is not connected,
+and a worker of an earlier version sends none, so notes can be missed; the producer's poll
+still reads every job's progress, and a wait without notes ends as early as a turn did
+before. Nothing here raises for Redis being unavailable: the listener is dropped, the wait
+reports it, and the loop's next turn says that Redis is down as it always did.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+
+from emotions.redisfaults import unavailable
+
+log = logging.getLogger(__name__)
+
+
+class Doorbell:
+    """Counts the notes published on one channel since the count was last taken."""
+
+    def __init__(self, client: redis.Redis, channel: str) -> None:
+        self.client = client
+        self.channel = channel
+        self.rung = 0  # notes counted since the last take()
+        self._pubsub: Any = None
+
+    def take(self) -> int:
+        """The notes counted so far (those already read off the socket), counting from zero
+        again: a poll is about to read what they announced."""
+        rung, self.rung = self.rung, 0
+        return rung
+
+    def listen(self, timeout: float) -> bool:
+        """Count the notes that arrive within ``timeout`` seconds (0: those already here),
+        returning at the first one; False when Redis could not be listened to (the listener
+        is dropped and made again next time)."""
+        try:
+            pubsub = self._listener()
+            deadline = time.monotonic() + timeout
+            while True:
+                left = max(0.0, deadline - time.monotonic())
+                message = pubsub.get_message(timeout=left)
+                if message is None:  # nothing within the time left (or a health check's reply,
+                    return True  # which redis-py reads as None: the wait ends early, harmless)
+                if message["type"] == "message":
+                    self.rung += 1
+                    self._drain(pubsub)
+                    return True
+                # A subscription's confirmation or a health check's reply: read on.
+        except Exception as e:
+            if not unavailable(e):
+                log.exception("listening for stored chunks failed (polling instead): %r", e)
+            self.close()
+            return False
+
+    def _drain(self, pubsub: Any) -> None:
+        """Count every note already read or waiting on the socket, without waiting."""
+        while (message := pubsub.get_message(timeout=0.0)) is not None:
+            self.rung += message["type"] == "message"
+
+    def _listener(self) -> Any:
+        if self._pubsub is None:
+            pubsub = self.client.pubsub()
+            try:
+                pubsub.subscribe(self.channel)
+            except BaseException:
+                pubsub.close()
+                raise
+            self._pubsub = pubsub
+        return self._pubsub
+
+    def close(self) -> None:
+        """Drop the listener (its connection goes back to the client's pool, closed)."""
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception as e:  # a connection already broken
+                log.debug("closing the listener: %r", e)

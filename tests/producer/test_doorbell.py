@@ -1,0 +1,177 @@
+"""A producer whose window is full waits for the workers' notes (real Redis): it refills once a
+share of the window is stored, not at the next tick; without notes it turns every tick as
+before; a lost listener (Redis gone) never raises and is made again; each folder hears only
+its own jobs' notes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from emotions.constants import job_key, stored_channel
+from harness.stack import RedisServer
+from producer.daemon import LISTEN_BETWEEN_SECONDS, POLL_SECONDS, TICK, Producer
+from producer.doorbell import Doorbell
+from producer.ledger import folder_id
+from producer.queue import ANNOUNCED
+from tests.producer.rig import Rig, comments, make_rig
+from tests.producer.test_turns import no_poll_due, queue_files
+
+
+def starved(rig: Rig, window: int, files: int) -> Producer:
+    """A producer that sent a full window of one-chunk files and has more to send."""
+    producer = rig.producer(window=window)
+    no_poll_due(producer)
+    queue_files(rig, producer, files)
+    producer.step()
+    assert len(rig.chunk_args()) == window
+    assert producer.tracker.starved()
+    return producer
+
+
+def timed(producer: Producer) -> tuple[str, float]:
+    start = time.monotonic()
+    why = producer.wait()
+    return why, time.monotonic() - start
+
+
+def test_a_job_names_its_folders_channel_and_the_store_publishes_each_chunk(rig: Rig) -> None:
+    producer = starved(rig, window=2, files=3)
+    channel = stored_channel(folder_id(rig.input))
+    jobs = {a[0] for a in rig.chunk_args()}
+    assert {rig.client.hget(job_key(j), "notify") for j in jobs} == {channel.encode()}
+    listener = rig.client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(channel)
+    assert rig.work() == [1, 1]
+    heard, deadline = [], time.monotonic() + 5
+    while len(heard) < 2 and time.monotonic() < deadline:  # a confirmation reads as None
+        if (message := listener.get_message(timeout=1)) is not None:
+            heard.append(message["data"])
+    assert heard == [b"0", b"0"]  # each file's chunk 0
+    listener.close()
+    assert producer.wait() == "refill"
+
+
+def test_a_full_window_refills_on_notes_without_waiting_a_tick(rig: Rig) -> None:
+    producer = starved(rig, window=4, files=8)  # refills once one chunk (4 // 4) is stored
+    assert rig.work(n=1) == [1]
+    why, seconds = timed(producer)
+    assert why == "refill"
+    assert seconds < TICK / 2
+    producer.step()
+    assert len(rig.chunk_args()) == 4  # three waiting, and the refill
+    assert producer.wait() == "tick"  # the poll took the note: nothing stored since
+
+
+def test_without_notes_a_full_window_turns_every_tick(rig: Rig) -> None:
+    producer = starved(rig, window=2, files=4)
+    why, seconds = timed(producer)  # no worker: nothing is stored
+    assert why == "tick"
+    assert TICK * 0.9 <= seconds < POLL_SECONDS
+    # A worker of an earlier version stores without a note: the turn after the tick polls.
+    rig.client.hdel(job_key(rig.chunk_args()[0][0]), "notify")
+    assert rig.work(n=1) == [1]
+    assert producer.wait() == "tick"
+    producer.step()
+    assert len(rig.chunk_args()) == 2
+
+
+def test_fewer_notes_than_a_refill_wait_for_the_poll(rig: Rig) -> None:
+    producer = starved(rig, window=8, files=10)  # a refill is two chunks
+    producer._next_poll = time.monotonic() + 0.6
+    assert rig.work(n=1) == [1]
+    why, seconds = timed(producer)
+    assert why == "poll"
+    assert 0.5 <= seconds < 1.5  # past the tick: the note said the workers are running
+
+
+def test_a_wait_ends_soon_after_stop_is_asked(rig: Rig) -> None:
+    producer = starved(rig, window=2, files=4)
+    assert rig.work(n=1) == [1]  # one note: it would wait for the poll (an hour away)
+    producer._refill = 2
+    timer = threading.Timer(0.3, lambda: setattr(producer, "stopping", True))
+    timer.start()
+    why, seconds = timed(producer)
+    timer.join()
+    assert why == "stop"
+    assert seconds < 0.3 + 2 * TICK
+
+
+def test_a_folder_hears_only_its_own_jobs(rig: Rig) -> None:
+    producer = starved(rig, window=2, files=4)
+    mine = {a[0] for a in rig.chunk_args()}
+    other = make_rig(rig.root / "other", rig.url)
+    try:
+        neighbour = other.producer(window=2)
+        no_poll_due(neighbour)
+        other.write(comments(2), "x.json")
+        neighbour.ready.push(other.input / "x.json", ANNOUNCED)
+        neighbour.step()
+        assert neighbour.doorbell.channel != producer.doorbell.channel
+        # The neighbour's chunk is stored (the rigs share the queue: take only its job's).
+        theirs = [a for a in other.pop() if a[0] not in mine]
+        assert [other.complete(a) for a in theirs] == [1]
+        assert producer.wait() == "tick"
+        assert producer.doorbell.rung == 0
+    finally:
+        other.close()
+
+
+def test_redis_gone_while_listening_never_raises_and_the_listener_comes_back(
+    rig: Rig, redis_server: RedisServer
+) -> None:
+    producer = starved(rig, window=4, files=8)
+    assert producer.doorbell.listen(0.0)  # subscribed
+    redis_server.stop()
+    try:
+        why, seconds = timed(producer)
+        assert why == "tick"  # no notes to wait for: a tick, as before there were notes
+        assert seconds < 10
+        assert producer.doorbell._pubsub is None  # dropped, made again next time
+    finally:
+        redis_server.start()
+    producer.doorbell.listen(0.0)  # subscribed again
+    assert rig.work(n=1) == [1]
+    assert producer.wait() == "refill"
+
+
+def test_the_doorbell_counts_every_note_and_starts_again_at_take(rig: Rig) -> None:
+    bell = Doorbell(rig.client, "emotions:stored:test")
+    try:
+        assert bell.listen(0.0)
+        for i in range(5):
+            rig.client.publish(bell.channel, str(i))
+        assert bell.listen(1.0)
+        deadline = time.monotonic() + 2
+        while bell.rung < 5 and time.monotonic() < deadline:
+            bell.listen(0.1)
+        assert bell.rung == 5
+        assert bell.take() == 5
+        assert bell.rung == 0
+        assert bell.listen(0.05)  # nothing: the whole wait, then True
+        assert bell.rung == 0
+    finally:
+        bell.close()
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_a_small_window_refills_after_one_chunk(rig: Rig, window: int) -> None:
+    producer = starved(rig, window=window, files=window + 1)
+    assert producer._refill == 1
+    assert rig.work(n=1) == [1]
+    assert producer.wait() == "refill"
+
+
+def test_while_a_big_file_is_checked_notes_refill_the_window(rig: Rig) -> None:
+    """The check calls back after each chunk: with the poll an hour away, only the notes can
+    make it feed (and it reads them at most every LISTEN_BETWEEN_SECONDS)."""
+    producer = starved(rig, window=2, files=4)
+    producer._between()
+    assert len(rig.chunk_args()) == 2  # nothing stored: nothing to send
+    assert rig.work() == [1, 1]
+    time.sleep(LISTEN_BETWEEN_SECONDS)
+    producer._between()
+    assert sorted(a[4] for a in rig.chunk_args()) == ["v2.json", "v3.json"]
+    assert producer.doorbell.rung == 0  # the poll took the notes
