@@ -51,9 +51,17 @@ PRODUCER_LOCK_REFRESH: Final = 10.0
 FEED_AHEAD_FILES: Final = 32
 # A producer whose window is full waits for the workers' notes that chunks were stored, and
 # refills once a REFILL_SHARE-th of the window has finished (at least one chunk): the workers
-# are never left with less than three quarters of the window, and one refill sends many
-# chunks instead of one per note.
-REFILL_SHARE: Final = 4
+# keep at least half the window, and one refill sends many chunks, not one per note (each
+# turn of the loop costs the producer about a millisecond of CPU).
+REFILL_SHARE: Final = 2
+# Once a note came, the producer lets more gather this long before it reads them: reading
+# each note as it comes woke the process once per chunk stored.
+GATHER_SECONDS: Final = 0.02
+# A listener that failed is made again after this long (Redis unavailable) ...
+LISTEN_RETRY_SECONDS: Final = 1.0
+# ... or, after an error that says it will not work (a user whose ACL lacks the channel),
+# after this long, and said once each time.
+LISTEN_BROKEN_SECONDS: Final = 300.0
 # A missing output of unchanged content (deleted, moved away downstream) is made again this
 # many times, then left missing until the input changes (not redone at every rescan).
 OUTPUT_REDOS: Final = 1

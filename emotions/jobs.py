@@ -92,9 +92,11 @@ return 1
 # assembly that usually follows at once needs the job's metadata, and reading it here saves
 # it a round trip. A duplicate of an already stored chunk of a complete job also returns 1
 # once the guard has expired or been cleared by a heal: that is the lost-assembly case.
-# A job whose record names a ``notify`` channel gets the chunk's index published there once
-# stored: the note that wakes its producer to refill its window (a hint, never relied on:
-# the producer's polls stay the truth). A channel is not a key, so the script declares none.
+# A job whose record names a ``notify`` channel gets the chunk's index published there when
+# first stored: the note that wakes its producer to refill its window (a hint, never relied
+# on: the producer's polls stay the truth). A channel is not a key, so the script declares
+# none; ``pcall``: a publish that fails (an ACL without the channel) must not fail the store
+# after its writes, which a script does not undo.
 _STORE = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return -1 end
 local labels = redis.call('HGET', KEYS[1], 'labels')
@@ -103,10 +105,10 @@ if not labels then
 elseif labels ~= ARGV[4] then
   return -3
 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local new = redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 local notify = redis.call('HGET', KEYS[1], 'notify')
-if notify then redis.call('PUBLISH', notify, ARGV[1]) end
+if notify and new == 1 then redis.pcall('PUBLISH', notify, ARGV[1]) end
 local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
 if total == redis.call('HLEN', KEYS[2]) then
   if redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[3]) then

@@ -28,7 +28,13 @@ from pathlib import Path
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
-from emotions.constants import FEED_AHEAD_FILES, QUEUED, REFILL_SHARE, stored_channel
+from emotions.constants import (
+    FEED_AHEAD_FILES,
+    GATHER_SECONDS,
+    QUEUED,
+    REFILL_SHARE,
+    stored_channel,
+)
 from emotions.files import display_name
 from emotions.jobs import JobStore, connect
 from emotions.messages import waiting_for
@@ -200,14 +206,16 @@ class Producer:
     def _rung_between(self, now: float) -> bool:
         """Whether enough notes came to refill, read from the socket at most every
         :data:`LISTEN_BETWEEN_SECONDS`."""
-        if now < self._next_listen:
+        if now < self._next_listen or self._down_since is not None:
             return False
         self._next_listen = now + LISTEN_BETWEEN_SECONDS
         self.doorbell.listen(0.0)
         return self.doorbell.rung >= self._refill
 
     def _poll(self) -> None:
-        """Read the followed jobs' progress; the notes counted so far announced part of it."""
+        """Read the followed jobs' progress; the notes that came so far (read now, so none
+        piles up in Redis) announced part of it."""
+        self.doorbell.listen(0.0)
         self.doorbell.take()
         self.tracker.poll()
 
@@ -270,9 +278,10 @@ class Producer:
         (:mod:`producer.doorbell`) end the wait, or the poll falling due. A wait that hears
         no note within a tick ends then, as every wait did before there were notes (workers
         that send none, a listener lost with Redis, a worker stalled): the turn's poll finds
-        what a note would have said. Waits are at most a tick long between looks at
-        ``stopping``. Returns why it ended: ``"refill"``, ``"poll"``, ``"tick"`` or
-        ``"stop"``.
+        what a note would have said. Once notes come, more are let gather for
+        :data:`~emotions.constants.GATHER_SECONDS` before each read. Waits are at most a
+        tick long between looks at ``stopping``. Returns why it ended: ``"refill"``,
+        ``"poll"``, ``"tick"`` or ``"stop"``.
         """
         start = time.monotonic()
         quiet, due = start + TICK, max(start + TICK, self._next_poll)
@@ -288,7 +297,10 @@ class Producer:
             until = due if self.doorbell.rung else quiet
             if now >= until:
                 return "tick"
-            if not self.doorbell.listen(min(TICK, until - now)):
+            if self.doorbell.rung:
+                time.sleep(min(GATHER_SECONDS, until - now))
+                now = time.monotonic()
+            if not self.doorbell.listen(max(0.0, min(TICK, until - now))):
                 self.sleep(quiet - time.monotonic())  # no notes to wait for: a tick, as before
                 return "stop" if self.stopping else "tick"
         return "stop"

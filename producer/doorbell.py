@@ -13,8 +13,13 @@ enough of it finished (:data:`~emotions.constants.REFILL_SHARE`).
 A note is a hint, never the truth. Pub/sub keeps nothing for a listener that is not connected,
 and a worker of an earlier version sends none, so notes can be missed; the producer's poll
 still reads every job's progress, and a wait without notes ends as early as a turn did
-before. Nothing here raises for Redis being unavailable: the listener is dropped, the wait
-reports it, and the loop's next turn says that Redis is down as it always did.
+before. Nothing here raises: a listener that fails is dropped and made again later
+(:data:`~emotions.constants.LISTEN_RETRY_SECONDS` when Redis was unavailable, and the loop's
+next turn says so as it always did; :data:`~emotions.constants.LISTEN_BROKEN_SECONDS`, said
+once, after an error that will not pass by itself, such as an ACL without the channel).
+
+Notes are read at every poll too, so they never pile up in Redis (a subscriber's unread
+messages are held in its output buffer, in Redis's memory) while the window is not full.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 import redis
 
+from emotions.constants import LISTEN_BROKEN_SECONDS, LISTEN_RETRY_SECONDS
 from emotions.redisfaults import unavailable
 
 log = logging.getLogger(__name__)
@@ -38,6 +44,7 @@ class Doorbell:
         self.channel = channel
         self.rung = 0  # notes counted since the last take()
         self._pubsub: Any = None
+        self._retry_at = 0.0  # monotonic time before which no listener is made again
 
     def take(self) -> int:
         """The notes counted so far (those already read off the socket), counting from zero
@@ -48,7 +55,9 @@ class Doorbell:
     def listen(self, timeout: float) -> bool:
         """Count the notes that arrive within ``timeout`` seconds (0: those already here),
         returning at the first one; False when Redis could not be listened to (the listener
-        is dropped and made again next time)."""
+        is dropped and made again later)."""
+        if self._pubsub is None and time.monotonic() < self._retry_at:
+            return False
         try:
             pubsub = self._listener()
             deadline = time.monotonic() + timeout
@@ -63,9 +72,18 @@ class Doorbell:
                     return True
                 # A subscription's confirmation or a health check's reply: read on.
         except Exception as e:
-            if not unavailable(e):
-                log.exception("listening for stored chunks failed (polling instead): %r", e)
             self.close()
+            if unavailable(e):
+                self._retry_at = time.monotonic() + LISTEN_RETRY_SECONDS
+            else:
+                self._retry_at = time.monotonic() + LISTEN_BROKEN_SECONDS
+                log.warning(
+                    "cannot listen on %s for stored chunks (%r): polling instead, trying "
+                    "again in %.0f s",
+                    self.channel,
+                    e,
+                    LISTEN_BROKEN_SECONDS,
+                )
             return False
 
     def _drain(self, pubsub: Any) -> None:

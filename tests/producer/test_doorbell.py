@@ -5,12 +5,15 @@ its own jobs' notes."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import pytest
+import redis
 
-from emotions.constants import job_key, stored_channel
+from emotions.constants import LISTEN_RETRY_SECONDS, job_key, parts_key, stored_channel
+from emotions.jobs import JobStore
 from harness.stack import RedisServer
 from producer.daemon import LISTEN_BETWEEN_SECONDS, POLL_SECONDS, TICK, Producer
 from producer.doorbell import Doorbell
@@ -28,6 +31,7 @@ def starved(rig: Rig, window: int, files: int) -> Producer:
     producer.step()
     assert len(rig.chunk_args()) == window
     assert producer.tracker.starved()
+    assert producer.doorbell.listen(0.0)  # subscribed (notes published before would be lost)
     return producer
 
 
@@ -55,13 +59,14 @@ def test_a_job_names_its_folders_channel_and_the_store_publishes_each_chunk(rig:
 
 
 def test_a_full_window_refills_on_notes_without_waiting_a_tick(rig: Rig) -> None:
-    producer = starved(rig, window=4, files=8)  # refills once one chunk (4 // 4) is stored
+    producer = starved(rig, window=4, files=8)  # refills once two chunks (4 // 2) are stored
     assert rig.work(n=1) == [1]
+    threading.Timer(0.05, lambda: rig.work(n=1)).start()
     why, seconds = timed(producer)
     assert why == "refill"
-    assert seconds < TICK / 2
+    assert 0.04 < seconds < TICK  # the second note ended it
     producer.step()
-    assert len(rig.chunk_args()) == 4  # three waiting, and the refill
+    assert len(rig.chunk_args()) == 4  # two waiting, and the refill
     assert producer.wait() == "tick"  # the poll took the note: nothing stored since
 
 
@@ -79,9 +84,9 @@ def test_without_notes_a_full_window_turns_every_tick(rig: Rig) -> None:
 
 
 def test_fewer_notes_than_a_refill_wait_for_the_poll(rig: Rig) -> None:
-    producer = starved(rig, window=8, files=10)  # a refill is two chunks
-    producer._next_poll = time.monotonic() + 0.6
+    producer = starved(rig, window=8, files=10)  # a refill is four chunks
     assert rig.work(n=1) == [1]
+    producer._next_poll = time.monotonic() + 0.6
     why, seconds = timed(producer)
     assert why == "poll"
     assert 0.5 <= seconds < 1.5  # past the tick: the note said the workers are running
@@ -90,7 +95,7 @@ def test_fewer_notes_than_a_refill_wait_for_the_poll(rig: Rig) -> None:
 def test_a_wait_ends_soon_after_stop_is_asked(rig: Rig) -> None:
     producer = starved(rig, window=2, files=4)
     assert rig.work(n=1) == [1]  # one note: it would wait for the poll (an hour away)
-    producer._refill = 2
+    producer._refill = 2  # one note is not enough
     timer = threading.Timer(0.3, lambda: setattr(producer, "stopping", True))
     timer.start()
     why, seconds = timed(producer)
@@ -110,11 +115,14 @@ def test_a_folder_hears_only_its_own_jobs(rig: Rig) -> None:
         neighbour.ready.push(other.input / "x.json", ANNOUNCED)
         neighbour.step()
         assert neighbour.doorbell.channel != producer.doorbell.channel
+        assert neighbour.doorbell.listen(0.0)
         # The neighbour's chunk is stored (the rigs share the queue: take only its job's).
         theirs = [a for a in other.pop() if a[0] not in mine]
         assert [other.complete(a) for a in theirs] == [1]
         assert producer.wait() == "tick"
         assert producer.doorbell.rung == 0
+        assert neighbour.doorbell.listen(1.0)
+        assert neighbour.doorbell.rung == 1  # its own note reached it
     finally:
         other.close()
 
@@ -132,8 +140,10 @@ def test_redis_gone_while_listening_never_raises_and_the_listener_comes_back(
         assert producer.doorbell._pubsub is None  # dropped, made again next time
     finally:
         redis_server.start()
-    producer.doorbell.listen(0.0)  # subscribed again
-    assert rig.work(n=1) == [1]
+    assert not producer.doorbell.listen(0.0)  # not made again at once ...
+    time.sleep(LISTEN_RETRY_SECONDS)
+    assert producer.doorbell.listen(0.0)  # ... but a second later: subscribed again
+    assert rig.work(n=2) == [1, 1]
     assert producer.wait() == "refill"
 
 
@@ -175,3 +185,55 @@ def test_while_a_big_file_is_checked_notes_refill_the_window(rig: Rig) -> None:
     producer._between()
     assert sorted(a[4] for a in rig.chunk_args()) == ["v2.json", "v3.json"]
     assert producer.doorbell.rung == 0  # the poll took the notes
+
+
+def test_a_chunk_stored_again_sends_no_second_note(rig: Rig) -> None:
+    """A redelivered or healed chunk whose labels are already stored is no progress."""
+    producer = starved(rig, window=4, files=5)
+    args = rig.pop(1)[0]
+    assert rig.complete(args) == 1  # a one-chunk file: stored, and its assembly is due
+    job, index = args[0], args[1]
+    assert rig.store.store_part(job, index, [0, 0], ["admiration", "joy", "neutral"]) == 0
+    assert producer.doorbell.listen(1.0)
+    time.sleep(0.2)
+    producer.doorbell.listen(0.0)
+    assert producer.doorbell.rung == 1
+
+
+def test_notes_are_read_at_every_poll_so_none_piles_up_in_redis(rig: Rig) -> None:
+    producer = rig.producer(window=8)
+    queue_files(rig, producer, 3)
+    producer.step()  # polls (due at once), sends all three: the window is not full
+    assert not producer.tracker.starved()
+    assert rig.work() == [1, 1, 1]
+    time.sleep(0.2)
+    producer._next_poll = 0.0
+    producer.step()  # the poll reads the notes, and settles nothing yet (no assembly)
+    pubsub = producer.doorbell._pubsub
+    assert pubsub is not None
+    assert pubsub.get_message(timeout=0.0) is None  # nothing left unread
+    assert producer.doorbell.rung == 0
+
+
+def test_a_user_without_the_channel_stores_and_the_producer_polls(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ACL that lacks the channel makes PUBLISH fail: the store must still count (a script
+    does not undo its writes, so a failing publish would fail the chunk forever), and the
+    producer says once that it polls instead."""
+    rig.client.execute_command(
+        "ACL", "SETUSER", "nochan", "on", ">pw", "~*", "+@all", "resetchannels"
+    )
+    limited = redis.Redis.from_url(rig.url, username="nochan", password="pw")
+    store = JobStore(limited, 3600)
+    producer = starved(rig, window=2, files=3)
+    job, index, texts, _model, _name = rig.pop(1)[0]
+    assert store.begin(job, index, 5, {"error": "x"}) == 1
+    assert store.store_part(job, index, [0] * len(texts), ["admiration", "joy", "neutral"]) == 1
+    assert rig.client.hlen(parts_key(job)) == 1
+    bell = Doorbell(limited, producer.doorbell.channel)
+    with caplog.at_level(logging.WARNING, logger="producer.doorbell"):
+        assert not bell.listen(0.0)
+        assert not bell.listen(0.0)  # not tried again at once
+    assert len([r for r in caplog.records if "cannot listen" in r.getMessage()]) == 1
+    limited.close()
