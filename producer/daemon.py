@@ -278,9 +278,10 @@ class Producer:
         (:mod:`producer.doorbell`) end the wait, or the poll falling due. A wait that hears
         no note within a tick ends then, as every wait did before there were notes (workers
         that send none, a listener lost with Redis, a worker stalled): the turn's poll finds
-        what a note would have said. Once notes come, more are let gather for
-        :data:`~emotions.constants.GATHER_SECONDS` before each read. Waits are at most a
-        tick long between looks at ``stopping``. Returns why it ended: ``"refill"``,
+        what a note would have said. Once notes come, the wait sleeps until enough should
+        have come at their rate (:data:`~emotions.constants.GATHER_SECONDS` to a tick), then
+        reads them all: waking per note cost more CPU than the turns it saved. Waits are at
+        most a tick long between looks at ``stopping``. Returns why it ended: ``"refill"``,
         ``"poll"``, ``"tick"`` or ``"stop"``.
         """
         start = time.monotonic()
@@ -297,8 +298,9 @@ class Producer:
             until = due if self.doorbell.rung else quiet
             if now >= until:
                 return "tick"
-            if self.doorbell.rung:
-                time.sleep(min(GATHER_SECONDS, until - now))
+            if self.doorbell.rung:  # notes come: sleep until enough should have come
+                pause = self.doorbell.due_in(self._refill)
+                time.sleep(min(max(GATHER_SECONDS, min(pause, TICK)), until - now))
                 now = time.monotonic()
             if not self.doorbell.listen(max(0.0, min(TICK, until - now))):
                 self.sleep(quiet - time.monotonic())  # no notes to wait for: a tick, as before

@@ -43,6 +43,7 @@ class Doorbell:
         self.client = client
         self.channel = channel
         self.rung = 0  # notes counted since the last take()
+        self.since = time.monotonic()  # when the count started
         self._pubsub: Any = None
         self._retry_at = 0.0  # monotonic time before which no listener is made again
 
@@ -50,7 +51,16 @@ class Doorbell:
         """The notes counted so far (those already read off the socket), counting from zero
         again: a poll is about to read what they announced."""
         rung, self.rung = self.rung, 0
+        self.since = time.monotonic()
         return rung
+
+    def due_in(self, want: int) -> float:
+        """Seconds until ``want`` notes are counted, at the rate counted so far (infinite
+        before the first note)."""
+        if self.rung <= 0:
+            return float("inf")
+        rate = self.rung / max(time.monotonic() - self.since, 1e-3)
+        return max(0.0, (want - self.rung) / rate)
 
     def listen(self, timeout: float) -> bool:
         """Count the notes that arrive within ``timeout`` seconds (0: those already here),
