@@ -67,7 +67,7 @@ def _stack(
         server.start()
         if backend is not None:
             backend.start()
-        stack = Stack(root, server, model)
+        stack = Stack(root, server, model, inherit=(WINDOW_ENV,))
         if backend is not None:
             stack.extra_env["EMOTIONS_RESULT_BACKEND"] = backend.url
         try:
@@ -117,6 +117,7 @@ ALONE_WINDOW = 1_000_000  # --producer-alone: every chunk of the file sent at on
 ALONE_SETTLED_SECONDS = 0.5  # ... once the chunk queue has not grown for this long
 STARTUP_SEED = 1_000_000  # start-up runs' one-comment files (apart from the measured ones)
 PROFILE_ENV = "BENCH_PROFILE_DIR"  # set: each measured producer runs under cProfile, saved here
+WINDOW_ENV = "EMOTIONS_WINDOW"  # --window: passed on to every process the benchmark starts
 
 
 def producer_cmd(folder: Path, log: str) -> list[str]:
@@ -359,12 +360,20 @@ def main(argv: list[str] | None = None) -> int:
         "its CPU without them competing for the cores (the rate is then not the system's)",
     )
     p.add_argument(
+        "--window",
+        type=int,
+        help="EMOTIONS_WINDOW of every producer (default: the setting's own): a small one shows "
+        "how fast a full window refills",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         help="run each producer under cProfile, saving <format>.pstats here (its CPU figures "
         "then include the profiler's overhead)",
     )
     args = p.parse_args(argv)
+    if args.window:
+        os.environ[WINDOW_ENV] = str(args.window)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
         os.environ[PROFILE_ENV] = str(args.profile.resolve())
