@@ -280,8 +280,9 @@ class Producer:
         that send none, a listener lost with Redis, a worker stalled): the turn's poll finds
         what a note would have said. Once notes come, the wait sleeps until enough should
         have come at their rate (:data:`~emotions.constants.GATHER_SECONDS` to a tick), then
-        reads them all: waking per note cost more CPU than the turns it saved. Waits are at
-        most a tick long between looks at ``stopping``. Returns why it ended: ``"refill"``,
+        reads them all: waking per note cost more CPU than the turns it saved. Room that no
+        note announces (a job failed or superseded) is found by the poll, within a second.
+        Waits are at most a tick long between looks at ``stopping``. Returns why it ended: ``"refill"``,
         ``"poll"``, ``"tick"`` or ``"stop"``.
         """
         start = time.monotonic()
