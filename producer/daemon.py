@@ -282,8 +282,8 @@ class Producer:
         have come at their rate (:data:`~emotions.constants.GATHER_SECONDS` to a tick), then
         reads them all: waking per note cost more CPU than the turns it saved. Room that no
         note announces (a job failed or superseded) is found by the poll, within a second.
-        Waits are at most a tick long between looks at ``stopping``. Returns why it ended: ``"refill"``,
-        ``"poll"``, ``"tick"`` or ``"stop"``.
+        Waits are at most a tick long between looks at ``stopping``. Returns why it ended:
+        ``"refill"``, ``"poll"``, ``"tick"`` or ``"stop"``.
         """
         start = time.monotonic()
         quiet, due = start + TICK, max(start + TICK, self._next_poll)
