@@ -194,3 +194,18 @@ def test_a_short_fleet_run_checks_every_output(tmp_path: Path) -> None:
     assert found["producers"] == 2 and len(found["each"]) == 2
     assert found["lone"] > 0 and all(v > 0 for v in found["each"])
     assert found["redis"] > 0 and found["results"] > 0 and found["rate"] > 0
+
+
+def test_the_window_reaches_every_process_the_benchmark_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--window`` sets EMOTIONS_WINDOW for the processes the stack starts; the calling
+    shell's other settings still do not reach them."""
+    from bench.controlplane import WINDOW_ENV, _stack
+
+    monkeypatch.setenv(WINDOW_ENV, "3")
+    monkeypatch.setenv("EMOTIONS_CHUNK_SIZE", "7")
+    with _stack("window-", tmp_path) as (stack, _, _):
+        env = stack.env()
+    assert env[WINDOW_ENV] == "3"
+    assert "EMOTIONS_CHUNK_SIZE" not in env
