@@ -55,9 +55,16 @@ FEED_AHEAD_FILES: Final = 32
 # turn of the loop costs the producer about a millisecond of CPU).
 REFILL_SHARE: Final = 2
 # Once a note came, the producer sleeps until enough should have come at the rate they came
-# (at least GATHER_SECONDS, at most a tick), then reads them all: reading each note as it
-# came woke the process once per chunk stored, and a wake-up alone costs some 0.1 ms of CPU.
+# (at least GATHER_SECONDS, at most until the next poll), then reads them all: reading each
+# note as it came woke the process once per chunk stored, and a wake-up alone costs some 0.1 ms
+# of CPU.
 GATHER_SECONDS: Final = 0.02
+# While notes were heard within this long, a full window waits for them (or the next poll)
+# even through a quiet tick: a turn of the loop costs about a millisecond of CPU, and a producer
+# that feeds a busy fleet spends most of its time with its window full. Without a note for this
+# long (workers of an earlier version send none), a quiet tick ends the wait, as before there
+# were notes. Long enough to bridge the pauses while the workers serve other folders' chunks.
+NOTES_TRUSTED_SECONDS: Final = 5.0
 # A listener that failed is made again after this long (Redis unavailable) ...
 LISTEN_RETRY_SECONDS: Final = 1.0
 # ... or, after an error that says it will not work (a user whose ACL lacks the channel),

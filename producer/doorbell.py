@@ -30,7 +30,11 @@ from typing import Any
 
 import redis
 
-from emotions.constants import LISTEN_BROKEN_SECONDS, LISTEN_RETRY_SECONDS
+from emotions.constants import (
+    LISTEN_BROKEN_SECONDS,
+    LISTEN_RETRY_SECONDS,
+    NOTES_TRUSTED_SECONDS,
+)
 from emotions.redisfaults import unavailable
 
 log = logging.getLogger(__name__)
@@ -44,22 +48,38 @@ class Doorbell:
         self.channel = channel
         self.rung = 0  # notes counted since the last take()
         self.since = time.monotonic()  # when the count started
+        self.heard = float("-inf")  # when the last note was counted
+        self.rate = 0.0  # notes per second, smoothed over the counts taken (0: none yet)
         self._pubsub: Any = None
         self._retry_at = 0.0  # monotonic time before which no listener is made again
 
     def take(self) -> int:
         """The notes counted so far (those already read off the socket), counting from zero
-        again: a poll is about to read what they announced."""
+        again: a poll is about to read what they announced. Their rate since the last take
+        goes into :attr:`rate`."""
+        now = time.monotonic()
         rung, self.rung = self.rung, 0
-        self.since = time.monotonic()
+        if rung and now > self.since:
+            sample = rung / (now - self.since)
+            self.rate = (self.rate + sample) / 2 if self.rate else sample
+        self.since = now
         return rung
 
+    def trusted(self) -> bool:
+        """Whether notes come: one was counted within
+        :data:`~emotions.constants.NOTES_TRUSTED_SECONDS`."""
+        return time.monotonic() - self.heard < NOTES_TRUSTED_SECONDS
+
     def due_in(self, want: int) -> float:
-        """Seconds until ``want`` notes are counted, at the rate counted so far (infinite
-        before the first note)."""
+        """Seconds until ``want`` notes are counted (infinite before the first note), at the
+        faster of two rates: that of the notes counted so far, and :attr:`rate`. Notes come in
+        bursts (a worker stores a few chunks, then fetches more), so the first few say little
+        about the rate; the smoothed one says more, but lags when the workers speed up. The
+        faster one wakes the wait early rather than late: waking early costs a wake-up,
+        waking late lets the window drain."""
         if self.rung <= 0:
             return float("inf")
-        rate = self.rung / max(time.monotonic() - self.since, 1e-3)
+        rate = max(self.rung / max(time.monotonic() - self.since, 1e-3), self.rate)
         return max(0.0, (want - self.rung) / rate)
 
     def listen(self, timeout: float) -> bool:
@@ -76,8 +96,7 @@ class Doorbell:
                 message = pubsub.get_message(timeout=left)
                 if message is None:  # nothing within the time left (or a health check's reply,
                     return True  # which redis-py reads as None: the wait ends early, harmless)
-                if message["type"] == "message":
-                    self.rung += 1
+                if self._count(message):
                     self._drain(pubsub)
                     return True
                 # A subscription's confirmation or a health check's reply: read on.
@@ -99,7 +118,15 @@ class Doorbell:
     def _drain(self, pubsub: Any) -> None:
         """Count every note already read or waiting on the socket, without waiting."""
         while (message := pubsub.get_message(timeout=0.0)) is not None:
-            self.rung += message["type"] == "message"
+            self._count(message)
+
+    def _count(self, message: dict[str, Any]) -> bool:
+        """Count ``message`` if it is a note (not a subscription's confirmation)."""
+        if message["type"] != "message":
+            return False
+        self.rung += 1
+        self.heard = time.monotonic()
+        return True
 
     def _listener(self) -> Any:
         if self._pubsub is None:

@@ -6,13 +6,21 @@ its own jobs' notes."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 
 import pytest
 import redis
 
-from emotions.constants import LISTEN_RETRY_SECONDS, job_key, parts_key, stored_channel
+from emotions.constants import (
+    LISTEN_RETRY_SECONDS,
+    NOTES_TRUSTED_SECONDS,
+    job_key,
+    parts_key,
+    stored_channel,
+)
 from emotions.jobs import JobStore
 from harness.stack import RedisServer
 from producer.daemon import LISTEN_BETWEEN_SECONDS, POLL_SECONDS, TICK, Producer
@@ -67,7 +75,22 @@ def test_a_full_window_refills_on_notes_without_waiting_a_tick(rig: Rig) -> None
     assert 0.04 < seconds < TICK  # the second note ended it
     producer.step()
     assert len(rig.chunk_args()) == 4  # two waiting, and the refill
-    assert producer.wait() == "tick"  # the poll took the note: nothing stored since
+    # The poll took the notes and nothing was stored since; notes came lately, so a quiet tick
+    # does not end the wait (a turn would find nothing new): it waits for the next second.
+    why, seconds = timed(producer)
+    assert why == "poll"
+    assert POLL_SECONDS * 0.9 <= seconds < POLL_SECONDS * 1.5
+
+
+def test_without_notes_lately_a_quiet_tick_ends_the_wait_again(rig: Rig) -> None:
+    producer = starved(rig, window=4, files=8)
+    assert rig.work(n=1) == [1]
+    assert producer.doorbell.listen(5.0) and producer.doorbell.rung == 1
+    producer.step()  # the poll takes the note
+    producer.doorbell.heard -= NOTES_TRUSTED_SECONDS  # ... which came that long ago
+    why, seconds = timed(producer)
+    assert why == "tick"  # the workers may send none (an earlier version): a turn polls
+    assert TICK * 0.9 <= seconds < POLL_SECONDS * 0.9
 
 
 def test_without_notes_a_full_window_turns_every_tick(rig: Rig) -> None:
@@ -102,6 +125,31 @@ def test_a_wait_ends_soon_after_stop_is_asked(rig: Rig) -> None:
     timer.join()
     assert why == "stop"
     assert seconds < 0.3 + 2 * TICK
+
+
+def test_a_signal_ends_a_long_sleep_at_once(rig: Rig) -> None:
+    """The command line's handler sets ``stopping``: a sleep of any length (a full window
+    sleeps until enough notes should have come) ends then, not at the next tick."""
+    producer = rig.producer(window=2)
+    asked: list[float] = []
+
+    def stop(_signum: int, _frame: object) -> None:
+        asked.append(time.monotonic())
+        producer.stopping = True
+
+    previous = signal.signal(signal.SIGUSR1, stop)
+    try:
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1))  # between ticks
+        timer.start()
+        began = time.monotonic()
+        producer.sleep(3600)
+        ended = time.monotonic()
+        timer.join()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert producer.stopping
+    assert len(asked) == 1 and ended - began < 5
+    assert ended - asked[0] < TICK / 4  # at once: a sleep that looked every tick ends at 0.4 s
 
 
 def test_a_folder_hears_only_its_own_jobs(rig: Rig) -> None:
@@ -164,6 +212,24 @@ def test_the_doorbell_counts_every_note_and_starts_again_at_take(rig: Rig) -> No
         assert bell.rung == 0
     finally:
         bell.close()
+
+
+def test_notes_due_at_the_faster_of_the_counted_and_the_smoothed_rate(rig: Rig) -> None:
+    bell = Doorbell(rig.client, "emotions:stored:test")
+    assert bell.due_in(4) == float("inf")  # no note yet: nothing to go by
+    bell.rung, bell.since = 1, time.monotonic() - 1.0  # one note in a second so far
+    assert 2.9 < bell.due_in(4) < 3.1
+    bell.rate = 10.0  # ... but ten a second lately: a burst is late, not the workers slow
+    assert 0.29 < bell.due_in(4) <= 0.3
+    bell.rate = 0.5  # a slower smoothed rate does not make the wait longer
+    assert 2.9 < bell.due_in(4) < 3.1
+    bell.rung = 5
+    assert bell.due_in(4) == 0.0
+    bell.since = time.monotonic() - 1.0
+    assert bell.take() == 5
+    assert 2.7 < bell.rate <= 2.75  # the mean of 0.5 and the five a second just taken
+    assert bell.take() == 0
+    assert 2.7 < bell.rate <= 2.75  # no notes: no rate to learn from, the last one stays
 
 
 @pytest.mark.parametrize("window", [1, 3])
