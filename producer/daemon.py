@@ -22,7 +22,6 @@ so a signal stops the producer within seconds.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ from producer.folder import FolderLock, adopt_legacy
 from producer.ledger import Ledger
 from producer.queue import ANNOUNCED, RESUMED, SCANNED, ReadyQueue
 from producer.spool import SpoolError
+from producer.stopflag import StopFlag
 from producer.submit import Submitter
 from producer.tracker import Tracker
 from producer.watcher import Candidates
@@ -107,7 +107,7 @@ class Producer:
         self._resumed: dict[str, float] = {}  # names in flight at start -> first-seen time
         self._between_busy = False
         self.lost_lock = False
-        self._stop = threading.Event()
+        self._stop = StopFlag()
         self._down_since: float | None = None
         self._down_warned = 0.0
         self._spool_warned = -DOWN_WARN_SECONDS
@@ -279,7 +279,9 @@ class Producer:
         (:mod:`producer.doorbell`) end the wait, or the poll falling due (at most a second
         away). Once notes come, the wait sleeps until enough should have come at their rate
         (at least :data:`~emotions.constants.GATHER_SECONDS`), then reads them all: waking per
-        note cost more CPU than the turns it saved. While notes come
+        note cost more CPU than the turns it saved. It sleeps at most a tick at a time: the
+        first notes of a burst that came late say little about how fast the rest come, and a
+        window must not sit empty while the producer sleeps. While notes come
         (:data:`~emotions.constants.NOTES_TRUSTED_SECONDS`), a quiet tick does not end the
         wait either: a turn costs about a millisecond of CPU, and a producer that keeps a
         fleet fed spends most of its time with its window full. Without notes lately (workers
@@ -303,9 +305,7 @@ class Producer:
                 return "poll"
             if self.doorbell.rung:  # notes come: sleep until enough should have come
                 pause = max(GATHER_SECONDS, self.doorbell.due_in(self._refill))
-                if not self.doorbell.rate:  # the first notes: their rate is a guess
-                    pause = min(pause, TICK)
-                self.sleep(min(pause, due - now))
+                self.sleep(min(pause, TICK, due - now))  # a tick: a late burst drains it
                 listened = self.doorbell.listen(0.0)
             elif now >= quiet and not self.doorbell.trusted():
                 return "tick"
@@ -349,25 +349,18 @@ class Producer:
     @property
     def stopping(self) -> bool:
         """Whether the producer was asked to stop (by a signal, or by losing its folder)."""
-        return self._stop.is_set()
+        return bool(self._stop)
 
     @stopping.setter
     def stopping(self, value: bool) -> None:
-        if value:
-            self._stop.set()  # ends a sleep at once, also when set by a signal's handler
-        else:
-            self._stop.clear()
+        if not value:
+            raise ValueError("a producer asked to stop is not started again")
+        self._stop.set()  # ends a sleep at once; safe in a signal's handler
 
     def sleep(self, seconds: float) -> None:
-        """Sleep, ending at once when the producer is asked to stop.
-
-        An event's wait, not ``time.sleep``: a signal wakes a main thread asleep, runs its
-        handler, and ``time.sleep`` then sleeps on for the time left, so a stop could only be
-        noticed by waking every tick to look (about 0.1 ms of CPU each on a small shared
-        machine, in every second of waiting). The wait is woken the same way, and the
-        handler's ``set`` ends it; a thread's ``set`` ends it too.
-        """
-        self._stop.wait(max(0.0, seconds))
+        """Sleep, ending at once when the producer is asked to stop
+        (:class:`~producer.stopflag.StopFlag`: no wake-ups to look at the flag)."""
+        self._stop.sleep(seconds)
 
     def _incomplete(self, cut: Incomplete) -> None:
         """A file read as cut short: read it again later, or fail it if it stayed so."""

@@ -49,21 +49,29 @@ class Doorbell:
         self.rung = 0  # notes counted since the last take()
         self.since = time.monotonic()  # when the count started
         self.heard = float("-inf")  # when the last note was counted
-        self.rate = 0.0  # notes per second, smoothed over the counts taken (0: none yet)
+        self._notes = 0.0  # notes counted over the takes, halved at each (see rate)
+        self._seconds = 0.0  # ... and the seconds they were counted over
         self._pubsub: Any = None
         self._retry_at = 0.0  # monotonic time before which no listener is made again
 
     def take(self) -> int:
         """The notes counted so far (those already read off the socket), counting from zero
-        again: a poll is about to read what they announced. Their rate since the last take
-        goes into :attr:`rate`."""
+        again: a poll is about to read what they announced. The count and the time it took
+        go into :attr:`rate`."""
         now = time.monotonic()
         rung, self.rung = self.rung, 0
-        if rung and now > self.since:
-            sample = rung / (now - self.since)
-            self.rate = (self.rate + sample) / 2 if self.rate else sample
+        self._notes = self._notes / 2 + rung
+        self._seconds = self._seconds / 2 + max(0.0, now - self.since)
         self.since = now
         return rung
+
+    @property
+    def rate(self) -> float:
+        """Notes per second over the last few takes, the older ones halved at each: each count
+        weighs as long as it took, so one note over a few milliseconds (two polls in a row)
+        does not read as hundreds a second, and a quiet spell lowers the rate (0 before any
+        take)."""
+        return self._notes / self._seconds if self._seconds > 0 else 0.0
 
     def trusted(self) -> bool:
         """Whether notes come: one was counted within

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from emotions.constants import (
+    GATHER_SECONDS,
     LISTEN_RETRY_SECONDS,
     NOTES_TRUSTED_SECONDS,
     job_key,
@@ -117,7 +118,7 @@ def test_fewer_notes_than_a_refill_wait_for_the_poll(rig: Rig) -> None:
 
 def test_a_wait_ends_soon_after_stop_is_asked(rig: Rig) -> None:
     producer = starved(rig, window=2, files=4)
-    assert rig.work(n=1) == [1]  # one note: it would wait for the poll (an hour away)
+    assert rig.work(n=1) == [1]  # one note: it would wait for the poll (a second away)
     producer._refill = 2  # one note is not enough
     timer = threading.Timer(0.3, lambda: setattr(producer, "stopping", True))
     timer.start()
@@ -142,7 +143,7 @@ def test_a_signal_ends_a_long_sleep_at_once(rig: Rig) -> None:
         timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1))  # between ticks
         timer.start()
         began = time.monotonic()
-        producer.sleep(3600)
+        producer.sleep(10)
         ended = time.monotonic()
         timer.join()
     finally:
@@ -217,19 +218,74 @@ def test_the_doorbell_counts_every_note_and_starts_again_at_take(rig: Rig) -> No
 def test_notes_due_at_the_faster_of_the_counted_and_the_smoothed_rate(rig: Rig) -> None:
     bell = Doorbell(rig.client, "emotions:stored:test")
     assert bell.due_in(4) == float("inf")  # no note yet: nothing to go by
-    bell.rung, bell.since = 1, time.monotonic() - 1.0  # one note in a second so far
-    assert 2.9 < bell.due_in(4) < 3.1
-    bell.rate = 10.0  # ... but ten a second lately: a burst is late, not the workers slow
-    assert 0.29 < bell.due_in(4) <= 0.3
-    bell.rate = 0.5  # a slower smoothed rate does not make the wait longer
-    assert 2.9 < bell.due_in(4) < 3.1
+    assert bell.rate == 0.0
+    bell.rung, bell.since = 10, time.monotonic() - 1.0  # ten notes in a second
+    assert bell.take() == 10
+    assert 9.5 < bell.rate <= 10.0
+    bell.rung, bell.since = 1, time.monotonic() - 1.0  # one note in a second so far ...
+    assert 0.25 < bell.due_in(4) < 0.31  # ... but ten a second lately: a burst is late
+    bell.since = time.monotonic() - 0.01  # one note in 10 ms: faster than lately
+    assert bell.due_in(4) < 0.04  # three more at a hundred a second
     bell.rung = 5
     assert bell.due_in(4) == 0.0
+    # Each count weighs as long as it took: one note over a few milliseconds (two polls in
+    # a row) does not make the rate jump to hundreds a second ...
+    bell.rung, bell.since = 1, time.monotonic() - 0.005
+    bell.take()
+    assert 10.0 < bell.rate < 13.0  # (10 / 2 + 1) notes over (1 / 2 + 0.005) s
+    # ... and a quiet second lowers it.
     bell.since = time.monotonic() - 1.0
-    assert bell.take() == 5
-    assert 2.7 < bell.rate <= 2.75  # the mean of 0.5 and the five a second just taken
     assert bell.take() == 0
-    assert 2.7 < bell.rate <= 2.75  # no notes: no rate to learn from, the last one stays
+    assert 2.0 < bell.rate < 3.0  # (6 / 2) notes over (0.505 / 2 + 1) s
+
+
+def rate_of(producer: Producer, per_second: float) -> None:
+    """The doorbell heard ``per_second`` notes a second lately (its smoothed rate)."""
+    producer.doorbell.rung, producer.doorbell.since = round(per_second * 10), time.monotonic() - 10
+    producer.doorbell.take()
+    producer.doorbell.since = time.monotonic()
+
+
+def test_a_late_burst_of_notes_is_read_within_a_tick(rig: Rig) -> None:
+    """Notes late at first (the workers served other folders) and then quick: the wait does
+    not sleep as long as the slow rate says, so the window does not sit empty."""
+    producer = starved(rig, window=8, files=10)  # a refill is four chunks
+    rate_of(producer, 0.5)  # slow lately: three more notes would be six seconds away
+    assert rig.work(n=1) == [1]
+    threading.Timer(0.05, lambda: rig.work(n=3)).start()  # ... but they come at once
+    producer._next_poll = time.monotonic() + POLL_SECONDS
+    why, seconds = timed(producer)
+    assert why == "refill"
+    assert seconds < TICK + 0.15  # read after a tick's sleep, not at the poll
+
+
+def test_a_wait_sleeping_on_notes_ends_when_the_poll_is_due(rig: Rig) -> None:
+    producer = starved(rig, window=8, files=10)
+    rate_of(producer, 0.5)
+    assert rig.work(n=1) == [1]
+    producer._next_poll = time.monotonic() + 0.25  # between the first tick and the second
+    why, seconds = timed(producer)
+    assert why == "poll"
+    assert 0.2 <= seconds < 0.35  # a sleep cut to the poll, not a second tick
+
+
+def test_fast_notes_wake_the_wait_at_most_every_gather_interval(rig: Rig) -> None:
+    producer = starved(rig, window=8, files=10)
+    rate_of(producer, 1e6)  # so fast that the rest should have come at once
+    assert rig.work(n=1) == [1]
+    sleeps: list[float] = []
+    real = producer.sleep
+
+    def counted(seconds: float) -> None:
+        sleeps.append(seconds)
+        real(seconds)
+
+    producer.sleep = counted  # type: ignore[method-assign]
+    producer._next_poll = time.monotonic() + 0.5
+    why, _ = timed(producer)  # no more notes come: it waits for the poll
+    assert why == "poll"
+    assert len(sleeps) <= 0.5 / GATHER_SECONDS + 3  # a wake-up each 20 ms, not a busy loop
+    assert all(s >= GATHER_SECONDS or s == sleeps[-1] for s in sleeps)
 
 
 @pytest.mark.parametrize("window", [1, 3])
