@@ -240,10 +240,11 @@ def test_notes_due_at_the_faster_of_the_counted_and_the_smoothed_rate(rig: Rig) 
 
 
 def rate_of(producer: Producer, per_second: float) -> None:
-    """The doorbell heard ``per_second`` notes a second lately (its smoothed rate)."""
+    """The doorbell heard ``per_second`` notes a second lately (its smoothed rate), and the
+    count it is taking now started ten seconds ago (so that count says the same or slower)."""
     producer.doorbell.rung, producer.doorbell.since = round(per_second * 10), time.monotonic() - 10
     producer.doorbell.take()
-    producer.doorbell.since = time.monotonic()
+    producer.doorbell.since = time.monotonic() - 10
 
 
 def test_a_late_burst_of_notes_is_read_within_a_tick(rig: Rig) -> None:
