@@ -2,10 +2,10 @@
 
 A fleet runs one producer per input folder (or per shard of one), all on one Redis and one
 set of workers. What sizing it needs is whether a producer's cost per comment stays the same
-when others share its Redis: so the same file size is measured twice in one run, first with a
-lone producer, then with ``N`` producers on ``N`` folders at once, each producer's own CPU
-(from ``wait4``) per comment compared with the lone one's. Redis's CPU per comment while the
-``N`` ran is the figure that sets the ceiling of one Redis.
+when others share its Redis: so the same file size is measured in one run with a lone
+producer (twice before and once after) and with ``N`` producers on ``N`` folders at once, each
+producer's own CPU (from ``wait4``) per comment compared with the lone runs' median. Redis's
+CPU per comment while the ``N`` ran is the figure that sets the ceiling of one Redis.
 
 The inference side is the control plane benchmark's null workers, so nothing but the control
 plane is measured; every output is checked (each record once, in order).
@@ -14,6 +14,7 @@ plane is measured; every output is checked (each record once, in order).
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from bench.controlplane import (
@@ -25,7 +26,7 @@ from bench.controlplane import (
     producer_cmd,
     startup_folder,
 )
-from bench.cpu import run_measured_together
+from bench.cpu import Meter, run_measured_together
 from bench.inputs import downloader_jsonl
 from harness.stack import Stack
 
@@ -39,25 +40,27 @@ def _fill(stack: Stack, name: str, n: int, seed: int) -> tuple[Path, Path]:
     return folder, source
 
 
+LONE_BEFORE = 2  # lone runs before the N producers ...
+LONE_AFTER = 1  # ... and after them: the lone figure is the median of these
+
+
 def measure_fleet(
     model: Path, n: int, producers: int, workers: int, seed: int, timeout: float = 3600
 ) -> dict[str, Any]:
     """A lone producer, then ``producers`` at once, each on its own folder of ``n`` comments
-    (downloader JSON Lines), with ``workers`` null inference workers and one results worker.
+    (downloader JSON Lines), then a lone one again, with ``workers`` null inference workers
+    and one results worker.
 
-    CPU microseconds per comment: ``lone`` (the lone producer), ``each`` (every one of the
-    ``producers``), and Redis, the results worker and the null workers during the ``N`` run;
-    ``rate``: the ``N`` producers' comments over the wall time of the slowest.
+    CPU microseconds per comment: ``lone`` (the median of the lone runs, each in ``lones``),
+    ``each`` (every one of the ``producers``), and Redis, the results worker and the null
+    workers during the ``N`` run; ``rate``: the ``N`` producers' comments over the wall time
+    of the slowest. One lone run lasts a few seconds, and on a shared machine one run's
+    figure moves by 10% either way from one minute to the next: the median of runs on both
+    sides of the ``N`` is a baseline that one slow or fast minute does not set.
     """
     with _stack("fleet-", model) as (stack, server, _):
         meters, startup = control_plane(stack, server, workers)
-
-        folder, source = _fill(stack, "lone", n, seed)
-        for meter in meters.values():
-            meter.start()
-        lone_cpu, lone_wall = _producer(stack, folder, "producer-lone", timeout)
-        lone_spent = {key: meter.stop() for key, meter in meters.items()}
-        _check(stack.output / "lone.json", source)
+        lones = [_lone(stack, meters["redis"], k, n, seed, timeout) for k in range(LONE_BEFORE)]
 
         # The start-up (imports, connecting) of producers started together costs each more
         # CPU than a lone one's (they share the cores and caches): subtract that, measured
@@ -77,19 +80,37 @@ def measure_fleet(
         spent = {key: meter.stop() for key, meter in meters.items()}
         for i, (_, src) in enumerate(made):
             _check(stack.output / f"fleet{i}.json", src)
+        lones += [
+            _lone(stack, meters["redis"], k, n, seed, timeout)
+            for k in range(LONE_BEFORE, LONE_BEFORE + LONE_AFTER)
+        ]
     total = n * producers
     return {
         "comments": n,
         "producers": producers,
-        "lone": (lone_cpu - startup) / n * US,
-        "lone_redis": lone_spent["redis"] / n * US,
-        "lone_rate": n / lone_wall,
+        "lones": [(cpu - startup) / n * US for cpu, _, _ in lones],
+        "lone": (median(cpu for cpu, _, _ in lones) - startup) / n * US,
+        "lone_redis": median(redis for _, _, redis in lones) / n * US,
+        "lone_rate": n / median(wall for _, wall, _ in lones),
         "each": [(cpu - together) / n * US for cpu, _ in measured],
         "startup": startup,
         "startup_together": together,
         **{key: value / total * US for key, value in spent.items()},
         "rate": total / max(wall for _, wall in measured),
     }
+
+
+def _lone(
+    stack: Stack, redis: Meter, k: int, n: int, seed: int, timeout: float
+) -> tuple[float, float, float]:
+    """One lone producer's run on a folder of its own (its output checked): its CPU seconds,
+    its wall seconds, and Redis's CPU seconds meanwhile."""
+    folder, source = _fill(stack, f"lone{k}", n, seed + 100 + k)
+    redis.start()
+    cpu, wall = _producer(stack, folder, f"producer-lone{k}", timeout)
+    redis_cpu = redis.stop()
+    _check(stack.output / f"lone{k}.json", source)
+    return cpu, wall, redis_cpu
 
 
 def _startup_together(stack: Stack, producers: int, timeout: float, runs: int = 2) -> float:
@@ -120,8 +141,10 @@ def fleet_report(found: dict[str, Any]) -> str:
         [
             f"fleet: {found['producers']} producers on {found['producers']} folders of "
             f"{found['comments']:,} comments (downloader JSON Lines), one Redis",
-            f"  lone producer {lone:.2f} us/comment (redis {found['lone_redis']:.2f}, "
-            f"{found['lone_rate']:,.0f} comments/s wall)",
+            f"  lone producer {lone:.2f} us/comment, the median of "
+            + ", ".join(f"{v:.2f}" for v in found["lones"])
+            + f" ({LONE_BEFORE} runs before the {found['producers']}, {LONE_AFTER} after; "
+            f"redis {found['lone_redis']:.2f}, {found['lone_rate']:,.0f} comments/s wall)",
             "  each of the "
             + str(found["producers"])
             + ": "
