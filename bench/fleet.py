@@ -3,9 +3,10 @@
 A fleet runs one producer per input folder (or per shard of one), all on one Redis and one
 set of workers. What sizing it needs is whether a producer's cost per comment stays the same
 when others share its Redis: so the same file size is measured in one run with a lone
-producer (twice before and once after) and with ``N`` producers on ``N`` folders at once, each
-producer's own CPU (from ``wait4``) per comment compared with the lone runs' median. Redis's
-CPU per comment while the ``N`` ran is the figure that sets the ceiling of one Redis.
+producer (three times before and twice after) and with ``N`` producers on ``N`` folders at
+once, each producer's own CPU (from ``wait4``) per comment compared with the lone runs'
+median. Redis's CPU per comment while the ``N`` ran is the figure that sets the ceiling of
+one Redis.
 
 The inference side is the control plane benchmark's null workers, so nothing but the control
 plane is measured; every output is checked (each record once, in order).
@@ -40,8 +41,8 @@ def _fill(stack: Stack, name: str, n: int, seed: int) -> tuple[Path, Path]:
     return folder, source
 
 
-LONE_BEFORE = 2  # lone runs before the N producers ...
-LONE_AFTER = 1  # ... and after them: the lone figure is the median of these
+LONE_BEFORE = 3  # lone runs before the N producers ...
+LONE_AFTER = 2  # ... and after them: the lone figure is the median of these
 
 
 def measure_fleet(
