@@ -55,9 +55,8 @@ FEED_AHEAD_FILES: Final = 32
 # turn of the loop costs the producer about a millisecond of CPU).
 REFILL_SHARE: Final = 2
 # Once a note came, the producer sleeps until enough should have come at the rate they came
-# (at least GATHER_SECONDS, at most until the next poll), then reads them all: reading each
-# note as it came woke the process once per chunk stored, and a wake-up alone costs some 0.1 ms
-# of CPU.
+# (at least GATHER_SECONDS, at most a tick), then reads them all: reading each note as it
+# came woke the process once per chunk stored, and a wake-up alone costs some 0.1 ms of CPU.
 GATHER_SECONDS: Final = 0.02
 # While notes were heard within this long, a full window waits for them (or the next poll)
 # even through a quiet tick: a turn of the loop costs about a millisecond of CPU, and a producer

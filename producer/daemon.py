@@ -305,7 +305,7 @@ class Producer:
                 return "poll"
             if self.doorbell.rung:  # notes come: sleep until enough should have come
                 pause = max(GATHER_SECONDS, self.doorbell.due_in(self._refill))
-                self.sleep(min(pause, TICK, due - now))  # a tick: a late burst drains it
+                self.sleep(min(pause, TICK, due - now))  # a late burst drains faster
                 listened = self.doorbell.listen(0.0)
             elif now >= quiet and not self.doorbell.trusted():
                 return "tick"
