@@ -48,9 +48,9 @@ LONE_AFTER = 2  # ... and after them: the lone figure is the median of these
 def measure_fleet(
     model: Path, n: int, producers: int, workers: int, seed: int, timeout: float = 3600
 ) -> dict[str, Any]:
-    """A lone producer, then ``producers`` at once, each on its own folder of ``n`` comments
-    (downloader JSON Lines), then a lone one again, with ``workers`` null inference workers
-    and one results worker.
+    """Lone producers (:data:`LONE_BEFORE`), then ``producers`` at once, then lone ones again
+    (:data:`LONE_AFTER`), each on its own folder of ``n`` comments (downloader JSON Lines),
+    with ``workers`` null inference workers and one results worker.
 
     CPU microseconds per comment: ``lone`` (the median of the lone runs, each in ``lones``),
     ``each`` (every one of the ``producers``), and Redis, the results worker and the null
@@ -86,11 +86,12 @@ def measure_fleet(
             for k in range(LONE_BEFORE, LONE_BEFORE + LONE_AFTER)
         ]
     total = n * producers
+    alone = [(cpu - startup) / n * US for cpu, _, _ in lones]
     return {
         "comments": n,
         "producers": producers,
-        "lones": [(cpu - startup) / n * US for cpu, _, _ in lones],
-        "lone": (median(cpu for cpu, _, _ in lones) - startup) / n * US,
+        "lones": alone,
+        "lone": median(alone),
         "lone_redis": median(redis for _, _, redis in lones) / n * US,
         "lone_rate": n / median(wall for _, wall, _ in lones),
         "each": [(cpu - together) / n * US for cpu, _ in measured],
